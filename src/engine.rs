@@ -1,0 +1,417 @@
+//! The engine: configuration, APIs, lists, switches and counters, and the
+//! request check.
+//!
+//! Readers (`check`) take no lock: the lists sit behind `ArcSwap` and are
+//! lock-free maps, switches and counters are atomics. Writers — list edits,
+//! switch changes, bulk replacement — serialise on one mutex that readers
+//! never touch. A bulk replacement builds a new map aside and swaps it in, so
+//! a request sees either the whole old list or the whole new one.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+
+use crate::config::{LoadError, load};
+use crate::policy::decide::{Decision, Detection, Reason, Request, Switches, decide};
+use crate::policy::extract::{Headers, Scratch};
+use crate::policy::ident::{IdKind, Identifier, IpNet, Key};
+use crate::policy::lists::{IdMap, Meta, Source};
+use crate::policy::{ApiSet, Config};
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The runtime switches, as `ase-cli enable_*` / `disable_*` set them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Switch {
+    /// `enable_firewall`.
+    Firewall = 0,
+    /// `enable_abs`: traffic records go to ABS.
+    Abs = 1,
+    /// `enable_abs_attack`: the ABS attack list is fetched and blocks.
+    AbsAttack = 2,
+    /// `enable_ase_detected_attack`: real-time detection records and blocks.
+    AseDetectedAttack = 3,
+}
+
+impl Switch {
+    /// All switches.
+    pub const ALL: [Switch; 4] = [
+        Switch::Firewall,
+        Switch::Abs,
+        Switch::AbsAttack,
+        Switch::AseDetectedAttack,
+    ];
+
+    /// Converts the C ABI number.
+    pub fn from_u32(v: u32) -> Option<Switch> {
+        Switch::ALL.get(v as usize).copied()
+    }
+
+    /// The CLI word (`firewall`, `abs`, `abs_attack`, `ase_detected_attack`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Switch::Firewall => "firewall",
+            Switch::Abs => "abs",
+            Switch::AbsAttack => "abs_attack",
+            Switch::AseDetectedAttack => "ase_detected_attack",
+        }
+    }
+}
+
+const REASONS: usize = 10;
+
+/// Request counters.
+#[derive(Default, Debug)]
+struct Counters {
+    checked: AtomicU64,
+    allowed: AtomicU64,
+    blocked: [AtomicU64; REASONS],
+    would_block: [AtomicU64; REASONS],
+    detections: AtomicU64,
+}
+
+/// A copy of the engine's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Requests checked.
+    pub checked: u64,
+    /// Requests allowed (monitor-mode "would block" included).
+    pub allowed: u64,
+    /// Requests stopped (block, decoy or error response, redirect), by [`Reason`].
+    pub blocked: [u64; REASONS],
+    /// Monitor mode: requests that would have been stopped, by [`Reason`].
+    pub would_block: [u64; REASONS],
+    /// Real-time detections recorded on the deny list.
+    pub detections: u64,
+    /// Deny-list entries.
+    pub deny_entries: u64,
+    /// Allow-list entries.
+    pub allow_entries: u64,
+}
+
+impl Stats {
+    /// Stopped requests of every reason.
+    pub fn blocked_total(&self) -> u64 {
+        self.blocked.iter().sum()
+    }
+}
+
+/// Called with each real-time detection (identifier, source) after the engine
+/// has listed it; the store uses it to make detections durable and shared.
+pub type DetectionSink = Box<dyn Fn(&[Identifier], Source) + Send + Sync>;
+
+/// An enforcement engine. Shared by reference between threads.
+pub struct Engine {
+    config: Config,
+    apis: ApiSet,
+    deny: ArcSwap<IdMap>,
+    allow: ArcSwap<IdMap>,
+    switches: [AtomicBool; 4],
+    counters: Counters,
+    writer: Mutex<()>,
+    sink: OnceLock<DetectionSink>,
+    /// Set when the state could not be loaded: `fail_mode` decides every request.
+    failed: AtomicBool,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.config.path)
+            .field("apis", &self.apis.apis().len())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Loads `ase.conf` at `path`, its `abs.conf` and its API directory.
+    pub fn open(path: &Path) -> Result<Engine, LoadError> {
+        let (config, apis) = load(path)?;
+        Ok(Engine::new(config, apis))
+    }
+
+    /// An engine over an already loaded configuration, with empty lists.
+    pub fn new(config: Config, apis: ApiSet) -> Engine {
+        let switches = [
+            AtomicBool::new(config.enable_firewall),
+            AtomicBool::new(config.enable_abs),
+            AtomicBool::new(config.enable_abs_attack),
+            AtomicBool::new(config.enable_ase_detected_attack),
+        ];
+        Engine {
+            config,
+            apis,
+            deny: ArcSwap::from_pointee(IdMap::new()),
+            allow: ArcSwap::from_pointee(IdMap::new()),
+            switches,
+            counters: Counters::default(),
+            writer: Mutex::new(()),
+            sink: OnceLock::new(),
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The APIs.
+    pub fn apis(&self) -> &ApiSet {
+        &self.apis
+    }
+
+    /// The current switches as a decision sees them.
+    pub fn switches(&self) -> Switches {
+        Switches {
+            firewall: self.switch(Switch::Firewall),
+            abs_attack: self.switch(Switch::AbsAttack),
+            ase_detected: self.switch(Switch::AseDetectedAttack),
+            xff: self.config.enable_xff,
+        }
+    }
+
+    /// One switch.
+    pub fn switch(&self, s: Switch) -> bool {
+        self.switches[s as usize].load(Relaxed)
+    }
+
+    /// Sets a switch. Turning `ase_detected_attack` off deletes every real-time
+    /// entry from the deny list, as ASE does.
+    pub fn set_switch(&self, s: Switch, on: bool) {
+        let _w = self.lock();
+        self.switches[s as usize].store(on, Relaxed);
+        if s == Switch::AseDetectedAttack && !on {
+            self.deny.load().remove_all(Source::REALTIME);
+        }
+    }
+
+    /// Sets `enable_blocking` of API `name`; false if there is no such API.
+    pub fn set_api_blocking(&self, name: &str, on: bool) -> bool {
+        match self.apis.get(name) {
+            Some(a) => {
+                a.set_blocking(on);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Installs the detection sink (once).
+    pub fn set_detection_sink(&self, sink: DetectionSink) -> bool {
+        self.sink.set(sink).is_ok()
+    }
+
+    /// Marks the state as unavailable (`true`) or loaded (`false`); while
+    /// unavailable every request is decided by `fail_mode`.
+    pub fn set_failed(&self, failed: bool) {
+        self.failed.store(failed, Relaxed);
+    }
+
+    /// Whether the state is unavailable.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        // A writer that panicked leaves the maps consistent (each edit is atomic),
+        // so a poisoned lock is safe to take.
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Decides one request and counts it. Takes no lock, does no I/O and
+    /// allocates nothing unless the request is a real-time attack to record.
+    pub fn check<H: Headers + ?Sized>(&self, req: &Request<'_, H>) -> Decision<'_> {
+        let c = &self.counters;
+        c.checked.fetch_add(1, Relaxed);
+        if self.failed.load(Relaxed) {
+            let d = crate::policy::decide::fail_mode(self.config.fail_mode);
+            self.count(&d);
+            return d;
+        }
+        let deny = self.deny.load();
+        let allow = self.allow.load();
+        let mut scratch = Scratch::default();
+        let mut now = {
+            let mut cached = 0u64;
+            move || {
+                if cached == 0 {
+                    cached = now_ms();
+                }
+                cached
+            }
+        };
+        let (d, det) = decide(
+            &self.apis,
+            &allow,
+            &deny,
+            self.switches(),
+            self.config.unknown_api,
+            req,
+            &mut scratch,
+            &mut now,
+        );
+        if let Some(det) = det {
+            self.record(&deny, det);
+        }
+        self.count(&d);
+        d
+    }
+
+    fn count(&self, d: &Decision<'_>) {
+        let c = &self.counters;
+        if d.stops() {
+            c.blocked[d.reason as usize].fetch_add(1, Relaxed);
+        } else {
+            c.allowed.fetch_add(1, Relaxed);
+            if d.would_block {
+                c.would_block[d.reason as usize].fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// Lists a detection's identifiers under its source (lock-free insert), then
+    /// hands them to the sink.
+    fn record(&self, deny: &IdMap, det: Detection<'_>) {
+        let mut ids: Vec<Identifier> = Vec::with_capacity(3);
+        if let Some(ip) = det.ids.ip {
+            ids.push(Key::ip(IpNet::of(ip, 128)).identifier());
+        }
+        if let Some(t) = det.ids.token {
+            if let Ok(id) = Identifier::new(IdKind::Token, "", &String::from_utf8_lossy(t)) {
+                ids.push(id);
+            }
+        }
+        if let Some((n, v)) = det.ids.cookie {
+            if let Ok(id) = Identifier::new(
+                IdKind::Cookie,
+                &String::from_utf8_lossy(n),
+                &String::from_utf8_lossy(v),
+            ) {
+                ids.push(id);
+            }
+        }
+        for id in &ids {
+            deny.add(id.key(), det.source, 0);
+        }
+        self.counters.detections.fetch_add(1, Relaxed);
+        if let Some(sink) = self.sink.get() {
+            sink(&ids, det.source);
+        }
+    }
+
+    /// Adds `id` to the deny list under `source`, with an expiry in Unix ms
+    /// (0 = never). Returns true if the identifier was not listed before.
+    pub fn deny_add(&self, id: &Identifier, source: Source, expiry: u64) -> bool {
+        let _w = self.lock();
+        self.deny.load().add(id.key(), source, expiry)
+    }
+
+    /// Removes `id` from the sources in `mask`; returns the sources it was removed from.
+    pub fn deny_remove(&self, id: &Identifier, mask: u8) -> u8 {
+        let _w = self.lock();
+        self.deny.load().remove(&id.key(), mask)
+    }
+
+    /// Removes every entry's sources in `mask`; returns how many entries changed.
+    pub fn deny_clear(&self, mask: u8) -> usize {
+        let _w = self.lock();
+        self.deny.load().remove_all(mask)
+    }
+
+    /// Adds `id` to the allow list (expiry in Unix ms, 0 = never).
+    pub fn allow_add(&self, id: &Identifier, expiry: u64) -> bool {
+        let _w = self.lock();
+        self.allow.load().add(id.key(), Source::Manual, expiry)
+    }
+
+    /// Removes `id` from the allow list; true if it was listed.
+    pub fn allow_remove(&self, id: &Identifier) -> bool {
+        let _w = self.lock();
+        self.allow.load().remove(&id.key(), Source::ANY) != 0
+    }
+
+    /// Empties the allow list; returns how many entries it had.
+    pub fn allow_clear(&self) -> usize {
+        let _w = self.lock();
+        self.allow.load().remove_all(Source::ANY)
+    }
+
+    /// Deny entries with a source in `mask`, in insertion order.
+    pub fn deny_entries(&self, mask: u8) -> Vec<(Identifier, Meta)> {
+        self.deny
+            .load()
+            .entries(mask)
+            .into_iter()
+            .map(|(k, m)| (k.identifier(), m))
+            .collect()
+    }
+
+    /// Allow entries, in insertion order.
+    pub fn allow_entries(&self) -> Vec<(Identifier, Meta)> {
+        self.allow
+            .load()
+            .entries(Source::ANY)
+            .into_iter()
+            .map(|(k, m)| (k.identifier(), m))
+            .collect()
+    }
+
+    /// Replaces every entry of `source` with `entries` (identifier, expiry in
+    /// Unix ms): the new list is built aside and swapped in at once.
+    pub fn replace_source(&self, source: Source, entries: &[(Identifier, u64)]) {
+        let _w = self.lock();
+        let next = self.deny.load().copy_without(source.bit(), entries.len());
+        for (id, exp) in entries {
+            next.add(id.key(), source, *exp);
+        }
+        self.deny.store(Arc::new(next));
+    }
+
+    /// Replaces both lists whole (a full reload from the store).
+    pub fn replace_all(&self, deny: IdMap, allow: IdMap) {
+        let _w = self.lock();
+        self.deny.store(Arc::new(deny));
+        self.allow.store(Arc::new(allow));
+    }
+
+    /// Runs `f` with the writer lock held: a batch of edits that no other
+    /// writer interleaves with.
+    pub fn with_lists<R>(&self, f: impl FnOnce(&IdMap, &IdMap) -> R) -> R {
+        let _w = self.lock();
+        f(&self.deny.load(), &self.allow.load())
+    }
+
+    /// A copy of the counters and list sizes.
+    pub fn stats(&self) -> Stats {
+        let c = &self.counters;
+        let mut s = Stats {
+            checked: c.checked.load(Relaxed),
+            allowed: c.allowed.load(Relaxed),
+            detections: c.detections.load(Relaxed),
+            deny_entries: self.deny.load().len() as u64,
+            allow_entries: self.allow.load().len() as u64,
+            ..Stats::default()
+        };
+        for i in 0..REASONS {
+            s.blocked[i] = c.blocked[i].load(Relaxed);
+            s.would_block[i] = c.would_block[i].load(Relaxed);
+        }
+        s
+    }
+}
+
+/// The index of a reason in [`Stats::blocked`] / [`Stats::would_block`].
+pub fn reason_index(r: Reason) -> usize {
+    r as usize
+}

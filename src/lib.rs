@@ -1,0 +1,23 @@
+//! # ase — an in-process API client blocker compatible with PingIntelligence ASE
+//!
+//! ## Motivation
+//! An API Security Enforcer (ASE) blocks attacking API clients by identifier —
+//! IP, cookie, OAuth2 token, API key, user name — from an allow list and a deny
+//! list fed by hand, by the ABS AI engine and by real-time detection (decoy APIs,
+//! requests that break an API's definition). PingIntelligence's ASE is a separate
+//! appliance a gateway asks over HTTP for every request; `ase` makes the same
+//! decision inside the server, as a function call costing well under a
+//! microsecond, and reads ASE's own configuration files.
+//!
+//! ## Organization
+//! - [`policy`]: the pure decision core (no I/O, no threads, no `unsafe`).
+//! - [`config`]: reading `ase.conf`, `abs.conf` and the API JSON directory.
+//! - [`engine`]: the [`engine::Engine`] that holds config, APIs, lists and
+//!   counters and answers [`engine::Engine::check`].
+//! - [`ffi`]: the C ABI (`include/ase.h`); the only place with `extern "C"`.
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod engine;
+pub mod ffi;
+pub mod policy;

@@ -1,0 +1,982 @@
+//! API definitions (ASE's `api_metadata` JSON) and request-to-API matching.
+//!
+//! Every field of ASE's inline and sideband API JSON parses (unknown fields are
+//! ignored, a field of the wrong type is an error naming the file and the
+//! field); the fields that decide blocking are compiled into [`Api`].
+//!
+//! Matching, where ASE's documentation is silent, follows DESIGN.md §2: the
+//! exact hostname (case-insensitive, port ignored) before `*`, then the
+//! longest `url` prefix on a `/` boundary. Paths compare case-sensitively,
+//! after the query string is cut off and `%XX`, `//`, `.` and `..` are
+//! normalised, so `/shop/../admin` and `/%61dmin` reach the same API as
+//! `/admin`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+use serde::Deserialize;
+
+/// A bad API JSON file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    /// The API name (file name without `.json`).
+    pub api: String,
+    /// What is wrong, naming the field.
+    pub message: String,
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "API {}: {}", self.api, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// A status code given as a number (`200`) or a string (`"401"`); `""` means unset.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Code(Option<u16>);
+
+impl<'de> Deserialize<'de> for Code {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Code, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        let bad = || serde::de::Error::custom("expected an HTTP status code from 100 to 599");
+        match Raw::deserialize(d).map_err(|_| bad())? {
+            Raw::N(n) if (100..=599).contains(&n) => Ok(Code(Some(n as u16))),
+            Raw::S(s) if s.trim().is_empty() => Ok(Code(None)),
+            Raw::S(s) => match s.trim().parse::<u16>() {
+                Ok(n) if (100..=599).contains(&n) => Ok(Code(Some(n))),
+                _ => Err(bad()),
+            },
+            _ => Err(bad()),
+        }
+    }
+}
+
+#[allow(
+    dead_code,
+    reason = "fields parsed to validate ASE's format; not every one acts in-process"
+)]
+#[derive(Deserialize)]
+struct Meta {
+    #[serde(default)]
+    protocol: String,
+    url: String,
+    hostname: String,
+    #[serde(default)]
+    cookie: String,
+    #[serde(default)]
+    cookie_idle_timeout: String,
+    #[serde(default)]
+    logout_api_enabled: bool,
+    #[serde(default)]
+    cookie_persistence_enabled: bool,
+    #[serde(default)]
+    oauth2_access_token: bool,
+    #[serde(default)]
+    is_token_mandatory: bool,
+    #[serde(default)]
+    apikey_qs: String,
+    #[serde(default)]
+    apikey_header: String,
+    #[serde(default)]
+    login_url: String,
+    #[serde(default = "yes")]
+    enable_blocking: bool,
+    #[serde(default)]
+    api_mapping: Option<ApiMapping>,
+    #[serde(default)]
+    api_pattern_enforcement: Option<PatternJson>,
+    #[serde(default)]
+    flow_control: Option<FlowControl>,
+    #[serde(default)]
+    api_memory_size: String,
+    #[serde(default)]
+    health_check: bool,
+    #[serde(default)]
+    health_check_interval: Option<u64>,
+    #[serde(default)]
+    health_retry_count: Option<u64>,
+    #[serde(default)]
+    health_url: String,
+    #[serde(default)]
+    server_ssl: bool,
+    #[serde(default)]
+    servers: Vec<Server>,
+    #[serde(default)]
+    decoy_config: Option<DecoyJson>,
+    #[serde(default)]
+    username_header: String,
+    #[serde(default)]
+    jwt: Option<JwtJson>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[allow(dead_code, reason = "parsed for validation only")]
+#[derive(Deserialize)]
+struct ApiMapping {
+    #[serde(default)]
+    internal_url: String,
+}
+
+#[allow(dead_code, reason = "parsed for validation only")]
+#[derive(Deserialize)]
+struct FlowControl {
+    #[serde(default)]
+    client_spike_threshold: String,
+    #[serde(default)]
+    server_connection_queueing: bool,
+}
+
+#[allow(dead_code, reason = "parsed for validation only")]
+#[derive(Deserialize)]
+struct Server {
+    host: String,
+    port: u16,
+    #[serde(default)]
+    server_connection_quota: Option<u64>,
+    #[serde(default)]
+    server_spike_threshold: String,
+}
+
+#[derive(Deserialize)]
+struct PatternJson {
+    #[serde(default)]
+    protocol_allowed: String,
+    #[serde(default)]
+    http_redirect: Option<RedirectJson>,
+    #[serde(default)]
+    methods_allowed: Vec<String>,
+    #[serde(default)]
+    content_type_allowed: String,
+    #[serde(default)]
+    error_code: Code,
+    #[serde(default)]
+    error_def: String,
+    #[serde(default)]
+    error_message_body: String,
+}
+
+#[derive(Deserialize)]
+struct RedirectJson {
+    #[serde(default)]
+    response_code: Code,
+    #[serde(default)]
+    response_def: String,
+    #[serde(default)]
+    https_url: String,
+}
+
+#[derive(Deserialize)]
+struct DecoyJson {
+    #[serde(default)]
+    decoy_enabled: bool,
+    #[serde(default)]
+    response_code: Code,
+    #[serde(default)]
+    response_def: String,
+    #[serde(default)]
+    response_message: String,
+    #[serde(default)]
+    decoy_subpaths: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct JwtJson {
+    #[serde(default)]
+    location: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    clientid: String,
+}
+
+/// Protocol bits for `protocol_allowed`.
+pub mod proto {
+    /// `http`
+    pub const HTTP: u8 = 1;
+    /// `https`
+    pub const HTTPS: u8 = 2;
+    /// `ws`
+    pub const WS: u8 = 4;
+    /// `wss`
+    pub const WSS: u8 = 8;
+
+    /// The bit of a scheme word, any case.
+    pub fn bit(s: &[u8]) -> u8 {
+        if s.eq_ignore_ascii_case(b"http") {
+            HTTP
+        } else if s.eq_ignore_ascii_case(b"https") {
+            HTTPS
+        } else if s.eq_ignore_ascii_case(b"ws") {
+            WS
+        } else if s.eq_ignore_ascii_case(b"wss") {
+            WSS
+        } else {
+            0
+        }
+    }
+}
+
+/// A response the engine answers with instead of the backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Reason phrase (`response_def` / `error_def`).
+    pub reason: String,
+    /// Body.
+    pub body: String,
+}
+
+/// The HTTPS redirect of an API that allows only HTTPS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Redirect {
+    /// Status (default 301).
+    pub status: u16,
+    /// Reason phrase (default `Moved Permanently`).
+    pub reason: String,
+    /// Target; empty means `https://` + the request's host and URI.
+    pub url: String,
+}
+
+/// API pattern enforcement (`api_pattern_enforcement`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pattern {
+    /// Allowed schemes as [`proto`] bits; 0 = not enforced.
+    pub protocols: u8,
+    /// Redirect HTTP to HTTPS instead of answering the error.
+    pub redirect: Option<Redirect>,
+    /// Allowed methods, exact; empty = not enforced.
+    pub methods: Vec<String>,
+    /// Allowed media types, lowercase; empty = not enforced.
+    pub content_types: Vec<String>,
+    /// The answer to a violation (default `403 Forbidden`).
+    pub error: Response,
+}
+
+/// Where a JWT is read from (`jwt.location`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JwtLocation {
+    /// `h:authorization:bearer`: the bearer token of `Authorization`.
+    Bearer,
+    /// `h:<header>`: a header's value (a `Bearer ` prefix is skipped).
+    Header(String),
+    /// `qs:<key>`: a query-string parameter.
+    Query(String),
+}
+
+/// JWT user extraction (`jwt`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Jwt {
+    /// Where the JWT is.
+    pub location: JwtLocation,
+    /// The claim holding the user name.
+    pub username: String,
+    /// The claim holding the client id.
+    pub clientid: String,
+}
+
+/// Deception: decoy paths and their answer (`decoy_config`, when enabled).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decoy {
+    /// The answer.
+    pub response: Response,
+    /// Full decoy paths (in-context); empty = the whole API is a decoy (out-of-context).
+    pub subpaths: Vec<String>,
+}
+
+/// One API, compiled from its JSON.
+#[derive(Debug)]
+pub struct Api {
+    /// The name: the file name without `.json`.
+    pub name: String,
+    /// Host, lowercase; `*` for any.
+    pub hostname: String,
+    /// Base path, without a trailing `/` (except `/` itself).
+    pub url: String,
+    /// `protocol` as written (`http`, `https`, `ws`).
+    pub protocol: String,
+    /// Name of the session cookie, if any.
+    pub cookie: Option<String>,
+    /// Whether the OAuth2 bearer token is an identifier.
+    pub oauth2_access_token: bool,
+    /// Query-string parameter carrying the API key.
+    pub apikey_qs: Option<String>,
+    /// Header carrying the API key.
+    pub apikey_header: Option<String>,
+    /// Header carrying the user name.
+    pub username_header: Option<String>,
+    /// JWT user extraction.
+    pub jwt: Option<Jwt>,
+    /// Pattern enforcement.
+    pub pattern: Option<Pattern>,
+    /// Deception.
+    pub decoy: Option<Decoy>,
+    /// `enable_blocking` as written in the file.
+    pub enable_blocking_default: bool,
+    enable_blocking: AtomicBool,
+}
+
+impl Api {
+    /// Parses one API JSON document. `name` is the API name (file name without `.json`).
+    pub fn parse(name: &str, json: &[u8]) -> Result<Api, ApiError> {
+        let err = |message: String| ApiError {
+            api: name.to_string(),
+            message,
+        };
+        let doc: serde_json::Value =
+            serde_json::from_slice(json).map_err(|e| err(format!("invalid JSON: {e}")))?;
+        let Some(meta) = doc.get("api_metadata").filter(|m| m.is_object()) else {
+            return Err(err(
+                "api_metadata: missing; expected {\"api_metadata\": {...}}".into(),
+            ));
+        };
+        let m: Meta = serde_path_to_error::deserialize(meta).map_err(|e| {
+            let path = e.path().to_string();
+            let at = if path == "." {
+                String::new()
+            } else {
+                format!(".{path}")
+            };
+            err(format!("api_metadata{at}: {}", e.into_inner()))
+        })?;
+        let hostname = m.hostname.trim().to_ascii_lowercase();
+        if hostname.is_empty() {
+            return Err(err(
+                "hostname: must not be empty (use \"*\" for any host)".into()
+            ));
+        }
+        if !m.url.starts_with('/') {
+            return Err(err(format!("url: must start with '/', got {:?}", m.url)));
+        }
+        let url = trim_slash(&m.url).to_string();
+        let opt = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_string());
+
+        let pattern = match m.api_pattern_enforcement {
+            None => None,
+            Some(p) => {
+                let mut protocols = 0;
+                for w in p
+                    .protocol_allowed
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|w| !w.is_empty())
+                {
+                    let b = proto::bit(w.as_bytes());
+                    if b == 0 {
+                        return Err(err(format!(
+                            "api_pattern_enforcement.protocol_allowed: unknown protocol {w:?} (http, https, ws, wss)"
+                        )));
+                    }
+                    protocols |= b;
+                }
+                let redirect = p.http_redirect.and_then(|r| {
+                    let set = r.response_code.0.is_some() || !r.https_url.is_empty();
+                    set.then(|| Redirect {
+                        status: r.response_code.0.unwrap_or(301),
+                        reason: opt(&r.response_def).unwrap_or_else(|| "Moved Permanently".into()),
+                        url: r.https_url.trim().to_string(),
+                    })
+                });
+                if let Some(r) = &redirect {
+                    if !(300..400).contains(&r.status) {
+                        return Err(err(
+                            "api_pattern_enforcement.http_redirect.response_code: must be a 3xx redirect status"
+                                .into(),
+                        ));
+                    }
+                }
+                let methods: Vec<String> = p
+                    .methods_allowed
+                    .iter()
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                let content_types = p
+                    .content_type_allowed
+                    .split(',')
+                    .map(|s| media_type(s.as_bytes()))
+                    .filter(|s| !s.is_empty())
+                    .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase())
+                    .collect();
+                let status = p.error_code.0.unwrap_or(403);
+                Some(Pattern {
+                    protocols,
+                    redirect,
+                    methods,
+                    content_types,
+                    error: Response {
+                        status,
+                        reason: opt(&p.error_def).unwrap_or_else(|| default_reason(status).into()),
+                        body: if p.error_message_body.is_empty() {
+                            format!(
+                                "{} {}",
+                                status,
+                                opt(&p.error_def).unwrap_or_else(|| default_reason(status).into())
+                            )
+                        } else {
+                            p.error_message_body
+                        },
+                    },
+                })
+            }
+        };
+
+        let decoy = match m.decoy_config {
+            Some(d) if d.decoy_enabled => {
+                let status = d.response_code.0.unwrap_or(200);
+                let mut subpaths = Vec::new();
+                for s in d
+                    .decoy_subpaths
+                    .iter()
+                    .map(|s| s.trim())
+                    .filter(|s| !s.is_empty())
+                {
+                    let full = if under(s.as_bytes(), url.as_bytes()) {
+                        trim_slash(s).to_string()
+                    } else {
+                        let rel = s.trim_start_matches('/');
+                        trim_slash(&format!("{}/{}", url.trim_end_matches('/'), rel)).to_string()
+                    };
+                    subpaths.push(full);
+                }
+                Some(Decoy {
+                    response: Response {
+                        status,
+                        reason: opt(&d.response_def)
+                            .unwrap_or_else(|| default_reason(status).into()),
+                        body: d.response_message,
+                    },
+                    subpaths,
+                })
+            }
+            _ => None,
+        };
+
+        let jwt = match m.jwt {
+            None => None,
+            Some(j) if j.location.trim().is_empty() && j.username.trim().is_empty() => None,
+            Some(j) => {
+                let loc = j.location.trim();
+                let location = if loc.eq_ignore_ascii_case("h:authorization:bearer") {
+                    JwtLocation::Bearer
+                } else if let Some(h) = loc.strip_prefix("h:").filter(|h| !h.is_empty()) {
+                    JwtLocation::Header(h.to_string())
+                } else if let Some(q) = loc.strip_prefix("qs:").filter(|q| !q.is_empty()) {
+                    JwtLocation::Query(q.to_string())
+                } else {
+                    return Err(err(format!(
+                        "jwt.location: expected h:authorization:bearer, h:<header> or qs:<name>, got {loc:?}"
+                    )));
+                };
+                if j.username.trim().is_empty() {
+                    return Err(err("jwt.username: the claim name must not be empty".into()));
+                }
+                if j.username == j.clientid {
+                    return Err(err("jwt.username and jwt.clientid must differ".into()));
+                }
+                Some(Jwt {
+                    location,
+                    username: j.username.trim().to_string(),
+                    clientid: j.clientid.trim().to_string(),
+                })
+            }
+        };
+
+        Ok(Api {
+            name: name.to_string(),
+            hostname,
+            url,
+            protocol: m.protocol,
+            cookie: opt(&m.cookie),
+            oauth2_access_token: m.oauth2_access_token,
+            apikey_qs: opt(&m.apikey_qs),
+            apikey_header: opt(&m.apikey_header),
+            username_header: opt(&m.username_header),
+            jwt,
+            pattern,
+            decoy,
+            enable_blocking_default: m.enable_blocking,
+            enable_blocking: AtomicBool::new(m.enable_blocking),
+        })
+    }
+
+    /// Whether blocking is on for this API (monitor mode when off).
+    pub fn blocking(&self) -> bool {
+        self.enable_blocking.load(Relaxed)
+    }
+
+    /// Turns blocking on or off (`enable_blocking API` / `disable_blocking API`).
+    pub fn set_blocking(&self, on: bool) {
+        self.enable_blocking.store(on, Relaxed);
+    }
+
+    /// Whether `path` (normalised, no query) is a decoy path of this API.
+    pub fn is_decoy(&self, path: &[u8]) -> bool {
+        match &self.decoy {
+            None => false,
+            Some(d) if d.subpaths.is_empty() => true,
+            Some(d) => d.subpaths.iter().any(|s| under(path, s.as_bytes())),
+        }
+    }
+
+    /// `list_api` line: `shop ( loaded ), https, decoy: in-context`.
+    pub fn list_line(&self) -> String {
+        let mut s = format!("{} ( loaded ), {}", self.name, self.protocol);
+        if let Some(d) = &self.decoy {
+            s.push_str(if d.subpaths.is_empty() {
+                ", decoy: out-context"
+            } else {
+                ", decoy: in-context"
+            });
+        }
+        s
+    }
+}
+
+fn default_reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        301 => "Moved Permanently",
+        302 => "Found",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        415 => "Unsupported Media Type",
+        503 => "Service Unavailable",
+        _ => "",
+    }
+}
+
+fn trim_slash(s: &str) -> &str {
+    let t = s.trim_end_matches('/');
+    if t.is_empty() { "/" } else { t }
+}
+
+/// Whether `path` is `base` or below it on a `/` boundary (`/` is above everything).
+pub fn under(path: &[u8], base: &[u8]) -> bool {
+    if base == b"/" {
+        return true;
+    }
+    path.starts_with(base) && (path.len() == base.len() || path[base.len()] == b'/')
+}
+
+/// The media type of a `Content-Type` value: before any `;`, trimmed.
+pub fn media_type(v: &[u8]) -> &[u8] {
+    let end = v.iter().position(|&c| c == b';').unwrap_or(v.len());
+    v[..end].trim_ascii()
+}
+
+/// A path normalised for matching, held on the stack.
+pub struct NormPath {
+    buf: [u8; NormPath::CAP],
+    len: usize,
+}
+
+impl NormPath {
+    /// Paths longer than this are matched as given, without normalisation.
+    pub const CAP: usize = 2048;
+
+    /// Cuts the query string and fragment off `uri`, decodes `%XX`, merges `//`
+    /// and resolves `.` and `..` segments. Never allocates.
+    pub fn new(uri: &[u8]) -> NormPath {
+        let mut n = NormPath {
+            buf: [0; NormPath::CAP],
+            len: 0,
+        };
+        let end = uri
+            .iter()
+            .position(|&c| c == b'?' || c == b'#')
+            .unwrap_or(uri.len());
+        let raw = &uri[..end];
+        if raw.len() > NormPath::CAP || raw.is_empty() || raw[0] != b'/' {
+            let take = raw.len().min(NormPath::CAP);
+            n.buf[..take].copy_from_slice(&raw[..take]);
+            n.len = take;
+            if n.len == 0 {
+                n.buf[0] = b'/';
+                n.len = 1;
+            }
+            return n;
+        }
+        // Decode into the buffer, then fold segments in place.
+        let mut i = 0;
+        let mut d = 0;
+        while i < raw.len() {
+            let c = raw[i];
+            if c == b'%' && i + 2 < raw.len() {
+                if let (Some(h), Some(l)) = (hex(raw[i + 1]), hex(raw[i + 2])) {
+                    n.buf[d] = h << 4 | l;
+                    d += 1;
+                    i += 3;
+                    continue;
+                }
+            }
+            n.buf[d] = c;
+            d += 1;
+            i += 1;
+        }
+        n.len = fold_segments(&mut n.buf[..d]);
+        n
+    }
+
+    /// The normalised path.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Merges `//`, drops `.` segments and resolves `..` in place; returns the new length.
+fn fold_segments(p: &mut [u8]) -> usize {
+    let n = p.len();
+    let mut out = 0usize; // write cursor; p[..out] is the folded prefix, always starting with '/'
+    let mut i = 0usize;
+    while i < n {
+        // p[i] == '/' here; find the segment after it.
+        let start = i + 1;
+        let mut end = start;
+        while end < n && p[end] != b'/' {
+            end += 1;
+        }
+        let seg_len = end - start;
+        let is_dot = seg_len == 1 && p[start] == b'.';
+        let is_dotdot = seg_len == 2 && p[start] == b'.' && p[start + 1] == b'.';
+        if is_dotdot {
+            // Drop the last folded segment.
+            while out > 0 {
+                out -= 1;
+                if p[out] == b'/' {
+                    break;
+                }
+            }
+            if end == n {
+                p[out] = b'/';
+                out += 1;
+            }
+        } else if is_dot || (seg_len == 0 && end < n) {
+            if end == n {
+                p[out] = b'/';
+                out += 1;
+            }
+        } else {
+            p[out] = b'/';
+            out += 1;
+            p.copy_within(start..end, out);
+            out += seg_len;
+        }
+        i = end;
+    }
+    if out == 0 {
+        p[0] = b'/';
+        out = 1;
+    }
+    out
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    by_url: HashMap<Box<[u8]>, usize, ahash::RandomState>,
+    /// Distinct url lengths, longest first.
+    lens: Vec<usize>,
+}
+
+impl Group {
+    fn find(&self, path: &[u8]) -> Option<usize> {
+        for &l in &self.lens {
+            if l > path.len() {
+                continue;
+            }
+            let cand = &path[..l];
+            let boundary = l == path.len() || path[l] == b'/' || l == 1;
+            if boundary {
+                if let Some(&i) = self.by_url.get(cand) {
+                    return Some(i);
+                }
+            }
+        }
+        None
+    }
+
+    fn add(&mut self, url: &str, i: usize) -> Option<usize> {
+        let prev = self.by_url.insert(url.as_bytes().into(), i);
+        if !self.lens.contains(&url.len()) {
+            self.lens.push(url.len());
+            self.lens.sort_unstable_by(|a, b| b.cmp(a));
+        }
+        prev
+    }
+}
+
+/// All APIs of a configuration, indexed for matching.
+#[derive(Debug, Default)]
+pub struct ApiSet {
+    apis: Vec<Api>,
+    by_host: HashMap<Box<[u8]>, Group, ahash::RandomState>,
+    any_host: Group,
+}
+
+impl ApiSet {
+    /// Indexes `apis`; two APIs with the same hostname and url are an error.
+    pub fn new(mut apis: Vec<Api>) -> Result<ApiSet, ApiError> {
+        apis.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut set = ApiSet::default();
+        for (i, a) in apis.iter().enumerate() {
+            let g = if a.hostname == "*" {
+                &mut set.any_host
+            } else {
+                set.by_host.entry(a.hostname.as_bytes().into()).or_default()
+            };
+            if let Some(j) = g.add(&a.url, i) {
+                return Err(ApiError {
+                    api: a.name.clone(),
+                    message: format!(
+                        "hostname {:?} and url {:?} are already defined by API {}",
+                        a.hostname, a.url, apis[j].name
+                    ),
+                });
+            }
+        }
+        set.apis = apis;
+        Ok(set)
+    }
+
+    /// The APIs, sorted by name.
+    pub fn apis(&self) -> &[Api] {
+        &self.apis
+    }
+
+    /// The API named `name`.
+    pub fn get(&self, name: &str) -> Option<&Api> {
+        self.apis.iter().find(|a| a.name == name)
+    }
+
+    /// The API serving `host` (any case, port ignored) and normalised `path`.
+    pub fn find(&self, host: &[u8], path: &[u8]) -> Option<&Api> {
+        let h = strip_port(host);
+        let mut buf = [0u8; 256];
+        if !h.is_empty() && h.len() <= buf.len() && !self.by_host.is_empty() {
+            let b = &mut buf[..h.len()];
+            b.copy_from_slice(h);
+            b.make_ascii_lowercase();
+            if let Some(i) = self.by_host.get(&*b).and_then(|g| g.find(path)) {
+                return Some(&self.apis[i]);
+            }
+        }
+        self.any_host.find(path).map(|i| &self.apis[i])
+    }
+}
+
+/// `example.com:8080` -> `example.com`; `[::1]:80` -> `[::1]`; a trailing dot is dropped.
+fn strip_port(host: &[u8]) -> &[u8] {
+    let h = host.trim_ascii();
+    let h = if h.first() == Some(&b'[') {
+        match h.iter().position(|&c| c == b']') {
+            Some(p) => &h[..=p],
+            None => h,
+        }
+    } else {
+        match h.iter().rposition(|&c| c == b':') {
+            Some(p) => &h[..p],
+            None => h,
+        }
+    };
+    h.strip_suffix(b".").unwrap_or(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reference notes' full inline example: every field must parse.
+    pub const FULL: &str = r#"{ "api_metadata": {
+      "protocol": "http", "url": "/shopapi", "hostname": "*",
+      "cookie": "JSESSIONID", "cookie_idle_timeout": "200m",
+      "logout_api_enabled": false, "cookie_persistence_enabled": false,
+      "oauth2_access_token": false, "is_token_mandatory": false,
+      "apikey_qs": "", "apikey_header": "MyAPIKey",
+      "login_url": "/shopapi/login", "enable_blocking": true,
+      "api_mapping": { "internal_url": "/app" },
+      "api_pattern_enforcement": {
+         "protocol_allowed": "",
+         "http_redirect": { "response_code": "", "response_def": "", "https_url": "" },
+         "methods_allowed": ["GET","PUT","POST","DELETE","HEAD"],
+         "content_type_allowed": "application/text",
+         "error_code": "401", "error_def": "Unauthorized", "error_message_body": "401 Unauthorized" },
+      "flow_control": { "client_spike_threshold": "500/second", "server_connection_queueing": false },
+      "api_memory_size": "128mb",
+      "health_check": true, "health_check_interval": 60, "health_retry_count": 4, "health_url": "/app/home",
+      "server_ssl": false,
+      "servers": [ { "host": "10.96.2.31", "port": 4200,
+                     "server_connection_quota": 4500, "server_spike_threshold": "200/second" } ],
+      "decoy_config": { "decoy_enabled": true, "response_code": 200, "response_def": "200 OK",
+                        "response_message": "200 OK",
+                        "decoy_subpaths": ["/shopapi/online", "/shopapi/offline"] },
+      "username_header": "x-username-header",
+      "jwt": { "location": "h:authorization:bearer", "username": "username", "clientid": "client_id" }
+    } }"#;
+
+    #[test]
+    fn full_example_parses_and_acts() {
+        let a = Api::parse("shop", FULL.as_bytes()).unwrap();
+        assert_eq!(a.url, "/shopapi");
+        assert_eq!(a.cookie.as_deref(), Some("JSESSIONID"));
+        assert_eq!(a.apikey_header.as_deref(), Some("MyAPIKey"));
+        let p = a.pattern.as_ref().unwrap();
+        assert_eq!(p.protocols, 0);
+        assert!(p.redirect.is_none());
+        assert_eq!(p.methods.len(), 5);
+        assert_eq!(p.content_types, vec!["application/text"]);
+        assert_eq!(p.error.status, 401);
+        assert_eq!(p.error.body, "401 Unauthorized");
+        assert!(a.is_decoy(b"/shopapi/online"));
+        assert!(a.is_decoy(b"/shopapi/offline/x"));
+        assert!(!a.is_decoy(b"/shopapi/onlinex"));
+        assert!(!a.is_decoy(b"/shopapi/items"));
+        assert_eq!(a.jwt.as_ref().unwrap().location, JwtLocation::Bearer);
+        assert_eq!(a.list_line(), "shop ( loaded ), http, decoy: in-context");
+    }
+
+    #[test]
+    fn wrong_types_and_bad_values_name_the_field() {
+        let cases = [
+            (
+                r#"{"api_metadata":{"url":"/a","hostname":"*","enable_blocking":"yes"}}"#,
+                "enable_blocking",
+            ),
+            (r#"{"api_metadata":{"url":"/a","hostname":""}}"#, "hostname"),
+            (r#"{"api_metadata":{"url":"a","hostname":"*"}}"#, "url"),
+            (r#"{"api_metadata":{"hostname":"*"}}"#, "url"),
+            (
+                r#"{"api_metadata":{"url":"/a","hostname":"*","decoy_config":{"decoy_subpaths":"x"}}}"#,
+                "decoy_subpaths",
+            ),
+            (
+                r#"{"api_metadata":{"url":"/a","hostname":"*","api_pattern_enforcement":{"methods_allowed":"GET"}}}"#,
+                "methods_allowed",
+            ),
+            (
+                r#"{"api_metadata":{"url":"/a","hostname":"*","api_pattern_enforcement":{"protocol_allowed":"gopher"}}}"#,
+                "protocol_allowed",
+            ),
+            (
+                r#"{"api_metadata":{"url":"/a","hostname":"*","api_pattern_enforcement":{"error_code":"abc"}}}"#,
+                "HTTP status",
+            ),
+            (
+                r#"{"api_metadata":{"url":"/a","hostname":"*","servers":[{"host":"h","port":"x"}]}}"#,
+                "port",
+            ),
+            (
+                r#"{"api_metadata":{"url":"/a","hostname":"*","jwt":{"location":"cookie:x","username":"u"}}}"#,
+                "jwt.location",
+            ),
+            (
+                r#"{"api_metadata":{"url":"/a","hostname":"*","jwt":{"location":"h:x","username":"u","clientid":"u"}}}"#,
+                "differ",
+            ),
+            (r#"[1,2]"#, "api_metadata"),
+            (r#"{"api_metadata":"#, "invalid JSON"),
+        ];
+        for (json, needle) in cases {
+            let e = Api::parse("t", json.as_bytes()).unwrap_err();
+            assert!(e.to_string().contains(needle), "{json}: {e}");
+        }
+        // Unknown fields are ignored.
+        Api::parse(
+            "t",
+            br#"{"api_metadata":{"url":"/a","hostname":"*","future_field":[1]}}"#,
+        )
+        .unwrap();
+    }
+
+    fn api(name: &str, host: &str, url: &str) -> Api {
+        let j = format!(r#"{{"api_metadata":{{"url":"{url}","hostname":"{host}"}}}}"#);
+        Api::parse(name, j.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn matching_rules() {
+        let set = ApiSet::new(vec![
+            api("root", "*", "/"),
+            api("shop", "*", "/shop"),
+            api("shopx", "*", "/shop/x/"),
+            api("exact", "API.Example.com", "/shop"),
+        ])
+        .unwrap();
+        let f = |h: &str, p: &str| {
+            set.find(h.as_bytes(), NormPath::new(p.as_bytes()).as_bytes())
+                .map(|a| a.name.clone())
+        };
+        assert_eq!(f("other", "/shop").as_deref(), Some("shop"));
+        assert_eq!(f("other", "/shop/y?q=1").as_deref(), Some("shop"));
+        assert_eq!(f("other", "/shopping").as_deref(), Some("root"));
+        assert_eq!(f("other", "/shop/x/1").as_deref(), Some("shopx"));
+        assert_eq!(
+            f("api.example.COM:8443", "/shop/1").as_deref(),
+            Some("exact")
+        );
+        assert_eq!(
+            f("api.example.com", "/other").as_deref(),
+            Some("root"),
+            "falls back to *"
+        );
+        assert_eq!(
+            f("other", "/shop/%78/1").as_deref(),
+            Some("shopx"),
+            "percent-decoded"
+        );
+        assert_eq!(
+            f("other", "/a/../shop//x/./1").as_deref(),
+            Some("shopx"),
+            "dot segments"
+        );
+        let none = ApiSet::new(vec![api("shop", "*", "/shop")]).unwrap();
+        assert!(none.find(b"h", b"/other").is_none());
+        assert!(ApiSet::new(vec![api("a", "*", "/x"), api("b", "*", "/x/")]).is_err());
+    }
+
+    #[test]
+    fn path_normalisation() {
+        for (i, o) in [
+            ("/", "/"),
+            ("/a/b", "/a/b"),
+            ("/a//b/", "/a/b/"),
+            ("/a/./b", "/a/b"),
+            ("/a/../../b", "/b"),
+            ("/a/b/..", "/a/"),
+            ("/%2e%2e/x", "/x"),
+            ("/a%", "/a%"),
+            ("/a%4", "/a%4"),
+            ("/a%41", "/aA"),
+            ("", "/"),
+            ("*", "*"),
+        ] {
+            assert_eq!(
+                std::str::from_utf8(NormPath::new(i.as_bytes()).as_bytes()).unwrap(),
+                o,
+                "{i}"
+            );
+        }
+    }
+}

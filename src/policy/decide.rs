@@ -1,0 +1,415 @@
+//! The decision for one request: DESIGN.md §2, step by step.
+//!
+//! [`decide`] is pure: it reads the APIs, the two lists and the switches, and
+//! returns a [`Decision`] plus, when the request is a real-time attack, the
+//! [`Detection`] the engine should record. It never allocates.
+
+use super::api::{Api, ApiSet, NormPath, Response, media_type, proto};
+use super::config::UnknownApi;
+use super::extract::{Headers, Ids, Scratch, extract, header};
+use super::ident::{IdKind, KeyRef};
+use super::lists::{IdMap, Source};
+
+/// What the host must do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Action {
+    /// Let the request go on.
+    Allow = 0,
+    /// Refuse it with `status` and `body` (403 `Error: Unauthorized`, 503 `Error: Unknown API`).
+    Block = 1,
+    /// Answer it with the API's decoy or pattern-error response.
+    Respond = 2,
+    /// Redirect to `location` (HTTPS-only API).
+    Redirect = 3,
+}
+
+/// Why. The numbering is part of the C ABI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Reason {
+    /// Nothing matched: allowed.
+    None = 0,
+    /// `enable_firewall` is off.
+    FirewallOff = 1,
+    /// No API matches the host and path.
+    UnknownApi = 2,
+    /// An identifier is on the allow list.
+    AllowList = 3,
+    /// The path is a decoy.
+    Decoy = 4,
+    /// An identifier is on the deny list (`source` says which part).
+    DenyList = 5,
+    /// The scheme is not in `protocol_allowed`.
+    Protocol = 6,
+    /// The method is not in `methods_allowed`.
+    Method = 7,
+    /// The `Content-Type` is not in `content_type_allowed`.
+    ContentType = 8,
+    /// The engine could not load its state and `fail_mode` decided.
+    FailMode = 9,
+}
+
+/// The switches a decision depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Switches {
+    /// `enable_firewall`.
+    pub firewall: bool,
+    /// `enable_abs_attack`: ABS entries block.
+    pub abs_attack: bool,
+    /// `enable_ase_detected_attack`: real-time entries block and are recorded.
+    pub ase_detected: bool,
+    /// `enable_xff`.
+    pub xff: bool,
+}
+
+impl Switches {
+    /// The deny sources that block under these switches.
+    pub fn deny_mask(&self) -> u8 {
+        let mut m = Source::Manual.bit();
+        if self.abs_attack {
+            m |= Source::Abs.bit();
+        }
+        if self.ase_detected {
+            m |= Source::REALTIME;
+        }
+        m
+    }
+}
+
+/// One request as the host sees it. All fields are raw bytes.
+pub struct Request<'a, H: Headers + ?Sized> {
+    /// The connection's client address, parsed; `None` when unknown.
+    pub client_ip: Option<u128>,
+    /// Method, e.g. `GET`.
+    pub method: &'a [u8],
+    /// `http` or `https` (`ws`, `wss`).
+    pub scheme: &'a [u8],
+    /// Host (the `Host` header is used when empty).
+    pub host: &'a [u8],
+    /// Path with query string.
+    pub uri: &'a [u8],
+    /// Request headers.
+    pub headers: &'a H,
+    /// A user name the host authenticated, or empty.
+    pub username: &'a [u8],
+    /// Overrides the configured unknown-API policy for this request.
+    pub unknown_api: Option<UnknownApi>,
+}
+
+/// The verdict.
+#[derive(Clone, Copy, Debug)]
+pub struct Decision<'e> {
+    /// What to do.
+    pub action: Action,
+    /// Why.
+    pub reason: Reason,
+    /// Status to answer with (0 when allowed).
+    pub status: u16,
+    /// Monitor mode: the API has `enable_blocking: false` and this request would
+    /// have been blocked for `reason`; it is allowed.
+    pub would_block: bool,
+    /// The identifier kind that matched the allow or deny list.
+    pub matched: Option<IdKind>,
+    /// The deny source that matched.
+    pub source: Option<Source>,
+    /// The matched API.
+    pub api: Option<&'e Api>,
+    /// Reason phrase of the answer.
+    pub status_text: &'e str,
+    /// Body of the answer.
+    pub body: &'e str,
+    /// Redirect target; empty with [`Action::Redirect`] means `https://` + host + URI.
+    pub location: &'e str,
+}
+
+/// A real-time attack to record: these identifiers go to `source`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Detection<'a> {
+    /// Decoy or a pattern violation.
+    pub source: Source,
+    /// The request's identifiers (IP for decoys; token, cookie and IP for violations).
+    pub ids: Ids<'a>,
+}
+
+/// Body of a deny-list block, as ASE answers.
+pub const UNAUTHORIZED: &str = "Error: Unauthorized";
+/// Body of an unknown-API rejection, as ASE answers.
+pub const UNKNOWN_API: &str = "Error: Unknown API";
+
+impl<'e> Decision<'e> {
+    fn allow(reason: Reason, api: Option<&'e Api>) -> Decision<'e> {
+        Decision {
+            action: Action::Allow,
+            reason,
+            status: 0,
+            would_block: false,
+            matched: None,
+            source: None,
+            api,
+            status_text: "",
+            body: "",
+            location: "",
+        }
+    }
+
+    fn respond(reason: Reason, api: &'e Api, r: &'e Response) -> Decision<'e> {
+        Decision {
+            action: Action::Respond,
+            status: r.status,
+            status_text: &r.reason,
+            body: &r.body,
+            ..Decision::allow(reason, Some(api))
+        }
+    }
+
+    /// Whether the request is stopped (anything but allow).
+    pub fn stops(&self) -> bool {
+        self.action != Action::Allow
+    }
+}
+
+/// Lookups shared by the allow and deny checks.
+struct Probe<'x, 'a> {
+    ids: &'x Ids<'a>,
+}
+
+impl Probe<'_, '_> {
+    /// The first identifier on `list` with an active source within `mask`.
+    fn hit(
+        &self,
+        list: &IdMap,
+        mask: u8,
+        now: &mut impl FnMut() -> u64,
+    ) -> Option<(IdKind, Source)> {
+        if list.is_empty() {
+            return None;
+        }
+        if let Some(ip) = self.ids.ip {
+            if let Some(s) = list.lookup_ip(ip, mask, now) {
+                return Some((IdKind::Ip, s));
+            }
+        }
+        let mut try_key = |kind, name: &[u8], value: &[u8]| {
+            list.lookup(&KeyRef::new(kind, name, value), mask, now)
+                .map(|s| (kind, s))
+        };
+        if let Some((n, v)) = self.ids.cookie {
+            if let Some(r) = try_key(IdKind::Cookie, n, v) {
+                return Some(r);
+            }
+        }
+        if let Some(v) = self.ids.token {
+            if let Some(r) = try_key(IdKind::Token, b"", v) {
+                return Some(r);
+            }
+        }
+        if let Some((n, v)) = self.ids.api_key {
+            if let Some(r) = try_key(IdKind::ApiKey, n, v) {
+                return Some(r);
+            }
+        }
+        if let Some(v) = self.ids.username {
+            if let Some(r) = try_key(IdKind::Username, b"", v) {
+                return Some(r);
+            }
+        }
+        None
+    }
+}
+
+/// Decides one request. `default_unknown` is the configured unknown-API policy;
+/// `now` gives Unix milliseconds and is called only when an entry has an expiry.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "each input is a distinct part of the decision"
+)]
+pub fn decide<'e, 'a, H: Headers + ?Sized>(
+    apis: &'e ApiSet,
+    allow: &IdMap,
+    deny: &IdMap,
+    sw: Switches,
+    default_unknown: UnknownApi,
+    req: &Request<'a, H>,
+    scratch: &'a mut Scratch,
+    now: &mut impl FnMut() -> u64,
+) -> (Decision<'e>, Option<Detection<'a>>)
+where
+    'e: 'a,
+{
+    // 1. Firewall off.
+    if !sw.firewall {
+        return (Decision::allow(Reason::FirewallOff, None), None);
+    }
+
+    // 2. Which API.
+    let path = NormPath::new(req.uri);
+    let host = if req.host.is_empty() {
+        header(req.headers, b"host").unwrap_or(b"")
+    } else {
+        req.host
+    };
+    let api = apis.find(host, path.as_bytes());
+
+    // 3. Identifiers.
+    let ids = extract(
+        api,
+        req.client_ip,
+        sw.xff,
+        req.uri,
+        req.headers,
+        req.username,
+        scratch,
+    );
+    let probe = Probe { ids: &ids };
+    let mask = sw.deny_mask();
+
+    let Some(api) = api else {
+        let mode = req.unknown_api.unwrap_or(default_unknown);
+        if mode == UnknownApi::Reject {
+            return (
+                Decision {
+                    action: Action::Block,
+                    status: 503,
+                    status_text: "Service Unavailable",
+                    body: UNKNOWN_API,
+                    ..Decision::allow(Reason::UnknownApi, None)
+                },
+                None,
+            );
+        }
+        // Pass mode: the client IP still meets the lists.
+        let ip_only = Ids {
+            ip: ids.ip,
+            ..Ids::default()
+        };
+        let p = Probe { ids: &ip_only };
+        if p.hit(allow, Source::ANY, now).is_none() {
+            if let Some((kind, src)) = p.hit(deny, mask, now) {
+                return (blocked(None, kind, src), None);
+            }
+        }
+        return (Decision::allow(Reason::UnknownApi, None), None);
+    };
+
+    // 4. Allow list beats everything but the decoy answer.
+    let allowed = probe.hit(allow, Source::ANY, now).map(|(k, _)| k);
+
+    // 5. Decoy.
+    if api.is_decoy(path.as_bytes()) {
+        let d = api.decoy.as_ref().expect("is_decoy implies a decoy config");
+        let mut dec = Decision::respond(Reason::Decoy, api, &d.response);
+        dec.matched = allowed;
+        let det = (allowed.is_none() && sw.ase_detected && ids.ip.is_some()).then_some(Detection {
+            source: Source::Decoy,
+            ids: Ids {
+                ip: ids.ip,
+                ..Ids::default()
+            },
+        });
+        return (dec, det);
+    }
+    if let Some(kind) = allowed {
+        let mut d = Decision::allow(Reason::AllowList, Some(api));
+        d.matched = Some(kind);
+        return (d, None);
+    }
+
+    // 6. Deny list.
+    let blocking = api.blocking();
+    if let Some((kind, src)) = probe.hit(deny, mask, now) {
+        let d = blocked(Some(api), kind, src);
+        return (monitor(d, blocking), None);
+    }
+
+    // 7. Pattern enforcement.
+    if let Some(p) = &api.pattern {
+        let scheme = proto::bit(req.scheme);
+        let violation = if p.protocols != 0 && scheme & p.protocols == 0 {
+            if let (Some(r), proto::HTTP) = (&p.redirect, scheme) {
+                let d = Decision {
+                    action: Action::Redirect,
+                    status: r.status,
+                    status_text: &r.reason,
+                    location: &r.url,
+                    ..Decision::allow(Reason::Protocol, Some(api))
+                };
+                // Redirecting plain HTTP to HTTPS is the API's chosen answer, not an attack.
+                return (monitor(d, blocking), None);
+            }
+            Some((Reason::Protocol, Source::InvalidProtocol))
+        } else if !p.methods.is_empty() && !p.methods.iter().any(|m| m.as_bytes() == req.method) {
+            Some((Reason::Method, Source::InvalidMethod))
+        } else if !p.content_types.is_empty()
+            && header(req.headers, b"content-type").is_some_and(|ct| {
+                let mt = media_type(ct);
+                !p.content_types
+                    .iter()
+                    .any(|a| a.as_bytes().eq_ignore_ascii_case(mt))
+            })
+        {
+            Some((Reason::ContentType, Source::InvalidContentType))
+        } else {
+            None
+        };
+        if let Some((reason, source)) = violation {
+            let d = Decision::respond(reason, api, &p.error);
+            let det = sw.ase_detected.then_some(Detection {
+                source,
+                ids: Ids {
+                    ip: ids.ip,
+                    cookie: ids.cookie,
+                    token: ids.token,
+                    ..Ids::default()
+                },
+            });
+            return (monitor(d, blocking), det);
+        }
+    }
+
+    // 8. Allow.
+    (Decision::allow(Reason::None, Some(api)), None)
+}
+
+fn blocked(api: Option<&Api>, kind: IdKind, src: Source) -> Decision<'_> {
+    Decision {
+        action: Action::Block,
+        status: 403,
+        status_text: "Forbidden",
+        body: UNAUTHORIZED,
+        matched: Some(kind),
+        source: Some(src),
+        ..Decision::allow(Reason::DenyList, api)
+    }
+}
+
+/// With blocking off, a stop becomes "would block" and the request goes on.
+fn monitor(d: Decision<'_>, blocking: bool) -> Decision<'_> {
+    if blocking {
+        d
+    } else {
+        Decision {
+            action: Action::Allow,
+            would_block: true,
+            status: 0,
+            status_text: "",
+            body: "",
+            location: "",
+            ..d
+        }
+    }
+}
+
+/// The decision for every request while the state cannot be loaded.
+pub fn fail_mode(mode: super::config::FailMode) -> Decision<'static> {
+    match mode {
+        super::config::FailMode::Open => Decision::allow(Reason::FailMode, None),
+        super::config::FailMode::Closed => Decision {
+            action: Action::Block,
+            status: 403,
+            status_text: "Forbidden",
+            body: UNAUTHORIZED,
+            ..Decision::allow(Reason::FailMode, None)
+        },
+    }
+}

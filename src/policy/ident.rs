@@ -1,0 +1,568 @@
+//! Client identifiers and their list keys.
+//!
+//! Every identifier — whatever its kind — is reduced to one flat byte key
+//! `[kind][name_len][name][value]`, so the allow and deny lists are each one
+//! hash map and a request probes it with a borrowed [`KeyRef`] that needs no
+//! allocation. IP entries are stored as a 16-byte address (IPv4 as
+//! IPv4-mapped IPv6, so `::ffff:1.2.3.4` and `1.2.3.4` are one key) masked to
+//! their prefix, with the prefix length as the one-byte name.
+
+use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::OnceLock;
+
+/// The kind of a client identifier. The numbering is part of the C ABI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum IdKind {
+    /// Client IP address or CIDR range.
+    Ip = 0,
+    /// Session cookie: cookie name and value.
+    Cookie = 1,
+    /// OAuth2 bearer token.
+    Token = 2,
+    /// API key: header or query-string name (case-insensitive) and value.
+    ApiKey = 3,
+    /// User name (may contain spaces).
+    Username = 4,
+}
+
+impl IdKind {
+    /// All kinds, in the order ASE lists them.
+    pub const ALL: [IdKind; 5] = [
+        IdKind::Ip,
+        IdKind::Cookie,
+        IdKind::Token,
+        IdKind::ApiKey,
+        IdKind::Username,
+    ];
+
+    /// The word ASE's CLI uses for this kind (`ip`, `cookie`, `token`, `api_key`, `username`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdKind::Ip => "ip",
+            IdKind::Cookie => "cookie",
+            IdKind::Token => "token",
+            IdKind::ApiKey => "api_key",
+            IdKind::Username => "username",
+        }
+    }
+
+    /// Parses the CLI word for a kind.
+    pub fn parse(s: &str) -> Option<IdKind> {
+        IdKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Converts the C ABI number.
+    pub fn from_u32(v: u32) -> Option<IdKind> {
+        IdKind::ALL.get(v as usize).copied()
+    }
+
+    /// Whether identifiers of this kind carry a name (cookie name, API key name).
+    pub fn has_name(self) -> bool {
+        matches!(self, IdKind::Cookie | IdKind::ApiKey)
+    }
+}
+
+impl fmt::Display for IdKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an identifier given by an operator or a feed was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdError {
+    /// The value is empty.
+    EmptyValue,
+    /// A cookie or API key without a name, or a name given to a kind that has none.
+    BadName,
+    /// The value or name is longer than [`MAX_FIELD`] bytes.
+    TooLong,
+    /// Not an IP address or CIDR range; carries the offending text.
+    BadIp(String),
+    /// A CIDR range with a prefix length out of range.
+    BadPrefix(String),
+}
+
+impl fmt::Display for IdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdError::EmptyValue => f.write_str("empty value"),
+            IdError::BadName => {
+                f.write_str("cookie and api_key need a name; other kinds take none")
+            }
+            IdError::TooLong => write!(f, "name or value longer than {MAX_FIELD} bytes"),
+            IdError::BadIp(s) => write!(f, "invalid IP address or CIDR range: {s}"),
+            IdError::BadPrefix(s) => write!(f, "invalid prefix length in CIDR range: {s}"),
+        }
+    }
+}
+
+impl std::error::Error for IdError {}
+
+/// The longest name or value an entry may have. Request values longer than
+/// this can never match an entry, so lookups skip them at once.
+pub const MAX_FIELD: usize = 4096;
+
+/// An IP network in the 128-bit IPv4-mapped space: IPv4 `a.b.c.d/n` is
+/// `::ffff:a.b.c.d/(96+n)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IpNet {
+    /// Masked address.
+    pub addr: u128,
+    /// Prefix length in the 128-bit space (0..=128).
+    pub len: u8,
+}
+
+const V4_MAPPED: u128 = 0xffff_u128 << 32;
+
+/// Maps an address into the 128-bit space; IPv4-mapped IPv6 equals IPv4.
+pub fn ip_to_u128(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => V4_MAPPED | u32::from(v4) as u128,
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+/// Whether a 128-bit address is IPv4 (mapped).
+pub fn is_v4(addr: u128) -> bool {
+    addr >> 32 == 0xffff
+}
+
+fn mask(len: u8) -> u128 {
+    if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - len as u32)
+    }
+}
+
+impl IpNet {
+    /// Parses `1.2.3.4`, `2001:db8::1`, `10.0.0.0/8`, `2001:db8::/32`.
+    /// Host bits below the prefix are cleared (`10.1.2.3/8` is `10.0.0.0/8`).
+    pub fn parse(s: &str) -> Result<IpNet, IdError> {
+        let s = s.trim();
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let ip: IpAddr = addr.parse().map_err(|_| IdError::BadIp(s.to_string()))?;
+        let a = ip_to_u128(ip);
+        let len = match len {
+            None => 128,
+            Some(l) => {
+                let n: u8 = l.parse().map_err(|_| IdError::BadPrefix(s.to_string()))?;
+                let max = if matches!(ip, IpAddr::V4(_)) { 32 } else { 128 };
+                if n > max || l.starts_with('+') {
+                    return Err(IdError::BadPrefix(s.to_string()));
+                }
+                if matches!(ip, IpAddr::V4(_)) {
+                    n + 96
+                } else {
+                    n
+                }
+            }
+        };
+        Ok(IpNet {
+            addr: a & mask(len),
+            len,
+        })
+    }
+
+    /// Whether this is a single address rather than a range.
+    pub fn is_host(&self) -> bool {
+        self.len == 128
+    }
+
+    /// The network with the address masked to `len` bits.
+    pub fn of(addr: u128, len: u8) -> IpNet {
+        IpNet {
+            addr: addr & mask(len),
+            len,
+        }
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if is_v4(self.addr) && self.len >= 96 {
+            let v4 = Ipv4Addr::from(self.addr as u32);
+            if self.len == 128 {
+                write!(f, "{v4}")
+            } else {
+                write!(f, "{v4}/{}", self.len - 96)
+            }
+        } else {
+            let v6 = Ipv6Addr::from(self.addr);
+            if self.len == 128 {
+                write!(f, "{v6}")
+            } else {
+                write!(f, "{v6}/{}", self.len)
+            }
+        }
+    }
+}
+
+/// A validated client identifier as an operator or feed gives it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Identifier {
+    /// Kind.
+    pub kind: IdKind,
+    /// Cookie name or API key name as given (empty for other kinds).
+    pub name: String,
+    /// The value; for IP entries the canonical text of the address or range.
+    pub value: String,
+}
+
+impl Identifier {
+    /// Validates and canonicalises an identifier. IP values are parsed (CIDR allowed)
+    /// and printed back canonically; names are required exactly for cookie and api_key.
+    pub fn new(kind: IdKind, name: &str, value: &str) -> Result<Identifier, IdError> {
+        if value.is_empty() {
+            return Err(IdError::EmptyValue);
+        }
+        if name.len() > MAX_FIELD || value.len() > MAX_FIELD {
+            return Err(IdError::TooLong);
+        }
+        if kind.has_name() == name.is_empty() {
+            return Err(IdError::BadName);
+        }
+        let value = if kind == IdKind::Ip {
+            IpNet::parse(value)?.to_string()
+        } else {
+            value.to_string()
+        };
+        Ok(Identifier {
+            kind,
+            name: name.to_string(),
+            value,
+        })
+    }
+
+    /// The list key of this identifier.
+    pub fn key(&self) -> Key {
+        match self.kind {
+            IdKind::Ip => Key::ip(IpNet::parse(&self.value).expect("validated at construction")),
+            _ => Key::new(KeyRef::new(
+                self.kind,
+                self.name.as_bytes(),
+                self.value.as_bytes(),
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Identifier {
+    /// ASE's CLI form: `ip 1.1.1.1`, `cookie JSESSIONID abc`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.kind.has_name() {
+            write!(f, "{} {} {}", self.kind, self.name, self.value)
+        } else {
+            write!(f, "{} {}", self.kind, self.value)
+        }
+    }
+}
+
+fn seed() -> &'static ahash::RandomState {
+    // One random seed per process: keys come from clients, so the hash must
+    // not be predictable (hash flooding).
+    static SEED: OnceLock<ahash::RandomState> = OnceLock::new();
+    SEED.get_or_init(ahash::RandomState::new)
+}
+
+/// A borrowed identifier key, as probed on the request path. The hash is
+/// computed once and reused for the allow and the deny map.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyRef<'a> {
+    kind: IdKind,
+    /// For API keys the name compares case-insensitively; it is hashed lowercase.
+    name: &'a [u8],
+    value: &'a [u8],
+    hash: u64,
+}
+
+fn hash_parts(kind: IdKind, name: &[u8], value: &[u8]) -> u64 {
+    let mut h = seed().build_hasher();
+    h.write_u8(kind as u8);
+    if kind == IdKind::ApiKey {
+        for chunk in name.chunks(64) {
+            let mut buf = [0u8; 64];
+            let b = &mut buf[..chunk.len()];
+            b.copy_from_slice(chunk);
+            b.make_ascii_lowercase();
+            h.write(b);
+        }
+    } else {
+        h.write(name);
+    }
+    h.write_usize(name.len());
+    h.write(value);
+    h.finish()
+}
+
+impl<'a> KeyRef<'a> {
+    /// A key for a named or plain identifier. IP keys are made with [`KeyRef::ip`].
+    pub fn new(kind: IdKind, name: &'a [u8], value: &'a [u8]) -> KeyRef<'a> {
+        KeyRef {
+            kind,
+            name,
+            value,
+            hash: hash_parts(kind, name, value),
+        }
+    }
+
+    /// The kind of identifier.
+    pub fn kind(&self) -> IdKind {
+        self.kind
+    }
+
+    /// The precomputed hash.
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+
+    fn eq_key(&self, k: &Key) -> bool {
+        let (kind, name, value) = k.parts();
+        kind == self.kind
+            && value == self.value
+            && if kind == IdKind::ApiKey {
+                name.eq_ignore_ascii_case(self.name)
+            } else {
+                name == self.name
+            }
+    }
+}
+
+/// Storage for IP keys on the stack: prefix length byte + 16 address bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct IpKeyBuf {
+    len: [u8; 1],
+    addr: [u8; 16],
+}
+
+impl IpKeyBuf {
+    /// The key bytes of one network.
+    pub fn new(net: IpNet) -> IpKeyBuf {
+        IpKeyBuf {
+            len: [net.len],
+            addr: net.addr.to_be_bytes(),
+        }
+    }
+
+    /// A borrowed key over these bytes.
+    pub fn key(&self) -> KeyRef<'_> {
+        KeyRef::new(IdKind::Ip, &self.len, &self.addr)
+    }
+}
+
+impl Hash for KeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// An owned list key: `[kind][name_len u16 LE][name][value]` in one allocation,
+/// followed by the cached hash.
+#[derive(Clone, Debug)]
+pub struct Key {
+    bytes: Box<[u8]>,
+    hash: u64,
+}
+
+impl Key {
+    /// Copies a borrowed key.
+    pub fn new(k: KeyRef<'_>) -> Key {
+        let mut v = Vec::with_capacity(3 + k.name.len() + k.value.len());
+        v.push(k.kind as u8);
+        v.extend_from_slice(&(k.name.len() as u16).to_le_bytes());
+        v.extend_from_slice(k.name);
+        v.extend_from_slice(k.value);
+        Key {
+            bytes: v.into_boxed_slice(),
+            hash: k.hash,
+        }
+    }
+
+    /// The key of an IP network.
+    pub fn ip(net: IpNet) -> Key {
+        Key::new(IpKeyBuf::new(net).key())
+    }
+
+    /// Kind, name and value bytes.
+    pub fn parts(&self) -> (IdKind, &[u8], &[u8]) {
+        let b = &self.bytes;
+        let kind = IdKind::ALL[b[0] as usize];
+        let n = u16::from_le_bytes([b[1], b[2]]) as usize;
+        (kind, &b[3..3 + n], &b[3 + n..])
+    }
+
+    /// The identifier this key stands for (IP keys are printed canonically).
+    pub fn identifier(&self) -> Identifier {
+        let (kind, name, value) = self.parts();
+        if kind == IdKind::Ip {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(value);
+            let net = IpNet {
+                addr: u128::from_be_bytes(a),
+                len: name[0],
+            };
+            Identifier {
+                kind,
+                name: String::new(),
+                value: net.to_string(),
+            }
+        } else {
+            Identifier {
+                kind,
+                name: String::from_utf8_lossy(name).into_owned(),
+                value: String::from_utf8_lossy(value).into_owned(),
+            }
+        }
+    }
+
+    /// The prefix length of an IP key.
+    pub fn ip_len(&self) -> Option<u8> {
+        let (kind, name, _) = self.parts();
+        (kind == IdKind::Ip).then(|| name[0])
+    }
+}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        let (k, n, v) = other.parts();
+        self.hash == other.hash
+            && KeyRef {
+                kind: k,
+                name: n,
+                value: v,
+                hash: other.hash,
+            }
+            .eq_key(self)
+    }
+}
+impl Eq for Key {}
+
+impl equivalent::Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        self.hash == key.hash && self.eq_key(key)
+    }
+}
+
+/// A `BuildHasher` for keys that carry their own hash: the map re-mixes the
+/// precomputed 64-bit value instead of hashing the bytes again.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct PrehashedState;
+
+/// The hasher of [`PrehashedState`].
+#[derive(Default)]
+pub struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only reached if a key type hashes bytes; fold them in to stay correct.
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ b as u64).wrapping_mul(0x100000001b3);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+impl BuildHasher for PrehashedState {
+    type Hasher = Prehashed;
+    fn build_hasher(&self) -> Prehashed {
+        Prehashed(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_parsing_and_canonical_text() {
+        assert_eq!(IpNet::parse("1.2.3.4").unwrap().to_string(), "1.2.3.4");
+        assert_eq!(
+            IpNet::parse("::ffff:1.2.3.4").unwrap().to_string(),
+            "1.2.3.4"
+        );
+        assert_eq!(
+            IpNet::parse("10.1.2.3/8").unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        assert_eq!(
+            IpNet::parse("2001:db8::1/32").unwrap().to_string(),
+            "2001:db8::/32"
+        );
+        assert_eq!(
+            IpNet::parse("2001:DB8::1").unwrap().to_string(),
+            "2001:db8::1"
+        );
+        for bad in [
+            "",
+            "1.2.3",
+            "1.2.3.4/33",
+            "::/129",
+            "1.2.3.4/-1",
+            "1.2.3.4/+8",
+            "x",
+            "1.2.3.4/",
+        ] {
+            assert!(IpNet::parse(bad).is_err(), "{bad} must be refused");
+        }
+    }
+
+    #[test]
+    fn identifier_validation() {
+        assert_eq!(
+            Identifier::new(IdKind::Ip, "", ""),
+            Err(IdError::EmptyValue)
+        );
+        assert_eq!(
+            Identifier::new(IdKind::Cookie, "", "v"),
+            Err(IdError::BadName)
+        );
+        assert_eq!(
+            Identifier::new(IdKind::Token, "n", "v"),
+            Err(IdError::BadName)
+        );
+        let long = "x".repeat(MAX_FIELD + 1);
+        assert_eq!(
+            Identifier::new(IdKind::Token, "", &long),
+            Err(IdError::TooLong)
+        );
+        let u = Identifier::new(IdKind::Username, "", "your name").unwrap();
+        assert_eq!(u.to_string(), "username your name");
+        let c = Identifier::new(IdKind::Cookie, "JSESSIONID", "cookie_1.4").unwrap();
+        assert_eq!(c.to_string(), "cookie JSESSIONID cookie_1.4");
+    }
+
+    #[test]
+    fn keys_roundtrip_and_api_key_name_is_case_insensitive() {
+        let a = Identifier::new(IdKind::ApiKey, "X-API-KEY", "k1")
+            .unwrap()
+            .key();
+        let b = KeyRef::new(IdKind::ApiKey, b"x-api-key", b"k1");
+        assert_eq!(a.hash, b.hash);
+        assert!(equivalent::Equivalent::equivalent(&b, &a));
+        let c = KeyRef::new(IdKind::ApiKey, b"x-api-key", b"K1");
+        assert!(!equivalent::Equivalent::equivalent(&c, &a));
+        let ip = Identifier::new(IdKind::Ip, "", "::ffff:9.9.9.9").unwrap();
+        assert_eq!(ip.key().identifier().value, "9.9.9.9");
+        let ck = Identifier::new(IdKind::Cookie, "JSESSIONID", "v").unwrap();
+        let ck2 = KeyRef::new(IdKind::Cookie, b"jsessionid", b"v");
+        assert!(!equivalent::Equivalent::equivalent(&ck2, &ck.key()));
+    }
+}

@@ -1,0 +1,488 @@
+//! The allow and deny lists.
+//!
+//! An [`IdMap`] is a lock-free concurrent hash map (papaya) from identifier
+//! key to [`Meta`]: readers never wait, a single insert or removal costs the
+//! same whatever the size of the list, and its incremental resizing has no
+//! stop-the-world pause. Bulk replacement (an ABS list of a million entries)
+//! builds a new map aside and the engine swaps it in whole.
+//!
+//! One entry carries every deny source that listed it, so a request probes
+//! one map once per identifier and the switches (`enable_abs_attack`,
+//! `enable_ase_detected_attack`) filter the sources at lookup time: turning a
+//! switch off stops those entries from matching at once.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use super::ident::{IdKind, IpKeyBuf, IpNet, Key, KeyRef, PrehashedState};
+
+/// Where a deny entry came from. The numbering is part of the C ABI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Source {
+    /// Added by an operator (CLI, C API).
+    Manual = 0,
+    /// Fetched from ABS.
+    Abs = 1,
+    /// Real-time: the client probed a decoy API.
+    Decoy = 2,
+    /// Real-time: protocol not allowed by the API.
+    InvalidProtocol = 3,
+    /// Real-time: method not allowed by the API.
+    InvalidMethod = 4,
+    /// Real-time: content type not allowed by the API.
+    InvalidContentType = 5,
+}
+
+impl Source {
+    /// All sources in the order `view_blacklist all` prints them.
+    pub const ALL: [Source; 6] = [
+        Source::Manual,
+        Source::Abs,
+        Source::Decoy,
+        Source::InvalidProtocol,
+        Source::InvalidMethod,
+        Source::InvalidContentType,
+    ];
+
+    /// The bit of this source in a source mask.
+    pub const fn bit(self) -> u8 {
+        1 << self as u8
+    }
+
+    /// The real-time sources (ASE detected attacks).
+    pub const REALTIME: u8 = Source::Decoy.bit()
+        | Source::InvalidProtocol.bit()
+        | Source::InvalidMethod.bit()
+        | Source::InvalidContentType.bit();
+
+    /// Every source.
+    pub const ANY: u8 = 0b11_1111;
+
+    /// The `view_blacklist` filter word (`manual`, `abs_detected`, `decoy`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Manual => "manual",
+            Source::Abs => "abs_detected",
+            Source::Decoy => "decoy",
+            Source::InvalidProtocol => "invalid_protocol",
+            Source::InvalidMethod => "invalid_method",
+            Source::InvalidContentType => "invalid_content_type",
+        }
+    }
+
+    /// Parses a `view_blacklist` filter word (also accepts `abs`).
+    pub fn parse(s: &str) -> Option<Source> {
+        if s == "abs" {
+            return Some(Source::Abs);
+        }
+        Source::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// Converts the C ABI number.
+    pub fn from_u32(v: u32) -> Option<Source> {
+        Source::ALL.get(v as usize).copied()
+    }
+
+    /// Whether this is one of the four real-time sources.
+    pub fn is_realtime(self) -> bool {
+        Source::REALTIME & self.bit() != 0
+    }
+
+    /// The section title ASE's `view_blacklist` prints.
+    pub fn title(self) -> &'static str {
+        match self {
+            Source::Manual => "Manual Blacklist",
+            Source::Abs => "ABS Generated Blacklist",
+            Source::Decoy => "Realtime Decoy Blacklist",
+            Source::InvalidProtocol => "Realtime Protocol Blacklist",
+            Source::InvalidMethod => "Realtime Method Blacklist",
+            Source::InvalidContentType => "Realtime Content-Type Blacklist",
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a list knows of one identifier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Meta {
+    /// Bit mask of [`Source`]s listing it (allow-list entries use `Manual`).
+    pub sources: u8,
+    /// Expiry of the manual listing in Unix milliseconds; 0 = never.
+    pub manual_exp: u64,
+    /// Expiry of the ABS listing in Unix milliseconds; 0 = never.
+    pub abs_exp: u64,
+    /// Insertion order, for listing in the order entries were added.
+    pub seq: u64,
+}
+
+impl Meta {
+    fn expiry(&self, s: Source) -> u64 {
+        match s {
+            Source::Manual => self.manual_exp,
+            Source::Abs => self.abs_exp,
+            _ => 0,
+        }
+    }
+
+    /// The first source, among those in `enabled`, that lists this entry and
+    /// has not expired at `now()`. The clock is read only when an expiry is set.
+    pub fn active(&self, enabled: u8, now: &mut impl FnMut() -> u64) -> Option<Source> {
+        let live = self.sources & enabled;
+        if live == 0 {
+            return None;
+        }
+        Source::ALL.into_iter().find(|&s| {
+            live & s.bit() != 0 && {
+                let e = self.expiry(s);
+                e == 0 || now() < e
+            }
+        })
+    }
+
+    /// Whether any source listing this entry is still unexpired at `now`.
+    pub fn alive(&self, now: u64) -> bool {
+        self.active(Source::ANY, &mut || now).is_some()
+    }
+}
+
+/// One list: identifier key to [`Meta`], plus what the request path needs
+/// to skip probes that cannot match.
+pub struct IdMap {
+    map: papaya::HashMap<Key, Meta, PrehashedState>,
+    /// Entries per kind; a kind with none is not probed.
+    per_kind: [AtomicU64; 5],
+    /// Bit `n` set: some IP range of prefix length `n` (< 128) is listed,
+    /// so a lookup probes `/n` too. Only grows until the next rebuild.
+    prefixes: [AtomicU64; 2],
+    seq: AtomicU64,
+}
+
+impl Default for IdMap {
+    fn default() -> Self {
+        IdMap::new()
+    }
+}
+
+impl fmt::Debug for IdMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdMap").field("len", &self.len()).finish()
+    }
+}
+
+impl IdMap {
+    /// An empty list.
+    pub fn new() -> IdMap {
+        IdMap::with_capacity(0)
+    }
+
+    /// An empty list sized for `n` entries.
+    pub fn with_capacity(n: usize) -> IdMap {
+        IdMap {
+            map: papaya::HashMap::builder()
+                .capacity(n)
+                .hasher(PrehashedState)
+                .build(),
+            per_kind: Default::default(),
+            prefixes: Default::default(),
+            seq: AtomicU64::new(1),
+        }
+    }
+
+    /// Number of entries (every source counted once).
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Entries of one kind.
+    pub fn count(&self, kind: IdKind) -> u64 {
+        self.per_kind[kind as usize].load(Relaxed)
+    }
+
+    fn note_ip_len(&self, len: u8) {
+        if len < 128 {
+            self.prefixes[(len / 64) as usize].fetch_or(1 << (len % 64), Relaxed);
+        }
+    }
+
+    /// Adds `source` (with an expiry in Unix ms, 0 = never) to the entry for `key`.
+    /// Returns true when the entry is new to the list.
+    pub fn add(&self, key: Key, source: Source, expiry: u64) -> bool {
+        if let Some(len) = key.ip_len() {
+            self.note_ip_len(len);
+        }
+        let kind = key.parts().0;
+        let m = self.map.pin();
+        let mut created = false;
+        let seq = self.seq.fetch_add(1, Relaxed);
+        m.compute(key, |old| {
+            let mut meta = match old {
+                Some((_, v)) => *v,
+                None => {
+                    created = true;
+                    Meta {
+                        seq,
+                        ..Meta::default()
+                    }
+                }
+            };
+            meta.sources |= source.bit();
+            match source {
+                Source::Manual => meta.manual_exp = expiry,
+                Source::Abs => meta.abs_exp = expiry,
+                _ => {}
+            }
+            papaya::Operation::<Meta, ()>::Insert(meta)
+        });
+        if created {
+            self.per_kind[kind as usize].fetch_add(1, Relaxed);
+        }
+        created
+    }
+
+    /// Takes the sources in `mask` off the entry for `key`; an entry left with
+    /// no source is removed. Returns the sources that were taken off.
+    pub fn remove(&self, key: &Key, mask: u8) -> u8 {
+        let m = self.map.pin();
+        let mut taken = 0u8;
+        let mut removed = false;
+        m.compute(key.clone(), |old| match old {
+            None => papaya::Operation::Abort(()),
+            Some((_, v)) => {
+                taken = v.sources & mask;
+                let left = v.sources & !mask;
+                if taken == 0 {
+                    papaya::Operation::Abort(())
+                } else if left == 0 {
+                    removed = true;
+                    papaya::Operation::Remove
+                } else {
+                    let mut n = *v;
+                    n.sources = left;
+                    if mask & Source::Manual.bit() != 0 {
+                        n.manual_exp = 0;
+                    }
+                    if mask & Source::Abs.bit() != 0 {
+                        n.abs_exp = 0;
+                    }
+                    papaya::Operation::Insert(n)
+                }
+            }
+        });
+        if removed {
+            self.per_kind[key.parts().0 as usize].fetch_sub(1, Relaxed);
+        }
+        taken
+    }
+
+    /// Takes the sources in `mask` off every entry. Returns the number of entries
+    /// that lost a source. Costs time proportional to the list: for clear commands.
+    pub fn remove_all(&self, mask: u8) -> usize {
+        let keys: Vec<Key> = {
+            let m = self.map.pin();
+            m.iter()
+                .filter(|(_, v)| v.sources & mask != 0)
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        keys.iter().filter(|k| self.remove(k, mask) != 0).count()
+    }
+
+    /// The entry for a key, if listed.
+    pub fn get(&self, key: &KeyRef<'_>) -> Option<Meta> {
+        if self.per_kind[key_kind(key) as usize].load(Relaxed) == 0 {
+            return None;
+        }
+        self.map.pin().get(key).copied()
+    }
+
+    /// The first active source (within `enabled`) listing `key`.
+    pub fn lookup(
+        &self,
+        key: &KeyRef<'_>,
+        enabled: u8,
+        now: &mut impl FnMut() -> u64,
+    ) -> Option<Source> {
+        self.get(key)?.active(enabled, now)
+    }
+
+    /// The first active source listing the address itself or any listed range
+    /// containing it (IPv4 as IPv4-mapped).
+    pub fn lookup_ip(
+        &self,
+        addr: u128,
+        enabled: u8,
+        now: &mut impl FnMut() -> u64,
+    ) -> Option<Source> {
+        if self.per_kind[IdKind::Ip as usize].load(Relaxed) == 0 {
+            return None;
+        }
+        let m = self.map.pin();
+        let probe = |len: u8, now: &mut dyn FnMut() -> u64| {
+            let buf = IpKeyBuf::new(IpNet::of(addr, len));
+            m.get(&buf.key())
+                .and_then(|meta| meta.active(enabled, &mut || now()))
+        };
+        if let Some(s) = probe(128, now) {
+            return Some(s);
+        }
+        for (word, bits) in self.prefixes.iter().enumerate().rev() {
+            let mut bits = bits.load(Relaxed);
+            while bits != 0 {
+                let top = 63 - bits.leading_zeros() as u8;
+                bits &= !(1u64 << top);
+                if let Some(s) = probe(word as u8 * 64 + top, now) {
+                    return Some(s);
+                }
+            }
+        }
+        None
+    }
+
+    /// Every entry with a source in `mask`, in the order they were first added.
+    pub fn entries(&self, mask: u8) -> Vec<(Key, Meta)> {
+        let m = self.map.pin();
+        let mut v: Vec<(Key, Meta)> = m
+            .iter()
+            .filter(|(_, meta)| meta.sources & mask != 0)
+            .map(|(k, meta)| (k.clone(), *meta))
+            .collect();
+        v.sort_by_key(|(_, meta)| meta.seq);
+        v
+    }
+
+    /// A copy of this list without the sources in `mask`, with room for `extra`
+    /// more entries: the start of a bulk replacement built aside.
+    pub fn copy_without(&self, mask: u8, extra: usize) -> IdMap {
+        let n = IdMap::with_capacity(self.len() + extra);
+        let m = self.map.pin();
+        let mut items: Vec<(&Key, &Meta)> = m.iter().collect();
+        items.sort_by_key(|(_, meta)| meta.seq);
+        for (k, meta) in items {
+            let left = meta.sources & !mask;
+            if left == 0 {
+                continue;
+            }
+            let mut meta = *meta;
+            meta.sources = left;
+            if mask & Source::Abs.bit() != 0 {
+                meta.abs_exp = 0;
+            }
+            if mask & Source::Manual.bit() != 0 {
+                meta.manual_exp = 0;
+            }
+            meta.seq = n.seq.fetch_add(1, Relaxed);
+            if let Some(len) = k.ip_len() {
+                n.note_ip_len(len);
+            }
+            n.per_kind[k.parts().0 as usize].fetch_add(1, Relaxed);
+            n.map.pin().insert(k.clone(), meta);
+        }
+        n
+    }
+
+    /// Drops entries whose every source has expired by `now` (housekeeping;
+    /// expired entries already stop matching at lookup).
+    pub fn purge_expired(&self, now: u64) -> usize {
+        let dead: Vec<Key> = {
+            let m = self.map.pin();
+            m.iter()
+                .filter(|(_, v)| !v.alive(now))
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        dead.iter()
+            .filter(|k| self.remove(k, Source::ANY) != 0)
+            .count()
+    }
+}
+
+fn key_kind(k: &KeyRef<'_>) -> IdKind {
+    k.kind()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::ident::Identifier;
+
+    fn key(kind: IdKind, name: &str, value: &str) -> Key {
+        Identifier::new(kind, name, value).unwrap().key()
+    }
+
+    #[test]
+    fn sources_filter_and_expiry() {
+        let l = IdMap::new();
+        l.add(key(IdKind::Token, "", "t1"), Source::Abs, 1000);
+        let k = KeyRef::new(IdKind::Token, b"", b"t1");
+        assert_eq!(l.lookup(&k, Source::ANY, &mut || 999), Some(Source::Abs));
+        assert_eq!(
+            l.lookup(&k, Source::ANY, &mut || 1000),
+            None,
+            "expired at its instant"
+        );
+        assert_eq!(
+            l.lookup(&k, Source::Manual.bit(), &mut || 0),
+            None,
+            "abs switched off"
+        );
+        l.add(key(IdKind::Token, "", "t1"), Source::Manual, 0);
+        assert_eq!(
+            l.lookup(&k, Source::ANY, &mut || 5000),
+            Some(Source::Manual)
+        );
+        assert_eq!(l.len(), 1);
+        assert_eq!(
+            l.remove(&key(IdKind::Token, "", "t1"), Source::Manual.bit()),
+            Source::Manual.bit()
+        );
+        assert_eq!(l.len(), 1, "abs listing remains");
+        assert_eq!(l.remove_all(Source::Abs.bit()), 1);
+        assert!(l.is_empty());
+        assert_eq!(l.count(IdKind::Token), 0);
+    }
+
+    #[test]
+    fn cidr_and_mapped_addresses() {
+        let l = IdMap::new();
+        l.add(key(IdKind::Ip, "", "10.0.0.0/8"), Source::Manual, 0);
+        l.add(key(IdKind::Ip, "", "2001:db8::/32"), Source::Manual, 0);
+        l.add(key(IdKind::Ip, "", "::ffff:7.7.7.7"), Source::Manual, 0);
+        let hit = |s: &str| {
+            let a = crate::policy::ident::ip_to_u128(s.parse().unwrap());
+            l.lookup_ip(a, Source::ANY, &mut || 0).is_some()
+        };
+        assert!(hit("10.200.3.4"));
+        assert!(!hit("11.0.0.1"));
+        assert!(hit("2001:db8:ffff::1"));
+        assert!(!hit("2001:db9::1"));
+        assert!(hit("7.7.7.7"));
+        assert!(hit("::ffff:10.1.1.1"));
+    }
+
+    #[test]
+    fn entries_in_insertion_order_and_copy_without() {
+        let l = IdMap::new();
+        for i in 0..50 {
+            l.add(key(IdKind::Username, "", &format!("u{i}")), Source::Abs, 0);
+        }
+        l.add(key(IdKind::Username, "", "u7"), Source::Manual, 0);
+        let e = l.entries(Source::ANY);
+        assert_eq!(e.len(), 50);
+        assert_eq!(e[0].0.identifier().value, "u0");
+        assert_eq!(e[49].0.identifier().value, "u49");
+        let c = l.copy_without(Source::Abs.bit(), 0);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.entries(Source::ANY)[0].0.identifier().value, "u7");
+    }
+}

@@ -1,0 +1,16 @@
+//! The pure decision core: identifiers, lists, API definitions, configuration
+//! parsing and the decision itself. No I/O, no threads, no `unsafe`.
+
+pub mod api;
+pub mod config;
+pub mod decide;
+pub mod extract;
+pub mod ident;
+pub mod lists;
+
+pub use api::{Api, ApiError, ApiSet};
+pub use config::{AbsConfig, Config, ConfigError, FailMode, UnknownApi};
+pub use decide::{Action, Decision, Detection, Reason, Request, Switches, decide};
+pub use extract::{Headers, Scratch};
+pub use ident::{IdError, IdKind, Identifier, IpNet, Key, KeyRef};
+pub use lists::{IdMap, Meta, Source};
