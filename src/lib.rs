@@ -14,10 +14,13 @@
 //! - [`config`]: reading `ase.conf`, `abs.conf` and the API JSON directory.
 //! - [`engine`]: the [`engine::Engine`] that holds config, APIs, lists and
 //!   counters and answers [`engine::Engine::check`].
+//! - [`node`]: an engine plus its durable, shared state; list and switch
+//!   changes go through it.
 //! - [`ffi`]: the C ABI (`include/ase.h`); the only place with `extern "C"`.
 #![deny(missing_docs)]
 
 pub mod config;
 pub mod engine;
 pub mod ffi;
+pub mod node;
 pub mod policy;
