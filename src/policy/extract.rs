@@ -88,7 +88,7 @@ pub fn parse_ip(v: &[u8], allow_port: bool) -> Option<u128> {
     }
     let inner = if let Some(rest) = s.strip_prefix('[') {
         let (a, tail) = rest.split_once(']')?;
-        if !tail.is_empty() && !(allow_port && tail.strip_prefix(':')?.parse::<u16>().is_ok()) {
+        if !(tail.is_empty() || allow_port && tail.strip_prefix(':')?.parse::<u16>().is_ok()) {
             return None;
         }
         a
