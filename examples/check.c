@@ -37,6 +37,7 @@
  * Exit status: 0 when every line was handled (whatever the verdicts), 1 on
  * the first error (printed to stderr with ase_result_str), 2 on bad usage.
  */
+#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -318,12 +319,15 @@ static int run_line(const ase_engine *engine, char *line, const origin *at) {
     int n;
 
     line[strcspn(line, "\r\n")] = '\0';
+    if (line[strspn(line, " \t")] == '#') {
+        return 0;
+    }
     n = tokenize(line, tok, MAX_TOKENS, &err);
     if (n < 0) {
         fail(at, err, NULL);
         return -1;
     }
-    if (n == 0 || tok[0][0] == '#') {
+    if (n == 0) {
         return 0;
     }
     if (tok[0][0] == '!') {
@@ -339,7 +343,7 @@ static int run_file(const ase_engine *engine, const char *path) {
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
 
     if (f == NULL) {
-        perror(path);
+        fprintf(stderr, "check: %s: %s\n", path, strerror(errno));
         return -1;
     }
     while (fgets(line, sizeof line, f) != NULL) {
@@ -353,7 +357,7 @@ static int run_file(const ase_engine *engine, const char *path) {
         }
     }
     if (ferror(f)) {
-        perror(path);
+        fprintf(stderr, "check: %s: %s\n", path, strerror(errno));
         goto cleanup;
     }
     rc = 0;

@@ -31,6 +31,7 @@
  * Exit status: 0 on success, 1 on the first error (printed to stderr with
  * ase_result_str), 2 on bad usage.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -297,7 +298,7 @@ static int run_file(const ase_engine *engine, const char *path) {
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
 
     if (f == NULL) {
-        perror(path);
+        fprintf(stderr, "lists: %s: %s\n", path, strerror(errno));
         return -1;
     }
     while (fgets(line, sizeof line, f) != NULL) {
@@ -309,17 +310,20 @@ static int run_file(const ase_engine *engine, const char *path) {
             goto cleanup;
         }
         line[strcspn(line, "\r\n")] = '\0';
+        if (line[strspn(line, " \t")] == '#') {
+            continue;
+        }
         n = tokenize(line, tok, MAX_TOKENS, &err);
         if (n < 0) {
             fprintf(stderr, "lists: %s:%lu: %s\n", path, lineno, err);
             goto cleanup;
         }
-        if (n > 0 && tok[0][0] != '#' && run_command(engine, tok, n) != 0) {
+        if (n > 0 && run_command(engine, tok, n) != 0) {
             goto cleanup;
         }
     }
     if (ferror(f)) {
-        perror(path);
+        fprintf(stderr, "lists: %s: %s\n", path, strerror(errno));
         goto cleanup;
     }
     rc = 0;
