@@ -209,7 +209,10 @@ private:
             if (n != (named ? 4U : 3U)) {
                 fail(named ? "usage: !deny|!allow KIND NAME VALUE" : "usage: !deny|!allow KIND VALUE");
             }
-            ase::Identifier id{static_cast<ase_id_kind>(kind), named ? tok[2] : "", tok[n - 1]};
+            // Views of `tok`, which outlives the call (a `named ? tok[2] : ""`
+            // here would view a temporary std::string).
+            std::string_view name = named ? std::string_view(tok[2]) : std::string_view();
+            ase::Identifier id{static_cast<ase_id_kind>(kind), name, tok[n - 1]};
             try {
                 cmd == "deny" ? engine_.deny_add(id) : engine_.allow_add(id);
             } catch (const ase::Error &e) {
