@@ -106,6 +106,12 @@ expect() {
     local dir="$tmp/$name" status=0 ok=1 arg
     local -a args=() run=()
     mkdir -p "$dir"
+    if [ ! -x "$out/$prog" ]; then
+        cat >/dev/null
+        echo "FAIL $name: $out/$prog was not built"
+        failed=$((failed + 1))
+        return
+    fi
     sed -e "s|^api_dir=.*|api_dir=$root/examples/config/api|" \
         -e "s|^state_dir=.*|state_dir=$dir/state|" examples/config/ase.conf >"$dir/ase.conf"
     for arg in "$@"; do
