@@ -45,7 +45,6 @@
 #include <string.h>
 
 #include "ase.h"
-#include "ase_compat.h"
 
 #define MAX_LINE 8192
 #define MAX_TOKENS 64

@@ -35,43 +35,6 @@
 
 #include "ase.h"
 
-// include/ase.h does not yet define these (cbindgen skips the Rust constants
-// written `IdKind::Ip as u32`); the values are src/policy's. Each is guarded,
-// so this block does nothing once the header has them; delete it then.
-#ifndef ASE_ID_IP
-#define ASE_ID_IP 0
-#endif
-#ifndef ASE_ID_COOKIE
-#define ASE_ID_COOKIE 1
-#endif
-#ifndef ASE_ID_TOKEN
-#define ASE_ID_TOKEN 2
-#endif
-#ifndef ASE_ID_API_KEY
-#define ASE_ID_API_KEY 3
-#endif
-#ifndef ASE_ID_USERNAME
-#define ASE_ID_USERNAME 4
-#endif
-#ifndef ASE_SOURCE_MANUAL
-#define ASE_SOURCE_MANUAL 0
-#endif
-#ifndef ASE_SOURCE_ABS
-#define ASE_SOURCE_ABS 1
-#endif
-#ifndef ASE_SOURCE_DECOY
-#define ASE_SOURCE_DECOY 2
-#endif
-#ifndef ASE_SOURCE_INVALID_PROTOCOL
-#define ASE_SOURCE_INVALID_PROTOCOL 3
-#endif
-#ifndef ASE_SOURCE_INVALID_METHOD
-#define ASE_SOURCE_INVALID_METHOD 4
-#endif
-#ifndef ASE_SOURCE_INVALID_CONTENT_TYPE
-#define ASE_SOURCE_INVALID_CONTENT_TYPE 5
-#endif
-
 namespace ase {
 
 /// A failed call: the `ase_result` code and its message (`ase_result_str`,
