@@ -581,6 +581,10 @@ pub fn media_type(v: &[u8]) -> &[u8] {
 
 /// A path normalised for matching: the request's own bytes when they need no
 /// change (the common case, no copy), else a normalised copy on the stack.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "the copy lives on the request's stack on purpose: the request path never allocates"
+)]
 pub enum NormPath<'a> {
     /// The path as received (no query, already normal).
     Borrowed(&'a [u8]),
