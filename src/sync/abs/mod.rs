@@ -13,10 +13,10 @@ pub mod attacklist;
 pub mod client;
 pub mod election;
 pub mod poller;
-// pub mod shipper;
+pub mod shipper;
 pub mod time;
 
 pub use attacklist::{AttackList, ParseError, ParseOptions};
 pub use client::{AbsClient, ClientError, ClientOptions};
 pub use poller::{AbsSink, AbsStatus, Poller, PollerOptions, SyncReport, sync_once};
-// pub use shipper::{Shipper, ShipperHandle, ShipperOptions, ShipperStatus, TrafficRecord};
+pub use shipper::{Shipper, ShipperHandle, ShipperOptions, ShipperStatus, TrafficRecord};
