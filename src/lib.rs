@@ -16,6 +16,7 @@
 //!   counters and answers [`engine::Engine::check`].
 //! - [`node`]: an engine plus its durable, shared state; list and switch
 //!   changes go through it.
+//! - [`sync`]: background work: ABS attack-list polling and traffic shipping.
 //! - [`ffi`]: the C ABI (`include/ase.h`); the only place with `extern "C"`.
 #![deny(missing_docs)]
 
@@ -28,3 +29,4 @@ pub mod ffi;
 pub mod node;
 /// cbindgen:ignore
 pub mod policy;
+pub mod sync;

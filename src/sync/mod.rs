@@ -1,0 +1,3 @@
+//! Background synchronisation: ABS attack-list polling and traffic shipping.
+
+pub mod abs;
