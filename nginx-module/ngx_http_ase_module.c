@@ -343,9 +343,16 @@ ngx_http_ase_handler(ngx_http_request_t *r)
     ctx->rc = ase_check_request(amcf->engine, &req, &v);
 
     if (ctx->rc != ASE_OK) {
-        /* fail open: the engine could not decide, the request goes on */
-        ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                      "ase: check failed: %s", ase_result_str(ctx->rc));
+
+        /*
+         * fail open: the engine could not decide, the request goes on;
+         * the cycle's log, not the request's, keeps the request line (and
+         * any API key in its query string) out of the message
+         */
+
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "ase: check failed: %s, client %V",
+                      ase_result_str(ctx->rc), &c->addr_text);
         return NGX_DECLINED;
     }
 
@@ -366,12 +373,6 @@ ngx_http_ase_handler(ngx_http_request_t *r)
         return ngx_http_ase_redirect(r, &v);
 
     default: /* ASE_ACTION_BLOCK, ASE_ACTION_RESPOND */
-        if (v.reason == ASE_REASON_DENY_LIST) {
-            ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                          "ase: client %V blocked by deny list",
-                          &c->addr_text);
-        }
-
         return ngx_http_ase_respond(r, &v);
     }
 }
