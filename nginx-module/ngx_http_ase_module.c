@@ -548,7 +548,8 @@ ngx_http_ase_verdict_variable(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    p = ngx_pnalloc(r->pool, sizeof("would_block:content_type") + NGX_INT_T_LEN);
+    p = ngx_pnalloc(r->pool,
+                    sizeof("would_block:content_type") + NGX_INT_T_LEN);
     if (p == NULL) {
         return NGX_ERROR;
     }
@@ -907,9 +908,6 @@ ngx_http_ase_config(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ase_engine_free(engine);
 
-    ngx_log_error(NGX_LOG_NOTICE, cf->log, 0, "ase %s, config \"%V\"",
-                  ase_version(), &amcf->config);
-
     ngx_str_set(&name, "ase_stats");
     size = NGX_HTTP_ASE_SLOTS * sizeof(ngx_http_ase_slot_t) + 64 * 1024;
 
@@ -1005,6 +1003,11 @@ ngx_http_ase_init_process(ngx_cycle_t *cycle)
                       err[0] ? err : "failed", ase_result_str(rc));
         amcf->engine = NULL;
         return NGX_ERROR;
+    }
+
+    if (ngx_worker == 0) {
+        ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                      "ase %s, config \"%V\"", ase_version(), &amcf->config);
     }
 
     amcf->stats_event.handler = ngx_http_ase_stats_timer;
