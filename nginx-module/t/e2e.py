@@ -581,6 +581,79 @@ class Suite:
         log = open(n.error_log, errors="replace").read()
         assert not re.search(r"\[(alert|emerg|crit)\]", log), log
 
+    def test_valgrind_single_process(self):
+        """nginx with master_process off under valgrind: the engine is made
+        and freed in the one process, no invalid access, no leak of ours."""
+        vg = shutil.which("valgrind")
+        if not vg:
+            raise Skip("valgrind is not installed")
+        d = os.path.join(self.tmp, "valgrind")
+        os.makedirs(d + "/tmp")
+        port = free_port()
+        with open(d + "/ok.txt", "w") as f:
+            f.write(OK_BODY)
+        with open(d + "/nginx.conf", "w") as f:
+            f.write(f"""
+load_module {self.args.module};
+master_process off;
+daemon off;
+error_log {d}/error.log info;
+pid {d}/nginx.pid;
+events {{}}
+http {{
+    access_log off;
+    client_body_temp_path {d}/tmp;
+    ase_config {self.conf_dir}/ase.conf;
+    set_real_ip_from 127.0.0.1;
+    real_ip_header X-Forwarded-For;
+    server {{
+        listen 127.0.0.1:{port};
+        root {d};
+        ase on;
+        location / {{ try_files /ok.txt =404; }}
+        location = /s {{ ase off; ase_status; }}
+    }}
+}}
+""")
+        log = d + "/valgrind.log"
+        p = subprocess.Popen([vg, "--leak-check=full", "--log-file=" + log,
+                              self.args.nginx, "-p", d + "/", "-c",
+                              d + "/nginx.conf"])
+        try:
+            t0 = time.monotonic()
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), 1).close()
+                    break
+                except OSError:
+                    assert time.monotonic() - t0 < 60, "valgrind nginx: no listener"
+                    assert p.poll() is None, "valgrind nginx exited"
+                    time.sleep(0.2)
+            seen = []
+            for path, ip in [("/shop/items", "10.12.0.1"), ("/shop/admin", "10.12.0.2"),
+                             ("/shop/items", "10.12.0.2"), ("/secure/x", "10.12.0.3"),
+                             ("/tls/x", "10.12.0.4"), ("/s", None)]:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                c.request("GET", path, headers={"X-Forwarded-For": ip} if ip else {})
+                r = c.getresponse()
+                r.read()
+                c.close()
+                seen.append(r.status)
+            assert seen == [200, 200, 403, 301, 403, 200], seen
+            os.kill(int(open(d + "/nginx.pid").read()), signal.SIGQUIT)
+            p.wait(timeout=60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        text = open(log).read()
+        assert "Invalid read" not in text and "Invalid write" not in text \
+            and "uninitialised" not in text, text[-3000:]
+        ours = [rec for rec in text.split("\n==" + text.split("==")[1] + "== \n")
+                if re.search(r"(definitely|indirectly) lost in loss record", rec)
+                and re.search(r"ngx_http_ase|ase::|libase|/src/.*\.rs", rec)]
+        assert not ours, "\n".join(ours)[:3000]
+
     # -- tests with ase-cli / ase-abs-ref ------------------------------------
 
     KINDS = [
@@ -701,6 +774,7 @@ class Suite:
         "test_status", "test_identifier_kinds",
         "test_detections_listed_and_disabled", "test_abs_attack_list",
         "test_reload", "test_worker_processes_auto",
+        "test_valgrind_single_process",
     ]
 
     def run(self, only):
