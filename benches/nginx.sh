@@ -12,7 +12,7 @@
 #              (Debian's libnginx-mod-http-modsecurity; skipped if absent)
 # Runs are interleaved (BENCH_ROUNDS rounds, default 3, of every setup); the
 # median requests/s of each setup is printed with the median of its per-round
-# ratio to bare. wrk's address is on no list (each setup is first shown to
+# ratio to bare, and the worker's CPU time per request. wrk's address is on no list (each setup is first shown to
 # answer 403 to a listed one): this measures the cost of the check.
 # nginx's worker runs on CPU 0 and wrk on CPU 1 when there are two CPUs.
 set -euo pipefail
@@ -163,15 +163,27 @@ done
 # Each round measures every setup once; a setup's ratio to bare is taken
 # within its round (so load drifting between rounds cancels out), and the
 # median over the rounds is printed.
-declare -A runs ratios
+# On a busy machine requests/s drifts with the load of other processes;
+# the worker's CPU time per request (utime + stime from /proc) does much less,
+# so it is printed too.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+tck=$(getconf CLK_TCK)
+declare -A runs ratios cpus
 for r in $(seq "$rounds"); do
     for s in "${setups[@]}"; do
-        rps=$("${wrk_cpu[@]}" wrk -t1 -c32 -d"${seconds}s" \
-            "http://127.0.0.1:${port[$s]}/shop/items" | awk '/^Requests\/sec/ {print $2}')
+        w=$(pgrep -P "$(cat "$work/$s/nginx.pid")" | head -1)
+        t0=$(cpu_ticks "$w")
+        out=$("${wrk_cpu[@]}" wrk -t1 -c32 -d"${seconds}s" \
+            "http://127.0.0.1:${port[$s]}/shop/items")
+        t1=$(cpu_ticks "$w")
+        rps=$(echo "$out" | awk '/^Requests\/sec/ {print $2}')
+        n=$(echo "$out" | awk '/requests in/ {print $1}')
+        us=$(echo "$t0 $t1 $tck $n" | awk '{printf "%.2f", ($2-$1)/$3*1e6/$4}')
         runs[$s]="${runs[$s]:-} $rps"
+        cpus[$s]="${cpus[$s]:-} $us"
         [ "$s" = bare ] && bare_r=$rps
         ratios[$s]="${ratios[$s]:-} $(echo "$rps $bare_r" | awk '{print 100*$1/$2}')"
-        printf 'round %d  %-11s %12.0f req/s\n' "$r" "$s" "$rps" >&2
+        printf 'round %d  %-11s %12.0f req/s %8s us CPU/request\n' "$r" "$s" "$rps" "$us" >&2
     done
 done
 
@@ -179,9 +191,11 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[i
 echo
 echo "nginx $("$nginx" -v 2>&1 | sed 's/.*\///'), 1 worker, wrk -t1 -c32 -d${seconds}s," \
     "$rounds interleaved rounds, medians; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-11s %12s %8s  %s\n' setup "req/s" "vs bare" "list"
+printf '%-11s %10s %8s %12s %8s  %s\n' setup "req/s" "vs bare" "us CPU/req" "vs bare" "list"
+bare_cpu=$(echo "${cpus[bare]}" | median)
 for s in "${setups[@]}"; do
     m=$(echo "${runs[$s]}" | median)
+    c=$(echo "${cpus[$s]}" | median)
     case $s in
         bare) what="-" ;;
         ase) what="$ase_entries deny entries (ase-cli import_blacklist)" ;;
@@ -189,5 +203,7 @@ for s in "${setups[@]}"; do
         geo1m) what="1000000 geo entries" ;;
         modsec100k) what="100000 addresses, @ipMatchFromFile" ;;
     esac
-    printf '%-11s %12.0f %7.1f%%  %s\n' "$s" "$m" "$(echo "${ratios[$s]}" | median)" "$what"
+    printf '%-11s %10.0f %7.1f%% %12.2f %7.1f%%  %s\n' "$s" "$m" \
+        "$(echo "${ratios[$s]}" | median)" "$c" \
+        "$(echo "$c $bare_cpu" | awk '{print 100*$1/$2}')" "$what"
 done
