@@ -19,7 +19,8 @@ module=$out/ngx_http_ase_module.so
 # Debian's flags plus -Wextra -Werror; -Wno-unused-parameter as nginx's own
 # build (handler signatures are fixed by nginx).
 cc_opt="-g -O2 -fstack-protector-strong -Wformat -Werror=format-security"
-cc_opt+=" -fPIC -D_FORTIFY_SOURCE=2 -Wall -Wextra -Wno-unused-parameter -Werror"
+cc_opt+=" -fPIC -D_FORTIFY_SOURCE=2"
+cc_opt+=" -Wall -Wextra -Wno-unused-parameter -Werror"
 ld_opt="-Wl,-z,relro -Wl,-z,now -fPIC"
 
 build() {
@@ -42,22 +43,24 @@ build() {
         . "$tree/conf_flags"
         (cd "$tree" && ./configure "${NGX_CONF_FLAGS[@]}" \
             --with-cc-opt="$cc_opt" --with-ld-opt="$ld_opt" \
-            --add-dynamic-module="$root/nginx-module") >"$out/configure.log" 2>&1 || {
+            --add-dynamic-module="$root/nginx-module") \
+            >"$out/configure.log" 2>&1 || {
             tail -30 "$out/configure.log" >&2
             echo "nginx-module: configure failed (log: $out/configure.log)" >&2
             exit 1
         }
     fi
     # libase.a is an input make does not track; relink when it is newer.
-    if [ "$root/target/release/libase.a" -nt "$tree/objs/ngx_http_ase_module.so" ]; then
-        rm -f "$tree/objs/ngx_http_ase_module.so"
+    local so=$tree/objs/ngx_http_ase_module.so
+    if [ "$root/target/release/libase.a" -nt "$so" ]; then
+        rm -f "$so"
     fi
     make -C "$tree" -f objs/Makefile modules >"$out/make.log" 2>&1 || {
         tail -40 "$out/make.log" >&2
         echo "nginx-module: make failed (log: $out/make.log)" >&2
         exit 1
     }
-    cp "$tree/objs/ngx_http_ase_module.so" "$module"
+    cp "$so" "$module"
     echo "nginx-module: built $module"
 }
 
