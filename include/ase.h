@@ -355,32 +355,65 @@ typedef struct ase_stats {
  */
 #define ASE_ERR_PANIC 900
 
+/*
+ IP address or CIDR range.
+ */
+#define ASE_ID_IP 0
 
+/*
+ Cookie (name + value).
+ */
+#define ASE_ID_COOKIE 1
 
+/*
+ OAuth2 bearer token.
+ */
+#define ASE_ID_TOKEN 2
 
+/*
+ API key (name + value; the name is case-insensitive).
+ */
+#define ASE_ID_API_KEY 3
 
-
-
-
-
-
+/*
+ User name.
+ */
+#define ASE_ID_USERNAME 4
 
 /*
  "No identifier" in a verdict.
  */
 #define ASE_ID_NONE 4294967295
 
+/*
+ Added by an operator.
+ */
+#define ASE_SOURCE_MANUAL 0
 
+/*
+ Fetched from ABS.
+ */
+#define ASE_SOURCE_ABS 1
 
+/*
+ Real-time: decoy API probed.
+ */
+#define ASE_SOURCE_DECOY 2
 
+/*
+ Real-time: protocol violation.
+ */
+#define ASE_SOURCE_INVALID_PROTOCOL 3
 
+/*
+ Real-time: method violation.
+ */
+#define ASE_SOURCE_INVALID_METHOD 4
 
-
-
-
-
-
-
+/*
+ Real-time: content-type violation.
+ */
+#define ASE_SOURCE_INVALID_CONTENT_TYPE 5
 
 /*
  Every source (for listing and clearing); "no source" in a verdict.
@@ -661,6 +694,8 @@ ase_result ase_engine_stats(const struct ase_engine *engine, struct ase_stats *s
 
 #endif  /* ASE_H */
 
+#ifndef ASE_H_INLINE
+#define ASE_H_INLINE
 /* An ase_str over a NUL-terminated C string (the NUL is not included). */
 static inline ase_str ase_str_from_cstr(const char *s) {
     ase_str r;
@@ -668,3 +703,4 @@ static inline ase_str ase_str_from_cstr(const char *s) {
     r.data = (const uint8_t *)s;
     return r;
 }
+#endif /* ASE_H_INLINE */

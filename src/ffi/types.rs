@@ -8,6 +8,22 @@
 
 use crate::policy::{IdKind, Source};
 
+// cbindgen only emits literal constants; these keep the literals equal to the
+// Rust enums they mirror.
+const _: () = {
+    assert!(ASE_ID_IP == IdKind::Ip as u32);
+    assert!(ASE_ID_COOKIE == IdKind::Cookie as u32);
+    assert!(ASE_ID_TOKEN == IdKind::Token as u32);
+    assert!(ASE_ID_API_KEY == IdKind::ApiKey as u32);
+    assert!(ASE_ID_USERNAME == IdKind::Username as u32);
+    assert!(ASE_SOURCE_MANUAL == Source::Manual as u32);
+    assert!(ASE_SOURCE_ABS == Source::Abs as u32);
+    assert!(ASE_SOURCE_DECOY == Source::Decoy as u32);
+    assert!(ASE_SOURCE_INVALID_PROTOCOL == Source::InvalidProtocol as u32);
+    assert!(ASE_SOURCE_INVALID_METHOD == Source::InvalidMethod as u32);
+    assert!(ASE_SOURCE_INVALID_CONTENT_TYPE == Source::InvalidContentType as u32);
+};
+
 /// Result code of every fallible function. 0 is success; codes are never renumbered.
 pub type ase_result = u32;
 /// Success.
@@ -42,32 +58,32 @@ pub const ASE_ERR_PANIC: ase_result = 900;
 /// Kind of client identifier.
 pub type ase_id_kind = u32;
 /// IP address or CIDR range.
-pub const ASE_ID_IP: ase_id_kind = IdKind::Ip as u32;
+pub const ASE_ID_IP: ase_id_kind = 0;
 /// Cookie (name + value).
-pub const ASE_ID_COOKIE: ase_id_kind = IdKind::Cookie as u32;
+pub const ASE_ID_COOKIE: ase_id_kind = 1;
 /// OAuth2 bearer token.
-pub const ASE_ID_TOKEN: ase_id_kind = IdKind::Token as u32;
+pub const ASE_ID_TOKEN: ase_id_kind = 2;
 /// API key (name + value; the name is case-insensitive).
-pub const ASE_ID_API_KEY: ase_id_kind = IdKind::ApiKey as u32;
+pub const ASE_ID_API_KEY: ase_id_kind = 3;
 /// User name.
-pub const ASE_ID_USERNAME: ase_id_kind = IdKind::Username as u32;
+pub const ASE_ID_USERNAME: ase_id_kind = 4;
 /// "No identifier" in a verdict.
 pub const ASE_ID_NONE: ase_id_kind = 0xFFFF_FFFF;
 
 /// Source of a deny-list entry.
 pub type ase_source = u32;
 /// Added by an operator.
-pub const ASE_SOURCE_MANUAL: ase_source = Source::Manual as u32;
+pub const ASE_SOURCE_MANUAL: ase_source = 0;
 /// Fetched from ABS.
-pub const ASE_SOURCE_ABS: ase_source = Source::Abs as u32;
+pub const ASE_SOURCE_ABS: ase_source = 1;
 /// Real-time: decoy API probed.
-pub const ASE_SOURCE_DECOY: ase_source = Source::Decoy as u32;
+pub const ASE_SOURCE_DECOY: ase_source = 2;
 /// Real-time: protocol violation.
-pub const ASE_SOURCE_INVALID_PROTOCOL: ase_source = Source::InvalidProtocol as u32;
+pub const ASE_SOURCE_INVALID_PROTOCOL: ase_source = 3;
 /// Real-time: method violation.
-pub const ASE_SOURCE_INVALID_METHOD: ase_source = Source::InvalidMethod as u32;
+pub const ASE_SOURCE_INVALID_METHOD: ase_source = 4;
 /// Real-time: content-type violation.
-pub const ASE_SOURCE_INVALID_CONTENT_TYPE: ase_source = Source::InvalidContentType as u32;
+pub const ASE_SOURCE_INVALID_CONTENT_TYPE: ase_source = 5;
 /// Every source (for listing and clearing); "no source" in a verdict.
 pub const ASE_SOURCE_ALL: ase_source = 0xFFFF_FFFF;
 
