@@ -562,6 +562,19 @@ ase_result ase_engine_new(struct ase_str config_path,
                           struct ase_engine **engine_out);
 
 /*
+ Validates `ase.conf` at `config_path`, its `abs.conf` and every API JSON
+ file, without opening the state store or starting threads: what a master
+ process (nginx `-t`, reload) should call before forking workers.
+
+ Returns `ASE_OK`, or `ASE_ERR_CONFIG` / `ASE_ERR_API_JSON` /
+ `ASE_ERR_INVALID_UTF8` / `ASE_ERR_NULL_PARAMETER` with, when `err_buf` is
+ not NULL, a NUL-terminated message naming the file, line and key.
+
+ Thread safety: any thread.
+ */
+ase_result ase_config_check(struct ase_str config_path, char *err_buf, size_t err_buf_len);
+
+/*
  Stops the engine's threads and frees it. NULL is a no-op. Strings from
  verdicts of this engine become invalid.
 

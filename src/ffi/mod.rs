@@ -154,6 +154,40 @@ pub extern "C" fn ase_engine_new(
     })
 }
 
+/// Validates `ase.conf` at `config_path`, its `abs.conf` and every API JSON
+/// file, without opening the state store or starting threads: what a master
+/// process (nginx `-t`, reload) should call before forking workers.
+///
+/// Returns `ASE_OK`, or `ASE_ERR_CONFIG` / `ASE_ERR_API_JSON` /
+/// `ASE_ERR_INVALID_UTF8` / `ASE_ERR_NULL_PARAMETER` with, when `err_buf` is
+/// not NULL, a NUL-terminated message naming the file, line and key.
+///
+/// Thread safety: any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn ase_config_check(
+    config_path: ase_str,
+    err_buf: *mut c_char,
+    err_buf_len: usize,
+) -> ase_result {
+    boundary(|| {
+        // SAFETY: the caller guarantees `config_path` describes readable bytes.
+        let Some(bytes) = (unsafe { config_path.as_bytes() }) else {
+            return ASE_ERR_NULL_PARAMETER;
+        };
+        let Ok(path) = std::str::from_utf8(bytes) else {
+            write_message(err_buf, err_buf_len, "config path is not valid UTF-8");
+            return ASE_ERR_INVALID_UTF8;
+        };
+        match crate::config::load(Path::new(path)) {
+            Ok(_) => ASE_OK,
+            Err(e) => {
+                write_message(err_buf, err_buf_len, &e.to_string());
+                (&NodeError::Load(e)).into()
+            }
+        }
+    })
+}
+
 /// Stops the engine's threads and frees it. NULL is a no-op. Strings from
 /// verdicts of this engine become invalid.
 ///

@@ -362,3 +362,35 @@ fn lists_through_the_c_api() {
     assert_eq!(ase_deny_clear(e, ASE_SOURCE_ALL), ASE_OK);
     ase_engine_free(e);
 }
+
+#[test]
+fn config_check_validates_without_opening_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("ase.conf");
+    std::fs::create_dir(dir.path().join("api")).unwrap();
+    std::fs::write(&conf, "enable_xff=true\n").unwrap();
+    let path = conf.to_str().unwrap().as_bytes().to_vec();
+    let mut msg = [0 as c_char; 256];
+    assert_eq!(
+        ase_config_check(s(&path), msg.as_mut_ptr(), msg.len()),
+        ASE_OK
+    );
+    assert!(!dir.path().join("state").exists(), "no store opened");
+    std::fs::write(
+        dir.path().join("api/bad.json"),
+        r#"{"api_metadata":{"url":"/a","hostname":"*","oauth2_access_token":"yes"}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        ase_config_check(s(&path), msg.as_mut_ptr(), msg.len()),
+        ASE_ERR_API_JSON
+    );
+    // SAFETY: NUL-terminated by write_message.
+    let m = unsafe { CStr::from_ptr(msg.as_ptr()) }
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        m.contains("bad") && m.contains("oauth2_access_token"),
+        "{m}"
+    );
+}
