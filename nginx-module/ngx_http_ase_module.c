@@ -872,7 +872,6 @@ ngx_http_ase_config(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_str_t    *value, name;
     ase_str       path;
     ase_result    rc;
-    ase_engine   *engine;
     char          err[NGX_HTTP_ASE_ERR_LEN];
 
     if (amcf->config.data) {
@@ -887,17 +886,17 @@ ngx_http_ase_config(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     /*
-     * Validate now so that "nginx -t" shows the engine's message; the
-     * engine of a worker is made in init_process, and this one is freed
-     * at once, which joins any thread it started.
+     * Validate now so that "nginx -t" shows the library's message.  The
+     * master only checks the files: it opens no state store (whose files
+     * must stay owned by the workers' user) and starts no thread; each
+     * worker makes its engine in init_process.
      */
 
     path.len = amcf->config.len;
     path.data = amcf->config.data;
     err[0] = '\0';
-    engine = NULL;
 
-    rc = ase_engine_new(path, err, sizeof(err), &engine);
+    rc = ase_config_check(path, err, sizeof(err));
 
     if (rc != ASE_OK) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "ase_config \"%V\": %s (%s)",
@@ -905,8 +904,6 @@ ngx_http_ase_config(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                            ase_result_str(rc));
         return NGX_CONF_ERROR;
     }
-
-    ase_engine_free(engine);
 
     ngx_str_set(&name, "ase_stats");
     size = NGX_HTTP_ASE_SLOTS * sizeof(ngx_http_ase_slot_t) + 64 * 1024;
