@@ -363,8 +363,29 @@ pub fn extract<'a, H: Headers + ?Sized>(
     };
     let (mut xff_v, mut auth_v, mut key_v, mut user_v, mut jwt_v, mut cookie_v) =
         (None, None, None, None, None, None);
+    // Lengths of the wanted names: most headers are rejected on length alone.
+    let mut lens = 0u64;
+    let mut long = false;
+    let mut want_len = |w: Option<&[u8]>| {
+        if let Some(w) = w {
+            if w.len() < 64 {
+                lens |= 1 << w.len();
+            } else {
+                long = true;
+            }
+        }
+    };
+    want_len(xff.then_some(b"x-forwarded-for"));
+    want_len(want_auth.then_some(b"authorization"));
+    want_len(cookie_name.map(|_| &b"cookie"[..]));
+    want_len(key_name);
+    want_len(user_name);
+    want_len(jwt_name);
     for i in 0..h.count() {
         let (n, v) = h.at(i);
+        if if n.len() < 64 { lens & 1 << n.len() == 0 } else { !long } {
+            continue;
+        }
         if xff && xff_v.is_none() && is(n, Some(b"x-forwarded-for")) {
             xff_v = Some(v);
         }

@@ -431,8 +431,21 @@ impl Key {
 
     /// The prefix length of an IP key.
     pub fn ip_len(&self) -> Option<u8> {
-        let (kind, name, _) = self.parts();
-        (kind == IdKind::Ip).then(|| name[0])
+        self.ip_net().map(|n| n.len)
+    }
+
+    /// The network of an IP key.
+    pub fn ip_net(&self) -> Option<IpNet> {
+        let (kind, name, value) = self.parts();
+        if kind != IdKind::Ip {
+            return None;
+        }
+        let mut a = [0u8; 16];
+        a.copy_from_slice(value);
+        Some(IpNet {
+            addr: u128::from_be_bytes(a),
+            len: name[0],
+        })
     }
 }
 

@@ -158,8 +158,11 @@ pub struct IdMap {
     /// Entries per kind; a kind with none is not probed.
     per_kind: [AtomicU64; 5],
     /// Bit `n` set: some IP range of prefix length `n` (< 128) is listed,
-    /// so a lookup probes `/n` too. Only grows until the next rebuild.
-    prefixes: [AtomicU64; 2],
+    /// so a lookup probes `/n` too. Words 0-1 are ranges that hold IPv4
+    /// (mapped) addresses, words 2-3 ranges that hold other IPv6 addresses, so
+    /// an IPv4 client never probes an IPv6-only length. Only grows until the
+    /// next rebuild.
+    prefixes: [AtomicU64; 4],
     seq: AtomicU64,
 }
 
@@ -215,17 +218,28 @@ impl IdMap {
         self.per_kind[kind as usize].load(Relaxed)
     }
 
-    fn note_ip_len(&self, len: u8) {
-        if len < 128 {
-            self.prefixes[(len / 64) as usize].fetch_or(1 << (len % 64), Relaxed);
+    fn note_ip_net(&self, net: IpNet) {
+        let len = net.len;
+        if len == 128 {
+            return;
+        }
+        let bit = 1u64 << (len % 64);
+        let word = (len / 64) as usize;
+        let mapped = crate::policy::ident::ip_to_u128(std::net::Ipv4Addr::UNSPECIFIED.into());
+        let top = |l: u8| if l == 0 { 0 } else { u128::MAX << (128 - l as u32) };
+        if (net.addr ^ mapped) & top(len.min(96)) == 0 {
+            self.prefixes[word].fetch_or(bit, Relaxed);
+        }
+        if len < 96 || (net.addr ^ mapped) & top(96) != 0 {
+            self.prefixes[2 + word].fetch_or(bit, Relaxed);
         }
     }
 
     /// Adds `source` (with an expiry in Unix ms, 0 = never) to the entry for `key`.
     /// Returns true when the entry is new to the list.
     pub fn add(&self, key: Key, source: Source, expiry: u64) -> bool {
-        if let Some(len) = key.ip_len() {
-            self.note_ip_len(len);
+        if let Some(net) = key.ip_net() {
+            self.note_ip_net(net);
         }
         let kind = key.parts().0;
         let m = self.map.pin();
@@ -373,8 +387,8 @@ impl IdMap {
                 meta.manual_exp = 0;
             }
             meta.seq = n.seq.fetch_add(1, Relaxed);
-            if let Some(len) = k.ip_len() {
-                n.note_ip_len(len);
+            if let Some(net) = k.ip_net() {
+                n.note_ip_net(net);
             }
             n.per_kind[k.parts().0 as usize].fetch_add(1, Relaxed);
             n.map.pin().insert(k.clone(), meta);
@@ -448,7 +462,12 @@ impl Reader<'_> {
         if let Some(s) = self.map.get(host).and_then(|m| m.active(enabled, now)) {
             return Some(s);
         }
-        for (word, bits) in self.list.prefixes.iter().enumerate().rev() {
+        let words = if crate::policy::ident::is_v4(addr) {
+            &self.list.prefixes[..2]
+        } else {
+            &self.list.prefixes[2..]
+        };
+        for (word, bits) in words.iter().enumerate().rev() {
             let mut bits = bits.load(Relaxed);
             while bits != 0 {
                 let top = 63 - bits.leading_zeros() as u8;
@@ -524,6 +543,18 @@ mod tests {
         assert!(!hit("2001:db9::1"));
         assert!(hit("7.7.7.7"));
         assert!(hit("::ffff:10.1.1.1"));
+        // Ranges written in IPv6 that hold IPv4 addresses still match IPv4 clients.
+        let l2 = IdMap::new();
+        l2.add(key(IdKind::Ip, "", "::ffff:192.168.0.0/112"), Source::Manual, 0);
+        l2.add(key(IdKind::Ip, "", "::/1"), Source::Manual, 0);
+        let hit2 = |s: &str| {
+            let a = crate::policy::ident::ip_to_u128(s.parse().unwrap());
+            l2.lookup_ip(a, Source::ANY, &mut || 0).is_some()
+        };
+        assert!(hit2("192.168.3.3"));
+        assert!(hit2("8.8.8.8"), "::/1 holds every IPv4-mapped address");
+        assert!(hit2("2001:db8::1"));
+        assert!(!hit2("ff02::1"));
     }
 
     #[test]
