@@ -16,6 +16,9 @@
 //!   counters and answers [`engine::Engine::check`].
 //! - [`node`]: an engine plus its durable, shared state; list and switch
 //!   changes go through it.
+//! - [`store`]: the durable state shared by every process on a host
+//!   (SQLite in `state_dir`): lists, switches, credential, change log.
+//! - [`sync`]: background threads that keep an engine in step with the store.
 //! - [`ffi`]: the C ABI (`include/ase.h`); the only place with `extern "C"`.
 #![deny(missing_docs)]
 
@@ -24,3 +27,5 @@ pub mod engine;
 pub mod ffi;
 pub mod node;
 pub mod policy;
+pub mod store;
+pub mod sync;
