@@ -210,10 +210,10 @@ fn open_error(config: &Path, e: NodeError) -> Fail {
                 .map(|c| c.fail_mode)
                 .unwrap_or(FailMode::Open);
             let what = match mode {
-                FailMode::Open => "fail_mode=open: engines allow every request",
-                FailMode::Closed => "fail_mode=closed: engines block every request",
+                FailMode::Open => "fail_mode=open: they allow every request",
+                FailMode::Closed => "fail_mode=closed: they block every request",
             };
-            Fail(format!("{m} ({what} until it loads)"))
+            Fail(format!("{m} (engines that cannot load it follow {what})"))
         }
         e => Fail(e.to_string()),
     }

@@ -134,15 +134,18 @@ fn my_uid() -> Option<u32> {
 fn access_error(path: &Path, detail: &str) -> StoreError {
     // Name the owner of whatever exists (the file, else its directory) and
     // this process's user, so the operator knows whose access to fix.
+    let parent = path.parent().unwrap_or(Path::new("."));
     let owner = fs::metadata(path)
-        .or_else(|_| fs::metadata(path.parent().unwrap_or(Path::new("."))))
+        .map(|m| (path, m))
+        .or_else(|_| fs::metadata(parent).map(|m| (parent, m)))
         .ok();
     let me = my_uid().map(who).unwrap_or_else(|| "this user".to_string());
     let mut m = format!("cannot open state store {}: {detail}", path.display());
-    if let Some(o) = owner {
+    if let Some((p, o)) = owner {
         m.push_str(&format!(
-            "; it is owned by {} (mode {:04o}) and this process runs as {me}: \
+            "; {} is owned by {} (mode {:04o}) and this process runs as {me}: \
              run as that user or give {me} read and write access",
+            p.display(),
             who(o.uid()),
             o.mode() & 0o7777
         ));
@@ -821,7 +824,7 @@ impl Store {
 
     /// The sequence number of the newest change (0 when none was ever made).
     pub fn last_seq(&self) -> Result<u64, StoreError> {
-        self.read(|tx| last_seq(tx))
+        self.read(last_seq)
     }
 
     /// Changes after `seq`, at most `limit`, or [`Changes::Behind`] when the
