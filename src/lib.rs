@@ -22,10 +22,14 @@
 //! - [`ffi`]: the C ABI (`include/ase.h`); the only place with `extern "C"`.
 #![deny(missing_docs)]
 
+/// cbindgen:ignore
 pub mod config;
+/// cbindgen:ignore
 pub mod engine;
 pub mod ffi;
+/// cbindgen:ignore
 pub mod node;
+/// cbindgen:ignore
 pub mod policy;
 pub mod store;
 pub mod sync;

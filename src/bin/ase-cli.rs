@@ -65,6 +65,7 @@ Options:
 ";
 
 /// A command-line failure: one line for stderr.
+#[derive(Debug)]
 struct Fail(String);
 
 impl<E: std::fmt::Display> From<E> for Fail {

@@ -1,1 +1,631 @@
-//! The C ABI.
+//! The C ABI: every `extern "C"` function of `include/ase.h`.
+//!
+//! Conventions (rustls-ffi's, see README "C API"): functions are
+//! `ase_<object>_<verb>`; every fallible one returns an [`ase_result`];
+//! outputs come last and are written only on success; bytes cross as
+//! [`ase_str`] (pointer + length, never NUL-terminated by contract); every body
+//! runs inside [`panic::boundary`]; NULL is checked before any dereference.
+
+#![allow(
+    clippy::not_unsafe_ptr_arg_deref,
+    reason = "exports are called from C: every pointer is checked for NULL and each doc comment states the caller's obligations"
+)]
+
+pub mod panic;
+pub mod types;
+
+use std::ffi::{c_char, c_void};
+use std::path::Path;
+
+use crate::config::LoadError;
+use crate::engine::Switch;
+use crate::node::{Node, NodeError};
+use crate::policy::decide::{Action, Request};
+use crate::policy::extract::{Headers, parse_ip};
+use crate::policy::{IdError, IdKind, Identifier, Source, UnknownApi};
+use panic::boundary;
+pub use types::*;
+
+/// An engine: configuration, APIs, lists, counters, and the threads that keep
+/// them in step with the host's shared state.
+///
+/// Thread safety: every function taking `const ase_engine *` may be called
+/// from any number of threads at once. Create it after `fork()` (threads do
+/// not survive a fork) and free it once.
+#[allow(non_camel_case_types, reason = "C name")]
+pub struct ase_engine {
+    node: Node,
+}
+
+impl From<&NodeError> for ase_result {
+    fn from(e: &NodeError) -> ase_result {
+        match e {
+            NodeError::Load(LoadError::Config(_)) => ASE_ERR_CONFIG,
+            NodeError::Load(LoadError::Api(_)) => ASE_ERR_API_JSON,
+            NodeError::UnknownApi(_) => ASE_ERR_UNKNOWN_API,
+            NodeError::Store(_) => ASE_ERR_STORE,
+            NodeError::NotFound => ASE_ERR_NOT_FOUND,
+        }
+    }
+}
+
+impl From<IdError> for ase_result {
+    fn from(_: IdError) -> ase_result {
+        ASE_ERR_INVALID_IDENTIFIER
+    }
+}
+
+/// The library version, e.g. `"0.1.0"`: a static NUL-terminated string.
+///
+/// Thread safety: any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn ase_version() -> *const c_char {
+    boundary(|| concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast())
+}
+
+/// A static NUL-terminated message for a result code; unknown codes give
+/// `"unknown result code"`.
+///
+/// Thread safety: any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn ase_result_str(result: ase_result) -> *const c_char {
+    boundary(|| {
+        let s: &'static str = match result {
+            ASE_OK => "ok\0",
+            ASE_ERR_NULL_PARAMETER => "a required pointer was NULL\0",
+            ASE_ERR_INVALID_UTF8 => "a string is not valid UTF-8\0",
+            ASE_ERR_INVALID_ARGUMENT => "an argument is out of range\0",
+            ASE_ERR_INVALID_CLIENT_IP => "the client address is not an IP address\0",
+            ASE_ERR_INVALID_HEADER => "a request header has a NULL name or value\0",
+            ASE_ERR_INVALID_IDENTIFIER => {
+                "invalid identifier: empty value, bad IP or CIDR, or wrong name\0"
+            }
+            ASE_ERR_NOT_FOUND => "no such entry\0",
+            ASE_ERR_UNKNOWN_API => "no API has this name\0",
+            ASE_ERR_CONFIG => "invalid configuration file\0",
+            ASE_ERR_API_JSON => "invalid API JSON file\0",
+            ASE_ERR_STORE => "the state store failed\0",
+            ASE_ERR_ABS => "the ABS operation failed\0",
+            ASE_ERR_PANIC => "internal error (panic caught); the call had no effect\0",
+            _ => "unknown result code\0",
+        };
+        s.as_ptr().cast()
+    })
+}
+
+/// Writes `msg` NUL-terminated into `buf` (truncated to fit); nothing if NULL or 0.
+fn write_message(buf: *mut c_char, cap: usize, msg: &str) {
+    if buf.is_null() || cap == 0 {
+        return;
+    }
+    let n = msg.len().min(cap - 1);
+    // SAFETY: the caller gave `cap` writable bytes at `buf`; we write n + 1 <= cap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(msg.as_ptr(), buf.cast::<u8>(), n);
+        *buf.add(n) = 0;
+    }
+}
+
+/// Loads `ase.conf` at `config_path` (with its `abs.conf` and API directory),
+/// opens the state, starts the engine's threads, and writes the new engine to
+/// `*engine_out`.
+///
+/// On failure returns `ASE_ERR_CONFIG`, `ASE_ERR_API_JSON`, `ASE_ERR_STORE`,
+/// ... and, when `err_buf` is not NULL, writes a NUL-terminated message naming
+/// the file, line and key (truncated to `err_buf_len`). `*engine_out` is
+/// written only on success; free the engine with `ase_engine_free`.
+///
+/// Thread safety: any thread; call after `fork()`.
+#[unsafe(no_mangle)]
+pub extern "C" fn ase_engine_new(
+    config_path: ase_str,
+    err_buf: *mut c_char,
+    err_buf_len: usize,
+    engine_out: *mut *mut ase_engine,
+) -> ase_result {
+    boundary(|| {
+        if engine_out.is_null() {
+            return ASE_ERR_NULL_PARAMETER;
+        }
+        // SAFETY: the caller guarantees `config_path` describes readable bytes.
+        let Some(bytes) = (unsafe { config_path.as_bytes() }) else {
+            return ASE_ERR_NULL_PARAMETER;
+        };
+        let Ok(path) = std::str::from_utf8(bytes) else {
+            write_message(err_buf, err_buf_len, "config path is not valid UTF-8");
+            return ASE_ERR_INVALID_UTF8;
+        };
+        if path.is_empty() {
+            write_message(err_buf, err_buf_len, "config path is empty");
+            return ASE_ERR_CONFIG;
+        }
+        match Node::open(Path::new(path)) {
+            Ok(node) => {
+                let e = Box::new(ase_engine { node });
+                // SAFETY: checked non-NULL above; the caller owns the out slot.
+                unsafe { *engine_out = Box::into_raw(e) };
+                ASE_OK
+            }
+            Err(e) => {
+                write_message(err_buf, err_buf_len, &e.to_string());
+                (&e).into()
+            }
+        }
+    })
+}
+
+/// Stops the engine's threads and frees it. NULL is a no-op. Strings from
+/// verdicts of this engine become invalid.
+///
+/// Thread safety: no other call may use `engine` during or after this one.
+#[unsafe(no_mangle)]
+pub extern "C" fn ase_engine_free(engine: *mut ase_engine) {
+    boundary(|| {
+        if !engine.is_null() {
+            // SAFETY: `engine` came from `ase_engine_new` and is freed once, per contract.
+            drop(unsafe { Box::from_raw(engine) });
+        }
+    })
+}
+
+fn engine_ref<'a>(e: *const ase_engine) -> Option<&'a ase_engine> {
+    // SAFETY: a non-NULL engine pointer came from `ase_engine_new` and is live
+    // until `ase_engine_free`, per the API contract.
+    unsafe { e.as_ref() }
+}
+
+/// Validated request headers.
+struct CHeaders<'a>(&'a [ase_header]);
+
+impl Headers for CHeaders<'_> {
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+    fn at(&self, i: usize) -> (&[u8], &[u8]) {
+        let h = &self.0[i];
+        // SAFETY: every header was checked by `check_headers` (non-NULL data for
+        // a non-zero length) and the caller keeps them readable for the call.
+        unsafe {
+            (
+                h.name.as_bytes().unwrap_or_default(),
+                h.value.as_bytes().unwrap_or_default(),
+            )
+        }
+    }
+}
+
+fn check_headers<'a>(req: &ase_request) -> Result<&'a [ase_header], ase_result> {
+    if req.headers_len == 0 {
+        return Ok(&[]);
+    }
+    if req.headers.is_null() {
+        return Err(ASE_ERR_NULL_PARAMETER);
+    }
+    // SAFETY: non-NULL, and the caller guarantees `headers_len` readable elements.
+    let hs = unsafe { std::slice::from_raw_parts(req.headers, req.headers_len) };
+    let bad = |s: &ase_str| s.len != 0 && s.data.is_null();
+    if hs.iter().any(|h| bad(&h.name) || bad(&h.value)) {
+        return Err(ASE_ERR_INVALID_HEADER);
+    }
+    Ok(hs)
+}
+
+/// Decides one request and writes the verdict to `*verdict_out`.
+///
+/// A verdict is not an error: a blocked request returns `ASE_OK` with
+/// `action` = `ASE_ACTION_BLOCK`. Errors: `ASE_ERR_NULL_PARAMETER` (NULL
+/// engine, request or verdict, or a string with NULL data and a non-zero
+/// length), `ASE_ERR_INVALID_HEADER`, `ASE_ERR_INVALID_CLIENT_IP` (non-empty
+/// and not an address), `ASE_ERR_INVALID_ARGUMENT` (bad `unknown_api`).
+/// Header values may be any bytes. The verdict's strings live until
+/// `ase_engine_free`. Takes no lock, does no I/O.
+///
+/// Thread safety: any number of threads at once.
+#[unsafe(no_mangle)]
+pub extern "C" fn ase_check_request(
+    engine: *const ase_engine,
+    request: *const ase_request,
+    verdict_out: *mut ase_verdict,
+) -> ase_result {
+    boundary(|| {
+        let Some(e) = engine_ref(engine) else {
+            return ASE_ERR_NULL_PARAMETER;
+        };
+        // SAFETY: a non-NULL request points to a valid `ase_request` for the call.
+        let Some(req) = (unsafe { request.as_ref() }) else {
+            return ASE_ERR_NULL_PARAMETER;
+        };
+        if verdict_out.is_null() {
+            return ASE_ERR_NULL_PARAMETER;
+        }
+        let hs = match check_headers(req) {
+            Ok(h) => h,
+            Err(r) => return r,
+        };
+        // SAFETY: the caller keeps every string of the request readable for the call.
+        let s = |x: &ase_str| unsafe { x.as_bytes() };
+        let (
+            Some(ip),
+            Some(method),
+            Some(scheme),
+            Some(host),
+            Some(uri),
+            Some(_version),
+            Some(user),
+        ) = (
+            s(&req.client_ip),
+            s(&req.method),
+            s(&req.scheme),
+            s(&req.host),
+            s(&req.uri),
+            s(&req.http_version),
+            s(&req.username),
+        )
+        else {
+            return ASE_ERR_NULL_PARAMETER;
+        };
+        let client_ip = if ip.is_empty() {
+            None
+        } else {
+            match parse_ip(ip, false) {
+                Some(a) => Some(a),
+                None => return ASE_ERR_INVALID_CLIENT_IP,
+            }
+        };
+        let unknown_api = match req.unknown_api {
+            ASE_UNKNOWN_API_DEFAULT => None,
+            ASE_UNKNOWN_API_PASS => Some(UnknownApi::Pass),
+            ASE_UNKNOWN_API_REJECT => Some(UnknownApi::Reject),
+            _ => return ASE_ERR_INVALID_ARGUMENT,
+        };
+        let headers = CHeaders(hs);
+        let r = Request {
+            client_ip,
+            method,
+            scheme,
+            host,
+            uri,
+            headers: &headers,
+            username: user,
+            unknown_api,
+        };
+        let d = e.node.engine().check(&r);
+        let v = ase_verdict {
+            action: match d.action {
+                Action::Allow => ASE_ACTION_ALLOW,
+                Action::Block => ASE_ACTION_BLOCK,
+                Action::Respond => ASE_ACTION_RESPOND,
+                Action::Redirect => ASE_ACTION_REDIRECT,
+            },
+            reason: d.reason as u32,
+            status: d.status as u32,
+            would_block: d.would_block,
+            matched_kind: d.matched.map_or(ASE_ID_NONE, |k| k as u32),
+            source: d.source.map_or(ASE_SOURCE_ALL, |s| s as u32),
+            status_text: ase_str::from_bytes(d.status_text.as_bytes()),
+            body: ase_str::from_bytes(d.body.as_bytes()),
+            location: ase_str::from_bytes(d.location.as_bytes()),
+            api_name: d
+                .api
+                .map_or(ase_str::EMPTY, |a| ase_str::from_bytes(a.name.as_bytes())),
+        };
+        // SAFETY: checked non-NULL above; the caller owns the out slot.
+        unsafe { *verdict_out = v };
+        ASE_OK
+    })
+}
+
+/// Reads and validates an `ase_identifier`.
+fn identifier(id: *const ase_identifier) -> Result<Identifier, ase_result> {
+    // SAFETY: a non-NULL identifier points to a valid `ase_identifier` for the call.
+    let id = unsafe { id.as_ref() }.ok_or(ASE_ERR_NULL_PARAMETER)?;
+    let kind = IdKind::from_u32(id.kind).ok_or(ASE_ERR_INVALID_ARGUMENT)?;
+    // SAFETY: the caller keeps the strings readable for the call.
+    let (name, value) = unsafe { (id.name.as_bytes(), id.value.as_bytes()) };
+    let (name, value) = (
+        name.ok_or(ASE_ERR_NULL_PARAMETER)?,
+        value.ok_or(ASE_ERR_NULL_PARAMETER)?,
+    );
+    let name = std::str::from_utf8(name).map_err(|_| ASE_ERR_INVALID_UTF8)?;
+    let value = std::str::from_utf8(value).map_err(|_| ASE_ERR_INVALID_UTF8)?;
+    Ok(Identifier::new(kind, name, value)?)
+}
+
+fn expiry(ttl_seconds: u64) -> u64 {
+    if ttl_seconds == 0 {
+        0
+    } else {
+        crate::engine::now_ms().saturating_add(ttl_seconds.saturating_mul(1000))
+    }
+}
+
+fn run(f: impl FnOnce() -> Result<(), ase_result>) -> ase_result {
+    boundary(|| match f() {
+        Ok(()) => ASE_OK,
+        Err(r) => r,
+    })
+}
+
+/// Adds an identifier to the manual deny list; `ttl_seconds` > 0 makes it
+/// expire. Adding an entry that is already listed refreshes its expiry.
+/// Errors: `ASE_ERR_NULL_PARAMETER`, `ASE_ERR_INVALID_ARGUMENT` (kind),
+/// `ASE_ERR_INVALID_UTF8`, `ASE_ERR_INVALID_IDENTIFIER`, `ASE_ERR_STORE`.
+///
+/// Thread safety: any thread; writers are serialised internally.
+#[unsafe(no_mangle)]
+pub extern "C" fn ase_deny_add(
+    engine: *const ase_engine,
+    id: *const ase_identifier,
+    ttl_seconds: u64,
+) -> ase_result {
+    run(|| {
+        let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
+        let id = identifier(id)?;
+        e.node
+            .deny_add(&id, Source::Manual, expiry(ttl_seconds))
+            .map(|_| ())
+            .map_err(|e| (&e).into())
+    })
+}
+
+/// Removes an identifier from the deny list, whatever its sources.
+/// `ASE_ERR_NOT_FOUND` if it was not listed.
+///
+/// Thread safety: any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn ase_deny_remove(
+    engine: *const ase_engine,
+    id: *const ase_identifier,
+) -> ase_result {
+    run(|| {
+        let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
+        let id = identifier(id)?;
+        e.node.deny_remove(&id).map_err(|e| (&e).into())
+    })
+}
+
+fn source_mask(source: ase_source) -> Result<u8, ase_result> {
+    if source == ASE_SOURCE_ALL {
+        Ok(Source::ANY)
+    } else {
+        Source::from_u32(source)
+            .map(Source::bit)
+            .ok_or(ASE_ERR_INVALID_ARGUMENT)
+    }
+}
+
+/// Deletes every deny entry of `source` (`ASE_SOURCE_ALL`: the whole list).
+///
+/// Thread safety: any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn ase_deny_clear(engine: *const ase_engine, source: ase_source) -> ase_result {
+    run(|| {
+        let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
+        let mask = source_mask(source)?;
+        e.node.deny_clear(mask).map(|_| ()).map_err(|e| (&e).into())
+    })
+}
+
+/// Adds an identifier to the allow list (`ttl_seconds` > 0 makes it expire).
+///
+/// Thread safety: any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn ase_allow_add(
+    engine: *const ase_engine,
+    id: *const ase_identifier,
+    ttl_seconds: u64,
+) -> ase_result {
+    run(|| {
+        let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
+        let id = identifier(id)?;
+        e.node
+            .allow_add(&id, expiry(ttl_seconds))
+            .map(|_| ())
+            .map_err(|e| (&e).into())
+    })
+}
+
+/// Removes an identifier from the allow list; `ASE_ERR_NOT_FOUND` if absent.
+///
+/// Thread safety: any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn ase_allow_remove(
+    engine: *const ase_engine,
+    id: *const ase_identifier,
+) -> ase_result {
+    run(|| {
+        let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
+        let id = identifier(id)?;
+        e.node.allow_remove(&id).map_err(|e| (&e).into())
+    })
+}
+
+/// Empties the allow list.
+///
+/// Thread safety: any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn ase_allow_clear(engine: *const ase_engine) -> ase_result {
+    run(|| {
+        let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
+        e.node.allow_clear().map(|_| ()).map_err(|e| (&e).into())
+    })
+}
+
+fn each_entry(
+    items: Vec<(Identifier, u32, u64)>,
+    cb: unsafe extern "C" fn(*mut c_void, *const ase_entry) -> i32,
+    userdata: *mut c_void,
+) {
+    for (id, source, exp) in items {
+        let entry = ase_entry {
+            kind: id.kind as u32,
+            name: ase_str::from_bytes(id.name.as_bytes()),
+            value: ase_str::from_bytes(id.value.as_bytes()),
+            source,
+            expires_ms: exp,
+        };
+        // SAFETY: `cb` is the caller's callback; `entry` lives across the call.
+        if unsafe { cb(userdata, &entry) } != 0 {
+            break;
+        }
+    }
+}
+
+/// Calls `cb(userdata, entry)` for each deny entry of `source`
+/// (`ASE_SOURCE_ALL`: every source, grouped by source in ASE's order, each in
+/// insertion order; an identifier listed by two sources appears twice).
+/// Expired entries are skipped. Stops early when `cb` returns non-zero.
+///
+/// Thread safety: any thread; `cb` runs on the calling thread and must not
+/// call into this engine's list-changing functions.
+#[unsafe(no_mangle)]
+pub extern "C" fn ase_deny_list(
+    engine: *const ase_engine,
+    source: ase_source,
+    cb: ase_entry_cb,
+    userdata: *mut c_void,
+) -> ase_result {
+    run(|| {
+        let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
+        let cb = cb.ok_or(ASE_ERR_NULL_PARAMETER)?;
+        let mask = source_mask(source)?;
+        let now = crate::engine::now_ms();
+        let entries = e.node.engine().deny_entries(mask);
+        let mut items = Vec::with_capacity(entries.len());
+        for s in Source::ALL.into_iter().filter(|s| mask & s.bit() != 0) {
+            for (id, m) in &entries {
+                if m.sources & s.bit() == 0 {
+                    continue;
+                }
+                let exp = match s {
+                    Source::Manual => m.manual_exp,
+                    Source::Abs => m.abs_exp,
+                    _ => 0,
+                };
+                if exp == 0 || exp > now {
+                    items.push((id.clone(), s as u32, exp));
+                }
+            }
+        }
+        each_entry(items, cb, userdata);
+        Ok(())
+    })
+}
+
+/// Calls `cb(userdata, entry)` for each allow entry, in insertion order.
+/// Expired entries are skipped. Stops early when `cb` returns non-zero.
+///
+/// Thread safety: as `ase_deny_list`.
+#[unsafe(no_mangle)]
+pub extern "C" fn ase_allow_list(
+    engine: *const ase_engine,
+    cb: ase_entry_cb,
+    userdata: *mut c_void,
+) -> ase_result {
+    run(|| {
+        let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
+        let cb = cb.ok_or(ASE_ERR_NULL_PARAMETER)?;
+        let now = crate::engine::now_ms();
+        let items = e
+            .node
+            .engine()
+            .allow_entries()
+            .into_iter()
+            .filter(|(_, m)| m.manual_exp == 0 || m.manual_exp > now)
+            .map(|(id, m)| (id, ASE_SOURCE_MANUAL, m.manual_exp))
+            .collect();
+        each_entry(items, cb, userdata);
+        Ok(())
+    })
+}
+
+/// Turns a switch on or off. Turning `ASE_SWITCH_ASE_DETECTED_ATTACK` off
+/// deletes every real-time deny entry, as ASE does.
+///
+/// Thread safety: any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn ase_switch_set(
+    engine: *const ase_engine,
+    which: ase_switch,
+    on: bool,
+) -> ase_result {
+    run(|| {
+        let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
+        let s = Switch::from_u32(which).ok_or(ASE_ERR_INVALID_ARGUMENT)?;
+        e.node.set_switch(s, on).map_err(|e| (&e).into())
+    })
+}
+
+/// Reads a switch into `*on_out`.
+///
+/// Thread safety: any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn ase_switch_get(
+    engine: *const ase_engine,
+    which: ase_switch,
+    on_out: *mut bool,
+) -> ase_result {
+    run(|| {
+        let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
+        let s = Switch::from_u32(which).ok_or(ASE_ERR_INVALID_ARGUMENT)?;
+        if on_out.is_null() {
+            return Err(ASE_ERR_NULL_PARAMETER);
+        }
+        // SAFETY: checked non-NULL; the caller owns the out slot.
+        unsafe { *on_out = e.node.engine().switch(s) };
+        Ok(())
+    })
+}
+
+/// Sets `enable_blocking` of the API named `api` (monitor mode when false).
+/// `ASE_ERR_UNKNOWN_API` if no API has that name.
+///
+/// Thread safety: any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn ase_api_set_blocking(
+    engine: *const ase_engine,
+    api: ase_str,
+    on: bool,
+) -> ase_result {
+    run(|| {
+        let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
+        // SAFETY: the caller keeps `api` readable for the call.
+        let name = unsafe { api.as_bytes() }.ok_or(ASE_ERR_NULL_PARAMETER)?;
+        let name = std::str::from_utf8(name).map_err(|_| ASE_ERR_INVALID_UTF8)?;
+        e.node.set_api_blocking(name, on).map_err(|e| (&e).into())
+    })
+}
+
+/// Copies the counters and list sizes into `*stats_out`.
+///
+/// Thread safety: any thread; counters are read one by one, not as a snapshot.
+#[unsafe(no_mangle)]
+pub extern "C" fn ase_engine_stats(
+    engine: *const ase_engine,
+    stats_out: *mut ase_stats,
+) -> ase_result {
+    run(|| {
+        let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
+        if stats_out.is_null() {
+            return Err(ASE_ERR_NULL_PARAMETER);
+        }
+        let s = e.node.engine().stats();
+        let out = ase_stats {
+            checked: s.checked,
+            allowed: s.allowed,
+            blocked: s.blocked_total(),
+            would_block: s.would_block.iter().sum(),
+            blocked_by_reason: s.blocked,
+            would_block_by_reason: s.would_block,
+            detections: s.detections,
+            deny_entries: s.deny_entries,
+            allow_entries: s.allow_entries,
+        };
+        // SAFETY: checked non-NULL; the caller owns the out slot.
+        unsafe { *stats_out = out };
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests;

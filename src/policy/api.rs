@@ -579,62 +579,71 @@ pub fn media_type(v: &[u8]) -> &[u8] {
     v[..end].trim_ascii()
 }
 
-/// A path normalised for matching, held on the stack.
-pub struct NormPath {
-    buf: [u8; NormPath::CAP],
-    len: usize,
+/// A path normalised for matching: the request's own bytes when they need no
+/// change (the common case, no copy), else a normalised copy on the stack.
+pub enum NormPath<'a> {
+    /// The path as received (no query, already normal).
+    Borrowed(&'a [u8]),
+    /// A normalised copy.
+    Owned {
+        /// Buffer.
+        buf: [u8; NORM_CAP],
+        /// Bytes used.
+        len: usize,
+    },
 }
 
-impl NormPath {
-    /// Paths longer than this are matched as given, without normalisation.
-    pub const CAP: usize = 2048;
+/// Paths longer than this are matched as given, without normalisation.
+pub const NORM_CAP: usize = 2048;
 
+impl<'a> NormPath<'a> {
     /// Cuts the query string and fragment off `uri`, decodes `%XX`, merges `//`
     /// and resolves `.` and `..` segments. Never allocates.
-    pub fn new(uri: &[u8]) -> NormPath {
-        let mut n = NormPath {
-            buf: [0; NormPath::CAP],
-            len: 0,
-        };
+    pub fn new(uri: &'a [u8]) -> NormPath<'a> {
         let end = uri
             .iter()
             .position(|&c| c == b'?' || c == b'#')
             .unwrap_or(uri.len());
         let raw = &uri[..end];
-        if raw.len() > NormPath::CAP || raw.is_empty() || raw[0] != b'/' {
-            let take = raw.len().min(NormPath::CAP);
-            n.buf[..take].copy_from_slice(&raw[..take]);
-            n.len = take;
-            if n.len == 0 {
-                n.buf[0] = b'/';
-                n.len = 1;
-            }
-            return n;
+        if raw.is_empty() {
+            return NormPath::Borrowed(b"/");
         }
-        // Decode into the buffer, then fold segments in place.
+        let needs = raw[0] == b'/'
+            && raw.len() <= NORM_CAP
+            && (raw.contains(&b'%')
+                || raw
+                    .windows(2)
+                    .any(|w| w[0] == b'/' && (w[1] == b'/' || w[1] == b'.')));
+        if !needs {
+            return NormPath::Borrowed(raw);
+        }
+        let mut buf = [0u8; NORM_CAP];
         let mut i = 0;
         let mut d = 0;
         while i < raw.len() {
             let c = raw[i];
             if c == b'%' && i + 2 < raw.len() {
                 if let (Some(h), Some(l)) = (hex(raw[i + 1]), hex(raw[i + 2])) {
-                    n.buf[d] = h << 4 | l;
+                    buf[d] = h << 4 | l;
                     d += 1;
                     i += 3;
                     continue;
                 }
             }
-            n.buf[d] = c;
+            buf[d] = c;
             d += 1;
             i += 1;
         }
-        n.len = fold_segments(&mut n.buf[..d]);
-        n
+        let len = fold_segments(&mut buf[..d]);
+        NormPath::Owned { buf, len }
     }
 
     /// The normalised path.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
+        match self {
+            NormPath::Borrowed(b) => b,
+            NormPath::Owned { buf, len } => &buf[..*len],
+        }
     }
 }
 

@@ -372,7 +372,7 @@ pub fn parse_ase_conf(text: &str, path: &Path) -> Result<Config, ConfigError> {
             }
             "attack_list_memory" => {
                 let n = parse_size(&v).map_err(err)?;
-                if n < 64 << 20 || n > 1024 << 30 {
+                if !(64 << 20..=1024 << 30).contains(&n) {
                     return Err(err("must be between 64MB and 1024GB".into()));
                 }
                 c.attack_list_memory = n;

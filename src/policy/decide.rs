@@ -7,7 +7,7 @@
 use super::api::{Api, ApiSet, NormPath, Response, media_type, proto};
 use super::config::UnknownApi;
 use super::extract::{Headers, Ids, Scratch, extract, header};
-use super::ident::{IdKind, KeyRef};
+use super::ident::{IdKind, IpKeyBuf, IpNet, KeyRef};
 use super::lists::{IdMap, Source};
 
 /// What the host must do.
@@ -169,12 +169,33 @@ impl<'e> Decision<'e> {
     }
 }
 
-/// Lookups shared by the allow and deny checks.
-struct Probe<'x, 'a> {
-    ids: &'x Ids<'a>,
+/// The request's identifiers as list keys, hashed once and probed against
+/// both lists.
+struct Probe<'a> {
+    ip: Option<(u128, IpKeyBuf)>,
+    keys: [Option<KeyRef<'a>>; 4],
 }
 
-impl Probe<'_, '_> {
+impl<'a> Probe<'a> {
+    fn new(ids: &Ids<'a>) -> Probe<'a> {
+        Probe {
+            ip: ids.ip.map(|a| (a, IpKeyBuf::new(IpNet::of(a, 128)))),
+            keys: [
+                ids.cookie.map(|(n, v)| KeyRef::new(IdKind::Cookie, n, v)),
+                ids.token.map(|v| KeyRef::new(IdKind::Token, b"", v)),
+                ids.api_key.map(|(n, v)| KeyRef::new(IdKind::ApiKey, n, v)),
+                ids.username.map(|v| KeyRef::new(IdKind::Username, b"", v)),
+            ],
+        }
+    }
+
+    fn ip_only(&self) -> Probe<'a> {
+        Probe {
+            ip: self.ip,
+            keys: [None; 4],
+        }
+    }
+
     /// The first identifier on `list` with an active source within `mask`.
     fn hit(
         &self,
@@ -182,39 +203,19 @@ impl Probe<'_, '_> {
         mask: u8,
         now: &mut impl FnMut() -> u64,
     ) -> Option<(IdKind, Source)> {
-        if list.is_empty() {
+        let r = list.reader();
+        if r.is_empty() {
             return None;
         }
-        if let Some(ip) = self.ids.ip {
-            if let Some(s) = list.lookup_ip(ip, mask, now) {
+        if let Some((addr, host)) = &self.ip {
+            if let Some(s) = r.lookup_ip(*addr, &host.key(), mask, now) {
                 return Some((IdKind::Ip, s));
             }
         }
-        let mut try_key = |kind, name: &[u8], value: &[u8]| {
-            list.lookup(&KeyRef::new(kind, name, value), mask, now)
-                .map(|s| (kind, s))
-        };
-        if let Some((n, v)) = self.ids.cookie {
-            if let Some(r) = try_key(IdKind::Cookie, n, v) {
-                return Some(r);
-            }
-        }
-        if let Some(v) = self.ids.token {
-            if let Some(r) = try_key(IdKind::Token, b"", v) {
-                return Some(r);
-            }
-        }
-        if let Some((n, v)) = self.ids.api_key {
-            if let Some(r) = try_key(IdKind::ApiKey, n, v) {
-                return Some(r);
-            }
-        }
-        if let Some(v) = self.ids.username {
-            if let Some(r) = try_key(IdKind::Username, b"", v) {
-                return Some(r);
-            }
-        }
-        None
+        self.keys
+            .iter()
+            .flatten()
+            .find_map(|k| r.lookup(k, mask, now).map(|s| (k.kind(), s)))
     }
 }
 
@@ -261,7 +262,7 @@ where
         req.username,
         scratch,
     );
-    let probe = Probe { ids: &ids };
+    let probe = Probe::new(&ids);
     let mask = sw.deny_mask();
 
     let Some(api) = api else {
@@ -279,11 +280,7 @@ where
             );
         }
         // Pass mode: the client IP still meets the lists.
-        let ip_only = Ids {
-            ip: ids.ip,
-            ..Ids::default()
-        };
-        let p = Probe { ids: &ip_only };
+        let p = probe.ip_only();
         if p.hit(allow, Source::ANY, now).is_none() {
             if let Some((kind, src)) = p.hit(deny, mask, now) {
                 return (blocked(None, kind, src), None);

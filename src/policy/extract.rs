@@ -47,21 +47,13 @@ pub fn header<'h, H: Headers + ?Sized>(h: &'h H, name: &[u8]) -> Option<&'h [u8]
         .map(|(_, v)| v)
 }
 
-/// Buffers for decoded values, on the caller's stack.
+/// Buffers for decoded values, on the caller's stack. Each is zeroed only
+/// when a request needs it, so the common request pays nothing for them.
+#[derive(Default)]
 pub struct Scratch {
-    qs: [u8; 1024],
-    jwt: [u8; 4096],
-    user: [u8; 512],
-}
-
-impl Default for Scratch {
-    fn default() -> Self {
-        Scratch {
-            qs: [0; 1024],
-            jwt: [0; 4096],
-            user: [0; 512],
-        }
-    }
+    qs: Option<[u8; 1024]>,
+    jwt: Option<[u8; 4096]>,
+    user: Option<[u8; 512]>,
 }
 
 /// Identifiers found in one request.
@@ -88,7 +80,7 @@ pub fn parse_ip(v: &[u8], allow_port: bool) -> Option<u128> {
     }
     let inner = if let Some(rest) = s.strip_prefix('[') {
         let (a, tail) = rest.split_once(']')?;
-        if !tail.is_empty() && !(allow_port && tail.strip_prefix(':')?.parse::<u16>().is_ok()) {
+        if !(tail.is_empty() || allow_port && tail.strip_prefix(':')?.parse::<u16>().is_ok()) {
             return None;
         }
         a
@@ -328,8 +320,8 @@ fn json_claim<'o>(json: &[u8], claim: &str, out: &'o mut [u8]) -> Option<&'o [u8
 
 /// The user name in a JWT's payload claim `claim` (signature not verified).
 pub fn jwt_username<'s>(jwt: &[u8], claim: &str, s: &'s mut Scratch) -> Option<&'s [u8]> {
-    let json = b64url_decode_payload(jwt, &mut s.jwt)?;
-    json_claim(json, claim, &mut s.user)
+    let json = b64url_decode_payload(jwt, s.jwt.get_or_insert([0; 4096]))?;
+    json_claim(json, claim, s.user.get_or_insert([0; 512]))
 }
 
 /// Extracts every identifier `api` asks for. `client_ip` is the host's client
@@ -378,7 +370,7 @@ pub fn extract<'a, H: Headers + ?Sized>(
     if ids.api_key.is_none() {
         if let Some(name) = &api.apikey_qs {
             if let Some(raw) = query_param(uri, name.as_bytes()) {
-                let v: &'a [u8] = match url_decode(raw, qs) {
+                let v: &'a [u8] = match url_decode(raw, qs.get_or_insert([0; 1024])) {
                     Some(d) => d,
                     None => raw,
                 };
@@ -404,9 +396,9 @@ pub fn extract<'a, H: Headers + ?Sized>(
                 JwtLocation::Query(n) => query_param(uri, n.as_bytes()),
             };
             if let Some(t) = token {
-                let json = b64url_decode_payload(t, jwt);
+                let json = b64url_decode_payload(t, jwt.get_or_insert([0; 4096]));
                 if let Some(json) = json {
-                    ids.username = json_claim(json, &j.username, user);
+                    ids.username = json_claim(json, &j.username, user.get_or_insert([0; 512]));
                 }
             }
         }

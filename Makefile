@@ -1,0 +1,57 @@
+# The few commands a person runs. `make test` and `make demo` install what they
+# need on a fresh Debian machine (apt-get when run as root; crates via cargo).
+
+CARGO      ?= cargo
+CBINDGEN_VERSION := 0.29.0
+RELEASE    := target/release
+
+.PHONY: all build deps header check-header lint test test-rust examples test-examples \
+        nginx-module test-nginx demo bench clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build:
+	$(CARGO) build --release --lib --bins
+
+# Regenerates include/ase.h; the only way the header changes.
+header:
+	@command -v cbindgen >/dev/null || $(CARGO) install cbindgen --version $(CBINDGEN_VERSION) --locked
+	cbindgen --config cbindgen.toml --crate ase --output include/ase.h
+
+# Fails when the committed header differs from a fresh generation.
+check-header:
+	@scripts/check-header.sh $(CBINDGEN_VERSION)
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
+
+test-rust:
+	$(CARGO) test --release
+
+examples: build
+	@scripts/examples.sh build
+
+test-examples: build
+	@scripts/examples.sh test
+
+nginx-module: deps build
+	@scripts/nginx-module.sh build
+
+test-nginx: nginx-module
+	@scripts/nginx-module.sh test
+
+test: deps lint check-header test-rust test-examples test-nginx
+	@echo "make test: all suites passed"
+
+demo: deps build nginx-module
+	@scripts/demo.sh
+
+bench: build
+	$(CARGO) bench --bench check
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,307 @@
+//! The C types of `include/ase.h`.
+//!
+//! Enumerations cross the ABI as `uint32_t` typedefs with `#define`d
+//! constants (as rustls-ffi does): C may pass any integer, and a Rust enum
+//! holding an undeclared value would be undefined behaviour. Parameter
+//! structs only ever grow at the end.
+#![allow(non_camel_case_types, reason = "C names")]
+
+use crate::policy::{IdKind, Source};
+
+// cbindgen only emits literal constants; these keep the literals equal to the
+// Rust enums they mirror.
+const _: () = {
+    assert!(ASE_ID_IP == IdKind::Ip as u32);
+    assert!(ASE_ID_COOKIE == IdKind::Cookie as u32);
+    assert!(ASE_ID_TOKEN == IdKind::Token as u32);
+    assert!(ASE_ID_API_KEY == IdKind::ApiKey as u32);
+    assert!(ASE_ID_USERNAME == IdKind::Username as u32);
+    assert!(ASE_SOURCE_MANUAL == Source::Manual as u32);
+    assert!(ASE_SOURCE_ABS == Source::Abs as u32);
+    assert!(ASE_SOURCE_DECOY == Source::Decoy as u32);
+    assert!(ASE_SOURCE_INVALID_PROTOCOL == Source::InvalidProtocol as u32);
+    assert!(ASE_SOURCE_INVALID_METHOD == Source::InvalidMethod as u32);
+    assert!(ASE_SOURCE_INVALID_CONTENT_TYPE == Source::InvalidContentType as u32);
+};
+
+/// Result code of every fallible function. 0 is success; codes are never renumbered.
+pub type ase_result = u32;
+/// Success.
+pub const ASE_OK: ase_result = 0;
+/// A required pointer was NULL (or a string had NULL data and a non-zero length).
+pub const ASE_ERR_NULL_PARAMETER: ase_result = 1;
+/// A string that must be UTF-8 (a path, an identifier) was not.
+pub const ASE_ERR_INVALID_UTF8: ase_result = 2;
+/// An enumeration value or flag out of range.
+pub const ASE_ERR_INVALID_ARGUMENT: ase_result = 3;
+/// The request's client address is not an IP address.
+pub const ASE_ERR_INVALID_CLIENT_IP: ase_result = 4;
+/// A request header has a NULL name or value with a non-zero length.
+pub const ASE_ERR_INVALID_HEADER: ase_result = 5;
+/// An identifier was refused: empty value, bad IP or CIDR, missing or extra name.
+pub const ASE_ERR_INVALID_IDENTIFIER: ase_result = 6;
+/// The entry to delete is not listed.
+pub const ASE_ERR_NOT_FOUND: ase_result = 7;
+/// No API has this name.
+pub const ASE_ERR_UNKNOWN_API: ase_result = 8;
+/// `ase.conf` or `abs.conf` is missing or invalid (the message names file, line, key).
+pub const ASE_ERR_CONFIG: ase_result = 100;
+/// An API JSON file is invalid (the message names the API and field).
+pub const ASE_ERR_API_JSON: ase_result = 101;
+/// The state store failed.
+pub const ASE_ERR_STORE: ase_result = 200;
+/// An ABS operation failed.
+pub const ASE_ERR_ABS: ase_result = 300;
+/// A panic inside the library was caught; the call had no effect.
+pub const ASE_ERR_PANIC: ase_result = 900;
+
+/// Kind of client identifier.
+pub type ase_id_kind = u32;
+/// IP address or CIDR range.
+pub const ASE_ID_IP: ase_id_kind = 0;
+/// Cookie (name + value).
+pub const ASE_ID_COOKIE: ase_id_kind = 1;
+/// OAuth2 bearer token.
+pub const ASE_ID_TOKEN: ase_id_kind = 2;
+/// API key (name + value; the name is case-insensitive).
+pub const ASE_ID_API_KEY: ase_id_kind = 3;
+/// User name.
+pub const ASE_ID_USERNAME: ase_id_kind = 4;
+/// "No identifier" in a verdict.
+pub const ASE_ID_NONE: ase_id_kind = 0xFFFF_FFFF;
+
+/// Source of a deny-list entry.
+pub type ase_source = u32;
+/// Added by an operator.
+pub const ASE_SOURCE_MANUAL: ase_source = 0;
+/// Fetched from ABS.
+pub const ASE_SOURCE_ABS: ase_source = 1;
+/// Real-time: decoy API probed.
+pub const ASE_SOURCE_DECOY: ase_source = 2;
+/// Real-time: protocol violation.
+pub const ASE_SOURCE_INVALID_PROTOCOL: ase_source = 3;
+/// Real-time: method violation.
+pub const ASE_SOURCE_INVALID_METHOD: ase_source = 4;
+/// Real-time: content-type violation.
+pub const ASE_SOURCE_INVALID_CONTENT_TYPE: ase_source = 5;
+/// Every source (for listing and clearing); "no source" in a verdict.
+pub const ASE_SOURCE_ALL: ase_source = 0xFFFF_FFFF;
+
+/// What the host must do with a request.
+pub type ase_action = u32;
+/// Let the request go on.
+pub const ASE_ACTION_ALLOW: ase_action = 0;
+/// Refuse it: answer `status` with `body` (403 `Error: Unauthorized`, 503 `Error: Unknown API`).
+pub const ASE_ACTION_BLOCK: ase_action = 1;
+/// Answer `status` / `status_text` / `body` (decoy or pattern-error response).
+pub const ASE_ACTION_RESPOND: ase_action = 2;
+/// Redirect with `status` to `location` (empty: `https://` + host + uri).
+pub const ASE_ACTION_REDIRECT: ase_action = 3;
+
+/// Why the verdict is what it is.
+pub type ase_reason = u32;
+/// Nothing matched.
+pub const ASE_REASON_NONE: ase_reason = 0;
+/// `enable_firewall` is off.
+pub const ASE_REASON_FIREWALL_OFF: ase_reason = 1;
+/// No API matches host and path.
+pub const ASE_REASON_UNKNOWN_API: ase_reason = 2;
+/// An identifier is on the allow list.
+pub const ASE_REASON_ALLOW_LIST: ase_reason = 3;
+/// The path is a decoy.
+pub const ASE_REASON_DECOY: ase_reason = 4;
+/// An identifier is on the deny list.
+pub const ASE_REASON_DENY_LIST: ase_reason = 5;
+/// Scheme not allowed by the API.
+pub const ASE_REASON_PROTOCOL: ase_reason = 6;
+/// Method not allowed by the API.
+pub const ASE_REASON_METHOD: ase_reason = 7;
+/// Content type not allowed by the API.
+pub const ASE_REASON_CONTENT_TYPE: ase_reason = 8;
+/// The state could not be loaded; `fail_mode` decided.
+pub const ASE_REASON_FAIL_MODE: ase_reason = 9;
+/// Number of reasons (size of the per-reason arrays in `ase_stats`).
+pub const ASE_REASON_COUNT: usize = 10;
+
+/// How to treat a request that matches no API.
+pub type ase_unknown_api = u32;
+/// As `unknown_api` in ase.conf says.
+pub const ASE_UNKNOWN_API_DEFAULT: ase_unknown_api = 0;
+/// Let it through (the client IP is still checked).
+pub const ASE_UNKNOWN_API_PASS: ase_unknown_api = 1;
+/// Answer 503 `Error: Unknown API`.
+pub const ASE_UNKNOWN_API_REJECT: ase_unknown_api = 2;
+
+/// A runtime switch.
+pub type ase_switch = u32;
+/// `enable_firewall`.
+pub const ASE_SWITCH_FIREWALL: ase_switch = 0;
+/// `enable_abs` (traffic to ABS).
+pub const ASE_SWITCH_ABS: ase_switch = 1;
+/// `enable_abs_attack` (ABS attack list blocks).
+pub const ASE_SWITCH_ABS_ATTACK: ase_switch = 2;
+/// `enable_ase_detected_attack` (real-time detection; off deletes real-time entries).
+pub const ASE_SWITCH_ASE_DETECTED_ATTACK: ase_switch = 3;
+
+/// Bytes: pointer and length, laid out like nginx's `ngx_str_t` so one can be
+/// passed for the other. Never NUL-terminated by contract; `data` may be NULL
+/// only when `len` is 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ase_str {
+    /// Number of bytes.
+    pub len: usize,
+    /// The bytes.
+    pub data: *const u8,
+}
+
+impl ase_str {
+    /// An empty string.
+    pub const EMPTY: ase_str = ase_str {
+        len: 0,
+        data: std::ptr::null(),
+    };
+
+    /// Borrows Rust bytes (the caller keeps them alive while C uses the result).
+    pub fn from_bytes(b: &[u8]) -> ase_str {
+        ase_str {
+            len: b.len(),
+            data: b.as_ptr(),
+        }
+    }
+
+    /// The bytes, or `None` if `data` is NULL with a non-zero length.
+    ///
+    /// # Safety
+    /// `data` must point to `len` readable bytes that stay valid for `'a`.
+    pub unsafe fn as_bytes<'a>(&self) -> Option<&'a [u8]> {
+        if self.len == 0 {
+            Some(&[])
+        } else if self.data.is_null() {
+            None
+        } else {
+            // SAFETY: non-NULL with `len` readable bytes, per this function's contract.
+            Some(unsafe { std::slice::from_raw_parts(self.data, self.len) })
+        }
+    }
+}
+
+/// One request header.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ase_header {
+    /// Name, any case.
+    pub name: ase_str,
+    /// Value.
+    pub value: ase_str,
+}
+
+/// A request, as the host sees it. Every string is borrowed for the call only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ase_request {
+    /// Client address (`1.2.3.4`, `2001:db8::1`); empty when unknown.
+    pub client_ip: ase_str,
+    /// Method (`GET`).
+    pub method: ase_str,
+    /// Scheme: `http`, `https`, `ws` or `wss`.
+    pub scheme: ase_str,
+    /// Host; empty to use the `Host` header.
+    pub host: ase_str,
+    /// Path with query string, as received.
+    pub uri: ase_str,
+    /// HTTP version (`HTTP/1.1`, `1.1`); informational.
+    pub http_version: ase_str,
+    /// Headers array (may be NULL when `headers_len` is 0).
+    pub headers: *const ase_header,
+    /// Number of headers.
+    pub headers_len: usize,
+    /// A user name the host authenticated; empty if none.
+    pub username: ase_str,
+    /// `ASE_UNKNOWN_API_*`: override for requests that match no API.
+    pub unknown_api: ase_unknown_api,
+}
+
+/// The verdict of `ase_check_request`. Strings point into the engine and stay
+/// valid until `ase_engine_free`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ase_verdict {
+    /// `ASE_ACTION_*`.
+    pub action: ase_action,
+    /// `ASE_REASON_*`.
+    pub reason: ase_reason,
+    /// HTTP status to answer with (0 when allowed).
+    pub status: u32,
+    /// Monitor mode: would have been stopped for `reason`, allowed because the
+    /// API has `enable_blocking: false`.
+    pub would_block: bool,
+    /// `ASE_ID_*` that matched the allow or deny list, or `ASE_ID_NONE`.
+    pub matched_kind: ase_id_kind,
+    /// `ASE_SOURCE_*` of the deny entry that matched, or `ASE_SOURCE_ALL` for none.
+    pub source: ase_source,
+    /// Reason phrase (`Forbidden`, the API's `error_def`, ...).
+    pub status_text: ase_str,
+    /// Response body (`Error: Unauthorized`, the decoy or error body).
+    pub body: ase_str,
+    /// Redirect target; empty with `ASE_ACTION_REDIRECT` means `https://` + host + uri.
+    pub location: ase_str,
+    /// Name of the matched API; empty when none.
+    pub api_name: ase_str,
+}
+
+/// A client identifier for list management.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ase_identifier {
+    /// `ASE_ID_*`.
+    pub kind: ase_id_kind,
+    /// Cookie or API-key name; empty for other kinds.
+    pub name: ase_str,
+    /// The value (for IPs: an address or CIDR range).
+    pub value: ase_str,
+}
+
+/// One list entry, as handed to an `ase_entry_cb`. Strings are valid during the callback only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ase_entry {
+    /// `ASE_ID_*`.
+    pub kind: ase_id_kind,
+    /// Cookie or API-key name; empty for other kinds.
+    pub name: ase_str,
+    /// Value (IPs in canonical text).
+    pub value: ase_str,
+    /// `ASE_SOURCE_*` (allow-list entries: `ASE_SOURCE_MANUAL`).
+    pub source: ase_source,
+    /// Expiry in Unix milliseconds; 0 = never.
+    pub expires_ms: u64,
+}
+
+/// Called once per entry; return 0 to go on, anything else to stop.
+pub type ase_entry_cb =
+    Option<unsafe extern "C" fn(userdata: *mut std::ffi::c_void, entry: *const ase_entry) -> i32>;
+
+/// Counters and list sizes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ase_stats {
+    /// Requests checked.
+    pub checked: u64,
+    /// Requests allowed (monitor-mode "would block" included).
+    pub allowed: u64,
+    /// Requests stopped (blocked, answered, redirected), all reasons.
+    pub blocked: u64,
+    /// Monitor mode: requests that would have been stopped, all reasons.
+    pub would_block: u64,
+    /// Stopped requests per `ASE_REASON_*`.
+    pub blocked_by_reason: [u64; ASE_REASON_COUNT],
+    /// Would-block requests per `ASE_REASON_*`.
+    pub would_block_by_reason: [u64; ASE_REASON_COUNT],
+    /// Real-time detections recorded.
+    pub detections: u64,
+    /// Deny-list entries.
+    pub deny_entries: u64,
+    /// Allow-list entries.
+    pub allow_entries: u64,
+}

@@ -1,0 +1,602 @@
+//! The decision order of DESIGN.md §2, step by step, with the identifiers of
+//! ASE's documentation (seeds 003 and 004).
+
+use std::path::Path;
+
+use ase::engine::{Engine, Switch};
+use ase::policy::decide::{Action, Decision, Reason, Request, UNAUTHORIZED};
+use ase::policy::extract::parse_ip;
+use ase::policy::{Api, ApiSet, Config, IdKind, Identifier, Source, UnknownApi};
+
+const SHOP: &str = r#"{"api_metadata": {
+  "protocol": "https", "url": "/shopapi", "hostname": "*",
+  "cookie": "JSESSIONID", "oauth2_access_token": true,
+  "apikey_qs": "", "apikey_header": "X-API-KEY",
+  "enable_blocking": true,
+  "api_pattern_enforcement": {
+    "protocol_allowed": "https",
+    "methods_allowed": ["GET", "POST"],
+    "content_type_allowed": "application/json",
+    "error_code": "401", "error_def": "Unauthorized", "error_message_body": "401 Unauthorized" },
+  "decoy_config": { "decoy_enabled": true, "response_code": 200, "response_def": "OK",
+                    "response_message": "decoy here", "decoy_subpaths": ["/shopapi/admin"] },
+  "username_header": "x-username-header"
+}}"#;
+
+const QS: &str = r#"{"api_metadata": {"url": "/qs", "hostname": "*", "apikey_qs": "AccessKey"}}"#;
+
+const JWT: &str = r#"{"api_metadata": {"url": "/jwt", "hostname": "*",
+  "jwt": {"location": "h:authorization:bearer", "username": "username", "clientid": "client_id"}}}"#;
+
+const TRAP: &str = r#"{"api_metadata": {"url": "/trap", "hostname": "*",
+  "decoy_config": {"decoy_enabled": true, "response_code": 404, "response_def": "Not Found",
+                   "response_message": "nothing", "decoy_subpaths": []}}}"#;
+
+const REDIR: &str = r#"{"api_metadata": {"url": "/secure", "hostname": "*",
+  "api_pattern_enforcement": {"protocol_allowed": "https",
+    "http_redirect": {"response_code": 301, "response_def": "Moved Permanently",
+                      "https_url": "https://shop.example.com/secure"}}}}"#;
+
+const MONITOR: &str = r#"{"api_metadata": {"url": "/monitor", "hostname": "*", "enable_blocking": false,
+  "cookie": "JSESSIONID",
+  "api_pattern_enforcement": {"methods_allowed": ["GET"]}}}"#;
+
+const EXACT: &str = r#"{"api_metadata": {"url": "/shopapi", "hostname": "api.example.com"}}"#;
+
+fn engine(conf: &str) -> Engine {
+    let path = Path::new("/etc/ase/ase.conf");
+    let config: Config = ase::policy::config::parse_ase_conf(conf, path).unwrap();
+    let apis = [
+        ("shop", SHOP),
+        ("qs", QS),
+        ("jwt", JWT),
+        ("trap", TRAP),
+        ("redir", REDIR),
+        ("monitor", MONITOR),
+        ("exact", EXACT),
+    ]
+    .into_iter()
+    .map(|(n, j)| Api::parse(n, j.as_bytes()).unwrap())
+    .collect();
+    Engine::new(config, ApiSet::new(apis).unwrap())
+}
+
+fn on() -> Engine {
+    engine("enable_ase_detected_attack=true\nenable_abs_attack=true\n")
+}
+
+/// A request: scheme, method, host, uri, client ip, headers.
+struct R {
+    scheme: &'static str,
+    method: &'static str,
+    host: &'static str,
+    uri: &'static str,
+    ip: &'static str,
+    headers: Vec<(&'static str, String)>,
+    user: &'static str,
+    unknown: Option<UnknownApi>,
+}
+
+fn get(uri: &'static str) -> R {
+    R {
+        scheme: "https",
+        method: "GET",
+        host: "shop.example.com",
+        uri,
+        ip: "10.1.1.1",
+        headers: Vec::new(),
+        user: "",
+        unknown: None,
+    }
+}
+
+impl R {
+    fn ip(mut self, ip: &'static str) -> R {
+        self.ip = ip;
+        self
+    }
+    fn h(mut self, n: &'static str, v: &str) -> R {
+        self.headers.push((n, v.to_string()));
+        self
+    }
+    fn scheme(mut self, s: &'static str) -> R {
+        self.scheme = s;
+        self
+    }
+    fn method(mut self, m: &'static str) -> R {
+        self.method = m;
+        self
+    }
+    fn host(mut self, h: &'static str) -> R {
+        self.host = h;
+        self
+    }
+    fn user(mut self, u: &'static str) -> R {
+        self.user = u;
+        self
+    }
+    fn unknown(mut self, u: UnknownApi) -> R {
+        self.unknown = Some(u);
+        self
+    }
+    fn check<'e>(&self, e: &'e Engine) -> Decision<'e> {
+        let hs: Vec<(&[u8], &[u8])> = self
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+            .collect();
+        let req = Request {
+            client_ip: parse_ip(self.ip.as_bytes(), false),
+            method: self.method.as_bytes(),
+            scheme: self.scheme.as_bytes(),
+            host: self.host.as_bytes(),
+            uri: self.uri.as_bytes(),
+            headers: &hs[..],
+            username: self.user.as_bytes(),
+            unknown_api: self.unknown,
+        };
+        e.check(&req)
+    }
+}
+
+fn id(kind: IdKind, name: &str, value: &str) -> Identifier {
+    Identifier::new(kind, name, value).unwrap()
+}
+
+fn deny(e: &Engine, kind: IdKind, name: &str, value: &str) {
+    e.deny_add(&id(kind, name, value), Source::Manual, 0);
+}
+
+fn allow(e: &Engine, kind: IdKind, name: &str, value: &str) {
+    e.allow_add(&id(kind, name, value), 0);
+}
+
+#[track_caller]
+fn expect(d: &Decision<'_>, action: Action, reason: Reason, status: u16) {
+    assert_eq!(
+        (d.action, d.reason, d.status),
+        (action, reason, status),
+        "{d:?}"
+    );
+}
+
+/// A plain valid request to the shop API, carrying all five identifiers.
+fn full() -> R {
+    get("/shopapi/items?x=1")
+        .ip("1.1.1.1")
+        .h("Cookie", "JSESSIONID=cookie_1.4")
+        .h("Authorization", "Bearer token1.4")
+        .h("X-API-KEY", "key_1.4")
+        .h("x-username-header", "abc@example.com")
+}
+
+#[test]
+fn step1_firewall_off_allows_everything_and_records_nothing() {
+    let e = engine("enable_firewall=false\nenable_ase_detected_attack=true\n");
+    deny(&e, IdKind::Ip, "", "1.1.1.1");
+    let d = full().check(&e);
+    expect(&d, Action::Allow, Reason::FirewallOff, 0);
+    let d = get("/shopapi/admin").ip("9.9.9.9").check(&e);
+    expect(&d, Action::Allow, Reason::FirewallOff, 0);
+    assert!(e.deny_entries(Source::REALTIME).is_empty());
+    e.set_switch(Switch::Firewall, true);
+    expect(&full().check(&e), Action::Block, Reason::DenyList, 403);
+}
+
+#[test]
+fn step2_unknown_api_pass_reject_and_ip_still_checked() {
+    let e = on();
+    let d = get("/nowhere").check(&e);
+    expect(&d, Action::Allow, Reason::UnknownApi, 0);
+    let d = get("/nowhere").unknown(UnknownApi::Reject).check(&e);
+    expect(&d, Action::Block, Reason::UnknownApi, 503);
+    assert_eq!(d.body, "Error: Unknown API");
+    deny(&e, IdKind::Ip, "", "1.1.1.1");
+    let d = get("/nowhere").ip("1.1.1.1").check(&e);
+    expect(&d, Action::Block, Reason::DenyList, 403);
+    // Only the IP counts without an API: a denied token is not read.
+    deny(&e, IdKind::Token, "", "token1.4");
+    let d = get("/nowhere")
+        .h("Authorization", "Bearer token1.4")
+        .check(&e);
+    expect(&d, Action::Allow, Reason::UnknownApi, 0);
+    let e = engine("unknown_api=reject\n");
+    expect(
+        &get("/nowhere").check(&e),
+        Action::Block,
+        Reason::UnknownApi,
+        503,
+    );
+    let d = get("/nowhere").unknown(UnknownApi::Pass).check(&e);
+    expect(&d, Action::Allow, Reason::UnknownApi, 0);
+}
+
+#[test]
+fn step2_api_matching() {
+    let e = on();
+    let api = |r: R| r.check(&e).api.map(|a| a.name.clone());
+    assert_eq!(api(get("/shopapi")).as_deref(), Some("shop"));
+    assert_eq!(api(get("/shopapi/x/y")).as_deref(), Some("shop"));
+    assert_eq!(api(get("/shopapix")), None, "prefix only on a / boundary");
+    assert_eq!(
+        api(get("/shopapi").host("API.example.com:443")).as_deref(),
+        Some("exact")
+    );
+}
+
+#[test]
+fn step3_to_6_each_identifier_kind_is_denied_then_allowed() {
+    // (kind, name, value, request carrying it)
+    let cases: Vec<(IdKind, &str, &str, R)> = vec![
+        (IdKind::Ip, "", "1.1.1.1", get("/shopapi").ip("1.1.1.1")),
+        (IdKind::Ip, "", "172.168.11.0/24", get("/shopapi").ip("172.168.11.110")),
+        (IdKind::Ip, "", "2001:db8::/32", get("/shopapi").ip("2001:db8::5")),
+        (IdKind::Ip, "", "4.4.4.4", get("/shopapi").ip("::ffff:4.4.4.4")),
+        (
+            IdKind::Cookie,
+            "JSESSIONID",
+            "ad233edqsd1d23redwefew",
+            get("/shopapi").h("Cookie", "a=b; JSESSIONID=ad233edqsd1d23redwefew"),
+        ),
+        (
+            IdKind::Token,
+            "",
+            "cdE94R3osh283B7NoiJR41XHgt7gxroot",
+            get("/shopapi").h("authorization", "Bearer cdE94R3osh283B7NoiJR41XHgt7gxroot"),
+        ),
+        (
+            IdKind::ApiKey,
+            "x-api-key",
+            "d4d28833e2c24be0913f4267f3b91ce5",
+            get("/shopapi").h("X-Api-Key", "d4d28833e2c24be0913f4267f3b91ce5"),
+        ),
+        (
+            IdKind::ApiKey,
+            "AccessKey",
+            "b31dfa4678b24aa5a2daa06aba1857d4",
+            get("/qs?AccessKey=b31dfa4678b24aa5a2daa06aba1857d4"),
+        ),
+        (
+            IdKind::Username,
+            "",
+            "abc@example.com",
+            get("/shopapi").h("X-Username-Header", "abc@example.com"),
+        ),
+        (IdKind::Username, "", "your name", get("/shopapi").h("x-username-header", "your name")),
+        (IdKind::Username, "", "blockeduser", get("/qs").user("blockeduser")),
+        (
+            IdKind::Username,
+            "",
+            "alice",
+            // payload {"sub":"1","username":"alice","client_id":"app"}
+            get("/jwt").h(
+                "Authorization",
+                "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIiwidXNlcm5hbWUiOiJhbGljZSIsImNsaWVudF9pZCI6ImFwcCJ9.x",
+            ),
+        ),
+    ];
+    for (kind, name, value, req) in cases {
+        let e = on();
+        expect(&req.check(&e), Action::Allow, Reason::None, 0);
+        deny(&e, kind, name, value);
+        let d = req.check(&e);
+        expect(&d, Action::Block, Reason::DenyList, 403);
+        assert_eq!(
+            (d.matched, d.source, d.body),
+            (Some(kind), Some(Source::Manual), UNAUTHORIZED)
+        );
+        allow(&e, kind, name, value);
+        let d = req.check(&e);
+        expect(&d, Action::Allow, Reason::AllowList, 0);
+        assert_eq!(d.matched, Some(kind), "{value}");
+    }
+}
+
+#[test]
+fn allow_beats_deny_across_kinds() {
+    let e = on();
+    deny(&e, IdKind::Ip, "", "1.1.1.1");
+    deny(&e, IdKind::Token, "", "token1.4");
+    allow(&e, IdKind::Cookie, "JSESSIONID", "cookie_1.4");
+    expect(&full().check(&e), Action::Allow, Reason::AllowList, 0);
+    let e = on();
+    deny(&e, IdKind::Cookie, "JSESSIONID", "cookie_1.4");
+    allow(&e, IdKind::Ip, "", "1.1.0.0/16");
+    expect(&full().check(&e), Action::Allow, Reason::AllowList, 0);
+}
+
+#[test]
+fn values_are_exact_and_names_are_as_documented() {
+    let e = on();
+    deny(&e, IdKind::Token, "", "token1.4");
+    deny(&e, IdKind::Cookie, "JSESSIONID", "cookie_1.4");
+    let d = get("/shopapi")
+        .h("Authorization", "Bearer TOKEN1.4")
+        .check(&e);
+    expect(&d, Action::Allow, Reason::None, 0);
+    let d = get("/shopapi")
+        .h("Cookie", "jsessionid=cookie_1.4")
+        .check(&e);
+    expect(&d, Action::Allow, Reason::None, 0);
+    // A cookie of another name with the listed value does not match.
+    let d = get("/shopapi").h("Cookie", "OTHER=cookie_1.4").check(&e);
+    expect(&d, Action::Allow, Reason::None, 0);
+}
+
+#[test]
+fn expiry_stops_matching_at_once() {
+    let e = on();
+    let past = ase::engine::now_ms() - 1;
+    e.deny_add(&id(IdKind::Ip, "", "1.1.1.1"), Source::Manual, past);
+    expect(
+        &get("/shopapi").ip("1.1.1.1").check(&e),
+        Action::Allow,
+        Reason::None,
+        0,
+    );
+    e.deny_add(
+        &id(IdKind::Ip, "", "1.1.1.1"),
+        Source::Abs,
+        ase::engine::now_ms() + 60_000,
+    );
+    let d = get("/shopapi").ip("1.1.1.1").check(&e);
+    assert_eq!(d.source, Some(Source::Abs));
+    e.allow_add(&id(IdKind::Ip, "", "1.1.1.1"), past);
+    expect(
+        &get("/shopapi").ip("1.1.1.1").check(&e),
+        Action::Block,
+        Reason::DenyList,
+        403,
+    );
+}
+
+#[test]
+fn step5_decoys_in_and_out_of_context() {
+    let e = on();
+    let d = get("/shopapi/admin/users").ip("172.16.40.15").check(&e);
+    expect(&d, Action::Respond, Reason::Decoy, 200);
+    assert_eq!((d.body, d.status_text), ("decoy here", "OK"));
+    let d = get("/trap/anything").ip("1.2.3.4").check(&e);
+    expect(&d, Action::Respond, Reason::Decoy, 404);
+    let listed: Vec<String> = e
+        .deny_entries(Source::Decoy.bit())
+        .into_iter()
+        .map(|(i, _)| i.to_string())
+        .collect();
+    assert_eq!(listed, ["ip 172.16.40.15", "ip 1.2.3.4"]);
+    // The decoy-tainted client is now blocked on a real API.
+    let d = get("/shopapi/items").ip("1.2.3.4").check(&e);
+    expect(&d, Action::Block, Reason::DenyList, 403);
+    assert_eq!(d.source, Some(Source::Decoy));
+    // An allow-listed client gets the decoy answer but is not listed.
+    allow(&e, IdKind::Ip, "", "5.5.5.5");
+    let d = get("/trap").ip("5.5.5.5").check(&e);
+    expect(&d, Action::Respond, Reason::Decoy, 404);
+    assert_eq!(e.deny_entries(Source::Decoy.bit()).len(), 2);
+    // Without real-time detection the decoy still answers, and records nothing.
+    let e = engine("");
+    expect(
+        &get("/trap").ip("6.6.6.6").check(&e),
+        Action::Respond,
+        Reason::Decoy,
+        404,
+    );
+    assert!(e.deny_entries(Source::ANY).is_empty());
+}
+
+#[test]
+fn step6_sources_follow_their_switches() {
+    let e = engine("");
+    e.deny_add(&id(IdKind::Ip, "", "1.1.1.1"), Source::Abs, 0);
+    e.deny_add(&id(IdKind::Ip, "", "2.2.2.2"), Source::InvalidMethod, 0);
+    expect(
+        &get("/shopapi").ip("1.1.1.1").check(&e),
+        Action::Allow,
+        Reason::None,
+        0,
+    );
+    expect(
+        &get("/shopapi").ip("2.2.2.2").check(&e),
+        Action::Allow,
+        Reason::None,
+        0,
+    );
+    e.set_switch(Switch::AbsAttack, true);
+    expect(
+        &get("/shopapi").ip("1.1.1.1").check(&e),
+        Action::Block,
+        Reason::DenyList,
+        403,
+    );
+    e.set_switch(Switch::AseDetectedAttack, true);
+    expect(
+        &get("/shopapi").ip("2.2.2.2").check(&e),
+        Action::Block,
+        Reason::DenyList,
+        403,
+    );
+    // Turning real-time detection off deletes its entries.
+    e.set_switch(Switch::AseDetectedAttack, false);
+    assert!(e.deny_entries(Source::REALTIME).is_empty());
+    e.set_switch(Switch::AseDetectedAttack, true);
+    expect(
+        &get("/shopapi").ip("2.2.2.2").check(&e),
+        Action::Allow,
+        Reason::None,
+        0,
+    );
+}
+
+#[test]
+fn step7_pattern_violations_answer_and_record_by_kind() {
+    // (request, reason, source) with seed 003's identifiers.
+    let cases = [
+        (
+            get("/shopapi/a")
+                .scheme("http")
+                .h("Authorization", "Bearer token_protocol")
+                .h("Cookie", "JSESSIONID=session_protocol"),
+            Reason::Protocol,
+            Source::InvalidProtocol,
+        ),
+        (
+            get("/shopapi/a")
+                .method("DELETE")
+                .h("Authorization", "Bearer token_method")
+                .h("Cookie", "JSESSIONID=session_method"),
+            Reason::Method,
+            Source::InvalidMethod,
+        ),
+        (
+            get("/shopapi/a")
+                .method("POST")
+                .h("Content-Type", "text/xml; charset=utf-8")
+                .h("Authorization", "Bearer token_contenttype")
+                .h("Cookie", "JSESSIONID=session_contenttype"),
+            Reason::ContentType,
+            Source::InvalidContentType,
+        ),
+    ];
+    for (req, reason, source) in cases {
+        let e = on();
+        let d = req.check(&e);
+        expect(&d, Action::Respond, reason, 401);
+        assert_eq!(
+            (d.status_text, d.body),
+            ("Unauthorized", "401 Unauthorized")
+        );
+        let listed: Vec<String> = e
+            .deny_entries(source.bit())
+            .into_iter()
+            .map(|(i, _)| i.to_string())
+            .collect();
+        assert_eq!(listed.len(), 3, "{listed:?}");
+        assert!(listed.contains(&"ip 10.1.1.1".to_string()));
+        // The client is now blocked on any API, even with a valid request.
+        let d = get("/qs").ip("10.1.1.1").check(&e);
+        expect(&d, Action::Block, Reason::DenyList, 403);
+        assert_eq!(d.source, Some(source));
+    }
+    // Allowed content types, in any case and with parameters, pass; so does no body.
+    let e = on();
+    let ok = get("/shopapi")
+        .method("POST")
+        .h("Content-Type", "Application/JSON; charset=utf-8");
+    expect(&ok.check(&e), Action::Allow, Reason::None, 0);
+    expect(
+        &get("/shopapi").method("POST").check(&e),
+        Action::Allow,
+        Reason::None,
+        0,
+    );
+    // Without real-time detection: the same answer, nothing recorded.
+    let e = engine("");
+    let d = get("/shopapi").method("PUT").check(&e);
+    expect(&d, Action::Respond, Reason::Method, 401);
+    assert!(e.deny_entries(Source::ANY).is_empty());
+}
+
+#[test]
+fn step7_http_redirect_for_https_only_apis() {
+    let e = on();
+    let d = get("/secure/x").scheme("http").check(&e);
+    expect(&d, Action::Redirect, Reason::Protocol, 301);
+    assert_eq!(d.location, "https://shop.example.com/secure");
+    assert!(
+        e.deny_entries(Source::ANY).is_empty(),
+        "a redirect is not an attack"
+    );
+    expect(&get("/secure/x").check(&e), Action::Allow, Reason::None, 0);
+}
+
+#[test]
+fn monitor_mode_would_block() {
+    let e = on();
+    let d = get("/monitor").method("POST").check(&e);
+    expect(&d, Action::Allow, Reason::Method, 0);
+    assert!(d.would_block);
+    assert_eq!(
+        e.deny_entries(Source::InvalidMethod.bit()).len(),
+        1,
+        "recorded"
+    );
+    deny(&e, IdKind::Cookie, "JSESSIONID", "c1");
+    let d = get("/monitor")
+        .h("Cookie", "JSESSIONID=c1")
+        .ip("8.8.8.8")
+        .check(&e);
+    expect(&d, Action::Allow, Reason::DenyList, 0);
+    assert!(d.would_block);
+    let s = e.stats();
+    assert_eq!(s.would_block[Reason::Method as usize], 1);
+    assert_eq!(s.would_block[Reason::DenyList as usize], 1);
+    assert_eq!(s.blocked_total(), 0);
+    // Switching blocking on for the API makes the same request blocked.
+    assert!(e.set_api_blocking("monitor", true));
+    expect(
+        &get("/monitor").h("Cookie", "JSESSIONID=c1").check(&e),
+        Action::Block,
+        Reason::DenyList,
+        403,
+    );
+    assert!(!e.set_api_blocking("nope", true));
+}
+
+#[test]
+fn xff_selects_the_first_address_only_when_enabled() {
+    let e = engine("enable_xff=true\n");
+    deny(&e, IdKind::Ip, "", "203.0.113.9");
+    let r = || {
+        get("/shopapi")
+            .ip("127.0.0.1")
+            .h("X-Forwarded-For", "203.0.113.9, 10.0.0.1")
+    };
+    expect(&r().check(&e), Action::Block, Reason::DenyList, 403);
+    // A garbage XFF falls back to the connection address.
+    deny(&e, IdKind::Ip, "", "127.0.0.1");
+    let d = get("/shopapi")
+        .ip("127.0.0.1")
+        .h("X-Forwarded-For", "garbage")
+        .check(&e);
+    expect(&d, Action::Block, Reason::DenyList, 403);
+    let e = engine("");
+    deny(&e, IdKind::Ip, "", "203.0.113.9");
+    expect(&r().check(&e), Action::Allow, Reason::None, 0);
+}
+
+#[test]
+fn hostile_requests_do_not_break_anything() {
+    let e = on();
+    deny(&e, IdKind::Cookie, "JSESSIONID", "z");
+    let big = format!("x={}; JSESSIONID=z", "y".repeat(1 << 20));
+    let d = get("/shopapi").h("Cookie", &big).check(&e);
+    expect(&d, Action::Block, Reason::DenyList, 403);
+    let junk = String::from_utf8_lossy(&[0xff, 0xfe, 0x00, b'a']).into_owned();
+    let d = get("/shopapi")
+        .h(Box::leak(junk.clone().into_boxed_str()), &junk)
+        .h("Authorization", "Bearer ")
+        .check(&e);
+    expect(&d, Action::Allow, Reason::None, 0);
+    let long_uri: &'static str =
+        Box::leak(format!("/shopapi/{}", "a/".repeat(10_000)).into_boxed_str());
+    expect(&get(long_uri).check(&e), Action::Allow, Reason::None, 0);
+    let d = get("/jwt").h("Authorization", "Bearer a.!!!!.c").check(&e);
+    expect(&d, Action::Allow, Reason::None, 0);
+}
+
+#[test]
+fn counters_count_by_reason() {
+    let e = on();
+    deny(&e, IdKind::Ip, "", "1.1.1.1");
+    full().check(&e);
+    get("/trap").check(&e);
+    get("/shopapi").method("PUT").ip("3.3.3.3").check(&e);
+    get("/shopapi").ip("2.2.2.2").check(&e);
+    let s = e.stats();
+    assert_eq!(s.checked, 4);
+    assert_eq!(s.allowed, 1);
+    assert_eq!(s.blocked[Reason::DenyList as usize], 1);
+    assert_eq!(s.blocked[Reason::Decoy as usize], 1);
+    assert_eq!(s.blocked[Reason::Method as usize], 1);
+    assert_eq!(s.detections, 2);
+}
