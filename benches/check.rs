@@ -12,7 +12,13 @@ use ase::policy::extract::parse_ip;
 use ase::policy::{Api, ApiSet, IdKind, Identifier, Source};
 use criterion::{Criterion, criterion_group, criterion_main};
 
-const DENY: usize = 1_000_000;
+/// `ASE_BENCH_DENY` scales the deny list down, e.g. for a run under callgrind.
+fn deny_count() -> usize {
+    std::env::var("ASE_BENCH_DENY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
 const ALLOW: usize = 10_000;
 const APIS: usize = 100;
 
@@ -37,8 +43,9 @@ fn engine() -> Engine {
         .collect();
     let e = Engine::new(conf, ApiSet::new(apis).unwrap());
     // 1M deny entries: a fifth of each kind, sources mixed; plus some CIDR ranges.
-    let mut entries = Vec::with_capacity(DENY);
-    for i in 0..DENY {
+    let deny = deny_count();
+    let mut entries = Vec::with_capacity(deny);
+    for i in 0..deny {
         let id = match i % 5 {
             0 => Identifier::new(
                 IdKind::Ip,
@@ -172,6 +179,14 @@ fn bench(c: &mut Criterion) {
             unknown_api: None,
         };
         assert_eq!(e.check(&req).action, expected, "{name}");
+        // `ASE_BENCH_LOOP=NAME` runs that case 100k times without criterion, for
+        // instruction counts: `valgrind --tool=callgrind --toggle-collect=*Engine*check*`.
+        if std::env::var("ASE_BENCH_LOOP").is_ok_and(|v| v == name) {
+            for _ in 0..100_000 {
+                black_box(e.check(black_box(&req)));
+            }
+            return;
+        }
         g.bench_function(name, |b| {
             b.iter(|| black_box(e.check(black_box(&req))).action)
         });

@@ -152,3 +152,213 @@ fn nulls_give_error_codes() {
     );
     ase_engine_free(ptr::null_mut());
 }
+
+/// An engine over a temporary config with one API.
+fn temp_engine() -> (tempfile::TempDir, *mut ase_engine) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("api")).unwrap();
+    std::fs::write(
+        dir.path().join("api/shop.json"),
+        r#"{"api_metadata":{"url":"/shop","hostname":"*","cookie":"JSESSIONID","oauth2_access_token":true}}"#,
+    )
+    .unwrap();
+    let conf = dir.path().join("ase.conf");
+    std::fs::write(&conf, "enable_ase_detected_attack=true\n").unwrap();
+    let path = conf.to_str().unwrap().as_bytes().to_vec();
+    let mut e: *mut ase_engine = ptr::null_mut();
+    assert_eq!(
+        ase_engine_new(ase_str::from_bytes(&path), ptr::null_mut(), 0, &mut e),
+        ASE_OK
+    );
+    assert!(!e.is_null());
+    (dir, e)
+}
+
+fn s(b: &[u8]) -> ase_str {
+    ase_str::from_bytes(b)
+}
+
+fn request<'a>(ip: &'a [u8], headers: &'a [ase_header]) -> ase_request {
+    ase_request {
+        client_ip: s(ip),
+        method: s(b"GET"),
+        scheme: s(b"https"),
+        host: s(b"shop.example.com"),
+        uri: s(b"/shop/items?x=1"),
+        http_version: s(b"HTTP/1.1"),
+        headers: headers.as_ptr(),
+        headers_len: headers.len(),
+        username: ase_str::EMPTY,
+        unknown_api: ASE_UNKNOWN_API_DEFAULT,
+    }
+}
+
+fn check(e: *const ase_engine, r: &ase_request) -> Result<ase_verdict, ase_result> {
+    let mut v = std::mem::MaybeUninit::<ase_verdict>::uninit();
+    match ase_check_request(e, r, v.as_mut_ptr()) {
+        // SAFETY: written on ASE_OK.
+        ASE_OK => Ok(unsafe { v.assume_init() }),
+        err => Err(err),
+    }
+}
+
+#[test]
+fn bad_request_bytes_give_error_codes() {
+    let (_dir, e) = temp_engine();
+    let ok = [ase_header {
+        name: s(b"Cookie"),
+        value: s(b"JSESSIONID=abc"),
+    }];
+    assert_eq!(
+        check(e, &request(b"1.2.3.4", &ok)).unwrap().action,
+        ASE_ACTION_ALLOW
+    );
+    let null_entry = [
+        ok[0],
+        ase_header {
+            name: ase_str {
+                len: 4,
+                data: ptr::null(),
+            },
+            value: s(b"x"),
+        },
+    ];
+    assert_eq!(
+        check(e, &request(b"1.2.3.4", &null_entry)).unwrap_err(),
+        ASE_ERR_INVALID_HEADER
+    );
+    let mut r = request(b"1.2.3.4", &ok);
+    r.headers = ptr::null();
+    assert_eq!(check(e, &r).unwrap_err(), ASE_ERR_NULL_PARAMETER);
+    assert_eq!(
+        check(e, &request(b"not-an-ip", &ok)).unwrap_err(),
+        ASE_ERR_INVALID_CLIENT_IP
+    );
+    assert_eq!(
+        check(e, &request(&[0xff, 0x00], &ok)).unwrap_err(),
+        ASE_ERR_INVALID_CLIENT_IP
+    );
+    let mut r = request(b"1.2.3.4", &ok);
+    r.unknown_api = 7;
+    assert_eq!(check(e, &r).unwrap_err(), ASE_ERR_INVALID_ARGUMENT);
+    let mut r = request(b"", &ok);
+    r.uri = ase_str {
+        len: 10,
+        data: ptr::null(),
+    };
+    assert_eq!(check(e, &r).unwrap_err(), ASE_ERR_NULL_PARAMETER);
+    // Non-UTF-8 header bytes are just bytes; a 1 MB cookie header is fine.
+    let mut big = b"x=".to_vec();
+    big.extend(std::iter::repeat_n(b'y', 1 << 20));
+    big.extend_from_slice(b"; JSESSIONID=\xff\xfe");
+    let hs = [ase_header {
+        name: s(b"cookie"),
+        value: s(&big),
+    }];
+    assert_eq!(
+        check(e, &request(b"", &hs)).unwrap().action,
+        ASE_ACTION_ALLOW
+    );
+    ase_engine_free(e);
+}
+
+#[test]
+fn lists_through_the_c_api() {
+    let (_dir, e) = temp_engine();
+    let tok = ase_identifier {
+        kind: ASE_ID_TOKEN,
+        name: ase_str::EMPTY,
+        value: s(b"token1.4"),
+    };
+    assert_eq!(ase_deny_add(e, &tok, 0), ASE_OK);
+    let hs = [ase_header {
+        name: s(b"Authorization"),
+        value: s(b"Bearer token1.4"),
+    }];
+    let v = check(e, &request(b"1.2.3.4", &hs)).unwrap();
+    assert_eq!(
+        (v.action, v.status, v.reason, v.matched_kind),
+        (ASE_ACTION_BLOCK, 403, ASE_REASON_DENY_LIST, ASE_ID_TOKEN)
+    );
+    // SAFETY: verdict strings point into the engine, alive until ase_engine_free.
+    let body = unsafe { v.body.as_bytes() }.unwrap();
+    assert_eq!(body, b"Error: Unauthorized");
+    let api = unsafe { v.api_name.as_bytes() }.unwrap();
+    assert_eq!(api, b"shop");
+
+    let bad = |kind, name: &'static [u8], value: &'static [u8]| ase_identifier {
+        kind,
+        name: s(name),
+        value: s(value),
+    };
+    assert_eq!(
+        ase_deny_add(e, &bad(ASE_ID_IP, b"", b"1.2.3.4/33"), 0),
+        ASE_ERR_INVALID_IDENTIFIER
+    );
+    assert_eq!(
+        ase_deny_add(e, &bad(ASE_ID_TOKEN, b"", b""), 0),
+        ASE_ERR_INVALID_IDENTIFIER
+    );
+    assert_eq!(
+        ase_deny_add(e, &bad(ASE_ID_COOKIE, b"", b"v"), 0),
+        ASE_ERR_INVALID_IDENTIFIER
+    );
+    assert_eq!(
+        ase_deny_add(e, &bad(ASE_ID_TOKEN, b"", b"\xff"), 0),
+        ASE_ERR_INVALID_UTF8
+    );
+    assert_eq!(
+        ase_deny_add(e, &bad(99, b"", b"v"), 0),
+        ASE_ERR_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        ase_deny_remove(e, &bad(ASE_ID_TOKEN, b"", b"absent")),
+        ASE_ERR_NOT_FOUND
+    );
+    assert_eq!(ase_deny_clear(e, 42), ASE_ERR_INVALID_ARGUMENT);
+    assert_eq!(ase_switch_set(e, 42, true), ASE_ERR_INVALID_ARGUMENT);
+    assert_eq!(
+        ase_api_set_blocking(e, s(b"nope"), true),
+        ASE_ERR_UNKNOWN_API
+    );
+
+    assert_eq!(ase_allow_add(e, &tok, 0), ASE_OK);
+    assert_eq!(
+        check(e, &request(b"1.2.3.4", &hs)).unwrap().action,
+        ASE_ACTION_ALLOW
+    );
+
+    unsafe extern "C" fn collect(ud: *mut c_void, entry: *const ase_entry) -> i32 {
+        // SAFETY: ud is the Vec passed below; entry is valid during the call.
+        let (v, e) = unsafe { (&mut *(ud as *mut Vec<(u32, u32, Vec<u8>)>), &*entry) };
+        let value = unsafe { e.value.as_bytes() }.unwrap().to_vec();
+        v.push((e.kind, e.source, value));
+        0
+    }
+    let mut got: Vec<(u32, u32, Vec<u8>)> = Vec::new();
+    let ud = &mut got as *mut _ as *mut c_void;
+    assert_eq!(ase_deny_list(e, ASE_SOURCE_ALL, Some(collect), ud), ASE_OK);
+    assert_eq!(
+        got,
+        vec![(ASE_ID_TOKEN, ASE_SOURCE_MANUAL, b"token1.4".to_vec())]
+    );
+    got.clear();
+    assert_eq!(ase_allow_list(e, Some(collect), ud), ASE_OK);
+    assert_eq!(got.len(), 1);
+
+    let mut st = ase_stats::default();
+    assert_eq!(ase_engine_stats(e, &mut st), ASE_OK);
+    assert_eq!(
+        (st.checked, st.blocked, st.deny_entries, st.allow_entries),
+        (2, 1, 1, 1)
+    );
+    assert_eq!(st.blocked_by_reason[ASE_REASON_DENY_LIST as usize], 1);
+
+    let mut on = false;
+    assert_eq!(ase_switch_get(e, ASE_SWITCH_FIREWALL, &mut on), ASE_OK);
+    assert!(on);
+    assert_eq!(ase_deny_remove(e, &tok), ASE_OK);
+    assert_eq!(ase_allow_clear(e), ASE_OK);
+    assert_eq!(ase_deny_clear(e, ASE_SOURCE_ALL), ASE_OK);
+    ase_engine_free(e);
+}

@@ -581,6 +581,10 @@ pub fn media_type(v: &[u8]) -> &[u8] {
 
 /// A path normalised for matching: the request's own bytes when they need no
 /// change (the common case, no copy), else a normalised copy on the stack.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "the copy lives on the request's stack on purpose: the request path never allocates"
+)]
 pub enum NormPath<'a> {
     /// The path as received (no query, already normal).
     Borrowed(&'a [u8]),
@@ -600,21 +604,27 @@ impl<'a> NormPath<'a> {
     /// Cuts the query string and fragment off `uri`, decodes `%XX`, merges `//`
     /// and resolves `.` and `..` segments. Never allocates.
     pub fn new(uri: &'a [u8]) -> NormPath<'a> {
-        let end = uri
-            .iter()
-            .position(|&c| c == b'?' || c == b'#')
-            .unwrap_or(uri.len());
+        // One scan finds the end of the path and whether it needs work.
+        let mut end = uri.len();
+        let mut needs = false;
+        let mut prev = 0u8;
+        for (i, &c) in uri.iter().enumerate() {
+            match c {
+                b'?' | b'#' => {
+                    end = i;
+                    break;
+                }
+                b'%' => needs = true,
+                b'/' | b'.' if prev == b'/' => needs = true,
+                _ => {}
+            }
+            prev = c;
+        }
         let raw = &uri[..end];
         if raw.is_empty() {
             return NormPath::Borrowed(b"/");
         }
-        let needs = raw[0] == b'/'
-            && raw.len() <= NORM_CAP
-            && (raw.contains(&b'%')
-                || raw
-                    .windows(2)
-                    .any(|w| w[0] == b'/' && (w[1] == b'/' || w[1] == b'.')));
-        if !needs {
+        if !needs || raw[0] != b'/' || raw.len() > NORM_CAP {
             return NormPath::Borrowed(raw);
         }
         let mut buf = [0u8; NORM_CAP];

@@ -103,22 +103,23 @@ pub fn xff_first<H: Headers + ?Sized>(h: &H) -> Option<u128> {
 
 /// The value of cookie `name` across all `Cookie` headers (first occurrence).
 pub fn cookie<'h, H: Headers + ?Sized>(h: &'h H, name: &[u8]) -> Option<&'h [u8]> {
-    for i in 0..h.count() {
-        let (n, v) = h.at(i);
-        if !n.eq_ignore_ascii_case(b"cookie") {
+    (0..h.count())
+        .map(|i| h.at(i))
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"cookie"))
+        .find_map(|(_, v)| cookie_in(v, name))
+}
+
+/// The value of cookie `name` in one `Cookie` header value.
+fn cookie_in<'v>(v: &'v [u8], name: &[u8]) -> Option<&'v [u8]> {
+    for pair in v.split(|&c| c == b';') {
+        let pair = pair.trim_ascii();
+        let Some(p) = pair.iter().position(|&c| c == b'=') else {
             continue;
-        }
-        for pair in v.split(|&c| c == b';') {
-            let pair = pair.trim_ascii();
-            let (k, val) = match pair.iter().position(|&c| c == b'=') {
-                Some(p) => (&pair[..p], &pair[p + 1..]),
-                None => continue,
-            };
-            if k.trim_ascii() == name {
-                let val = val.trim_ascii();
-                if !val.is_empty() {
-                    return Some(val);
-                }
+        };
+        if pair[..p].trim_ascii() == name {
+            let val = pair[p + 1..].trim_ascii();
+            if !val.is_empty() {
+                return Some(val);
             }
         }
     }
@@ -336,37 +337,70 @@ pub fn extract<'a, H: Headers + ?Sized>(
     host_user: &'a [u8],
     s: &'a mut Scratch,
 ) -> Ids<'a> {
-    let ip = if xff {
-        xff_first(h).or(client_ip)
-    } else {
-        client_ip
+    // One pass over the headers collects everything this API reads: the first
+    // occurrence of each named header, the cookie from any `Cookie` header.
+    let (cookie_name, key_name, user_name, jwt_name) = match api {
+        Some(a) => (
+            a.cookie.as_deref().map(str::as_bytes),
+            a.apikey_header.as_deref().map(str::as_bytes),
+            a.username_header.as_deref().map(str::as_bytes),
+            match a.jwt.as_ref().map(|j| &j.location) {
+                Some(JwtLocation::Header(n)) => Some(n.as_bytes()),
+                _ => None,
+            },
+        ),
+        None => (None, None, None, None),
     };
+    let want_auth = api.is_some_and(|a| {
+        a.oauth2_access_token
+            || matches!(
+                a.jwt.as_ref().map(|j| &j.location),
+                Some(JwtLocation::Bearer)
+            )
+    });
+    let is = |n: &[u8], want: Option<&[u8]>| {
+        want.is_some_and(|w| w.len() == n.len() && n.eq_ignore_ascii_case(w))
+    };
+    let (mut xff_v, mut auth_v, mut key_v, mut user_v, mut jwt_v, mut cookie_v) =
+        (None, None, None, None, None, None);
+    for i in 0..h.count() {
+        let (n, v) = h.at(i);
+        if xff && xff_v.is_none() && is(n, Some(b"x-forwarded-for")) {
+            xff_v = Some(v);
+        }
+        if want_auth && auth_v.is_none() && is(n, Some(b"authorization")) {
+            auth_v = Some(v);
+        }
+        if cookie_v.is_none() && cookie_name.is_some() && is(n, Some(b"cookie")) {
+            cookie_v = cookie_name.and_then(|c| cookie_in(v, c));
+        }
+        if key_v.is_none() && is(n, key_name) {
+            key_v = Some(v);
+        }
+        if user_v.is_none() && is(n, user_name) {
+            user_v = Some(v);
+        }
+        if jwt_v.is_none() && is(n, jwt_name) {
+            jwt_v = Some(v);
+        }
+    }
+    let xff_ip = xff_v
+        .and_then(|v| v.split(|&c| c == b',').next())
+        .and_then(|f| parse_ip(f, true));
     let mut ids = Ids {
-        ip,
+        ip: xff_ip.or(client_ip),
         ..Ids::default()
     };
     let Some(api) = api else {
         return ids;
     };
     let Scratch { qs, jwt, user } = s;
-    if let Some(c) = &api.cookie {
-        ids.cookie = cookie(h, c.as_bytes()).map(|v| (c.as_bytes(), v));
-    }
-    let auth_bearer = if api.oauth2_access_token
-        || matches!(
-            api.jwt.as_ref().map(|j| &j.location),
-            Some(JwtLocation::Bearer)
-        ) {
-        bearer(h)
-    } else {
-        None
-    };
+    ids.cookie = cookie_v.zip(cookie_name).map(|(v, n)| (n, v));
+    let auth_bearer = auth_v.and_then(strip_bearer);
     if api.oauth2_access_token {
         ids.token = auth_bearer;
     }
-    if let Some(name) = &api.apikey_header {
-        ids.api_key = header(h, name.as_bytes()).map(|v| (name.as_bytes(), v.trim_ascii()));
-    }
+    ids.api_key = key_v.zip(key_name).map(|(v, n)| (n, v.trim_ascii()));
     if ids.api_key.is_none() {
         if let Some(name) = &api.apikey_qs {
             if let Some(raw) = query_param(uri, name.as_bytes()) {
@@ -380,19 +414,12 @@ pub fn extract<'a, H: Headers + ?Sized>(
             }
         }
     }
-    ids.username = api
-        .username_header
-        .as_ref()
-        .and_then(|n| header(h, n.as_bytes()))
-        .map(|v| v.trim_ascii())
-        .filter(|v| !v.is_empty());
+    ids.username = user_v.map(|v| v.trim_ascii()).filter(|v| !v.is_empty());
     if ids.username.is_none() {
         if let Some(j) = &api.jwt {
             let token = match &j.location {
                 JwtLocation::Bearer => auth_bearer,
-                JwtLocation::Header(n) => {
-                    header(h, n.as_bytes()).map(|v| strip_bearer(v).unwrap_or(v))
-                }
+                JwtLocation::Header(_) => jwt_v.map(|v| strip_bearer(v).unwrap_or(v)),
                 JwtLocation::Query(n) => query_param(uri, n.as_bytes()),
             };
             if let Some(t) = token {
