@@ -4,11 +4,11 @@
 //! first and then applied to the engine.
 //!
 //! Two kinds of node:
-//! - [`Node::open`] (engines in nginx workers and gateways): loads the store
+//! - [`Node::open`](crate::node::Node::open) (engines in nginx workers and gateways): loads the store
 //!   into the engine and starts the watcher and detection-writer threads. Call
 //!   it after the host forks. A store that cannot be opened does not stop the
 //!   node: the engine follows `fail_mode` and the watcher keeps retrying.
-//! - [`Node::open_passive`] (`ase-cli`): the store and the configuration, no
+//! - [`Node::open_passive`](crate::node::Node::open_passive) (`ase-cli`): the store and the configuration, no
 //!   threads, and the engine's lists are neither loaded nor kept (nothing reads
 //!   them); a store that cannot be opened is an error.
 
