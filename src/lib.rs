@@ -18,7 +18,8 @@
 //!   changes go through it.
 //! - [`store`]: the durable state shared by every process on a host
 //!   (SQLite in `state_dir`): lists, switches, credential, change log.
-//! - [`sync`]: background threads that keep an engine in step with the store.
+//! - [`sync`]: background work: the store watcher and detection writer, ABS
+//!   attack-list polling and traffic shipping.
 //! - [`ffi`]: the C ABI (`include/ase.h`); the only place with `extern "C"`.
 #![deny(missing_docs)]
 

@@ -117,12 +117,16 @@ impl Node {
             }
         };
         let (tx, rx) = detection_channel();
-        engine.set_detection_sink(detection_sink(tx, sync.health.detections_dropped.clone()));
+        engine.set_detection_sink(detection_sink(
+            tx.clone(),
+            sync.health.detections_dropped.clone(),
+        ));
         let bg = Background::start(
             sync.clone(),
             dir,
             watcher_store,
             engine.config().sync_poll_interval,
+            tx,
             rx,
         )
         .map_err(|e| NodeError::Store(format!("cannot start the store watcher: {e}")))?;

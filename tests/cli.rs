@@ -1,11 +1,11 @@
 //! `ase-cli` through the real binary: ASE's documented outputs byte for byte
 //! (seeds 000, 001, 003, 004), our extensions, and bad input.
 
-mod common;
+mod store_common;
 
 use ase::policy::{IdKind, Identifier, Source};
 use ase::store::{NewEntry, Store};
-use common::{Env, assert_success, run};
+use store_common::{Env, assert_success, run};
 
 fn id(kind: IdKind, name: &str, value: &str) -> Identifier {
     Identifier::new(kind, name, value).unwrap()
@@ -565,7 +565,7 @@ fn options_anywhere_help_version_and_env_config() {
         String::from_utf8(o.stdout).unwrap(),
         "ip 5.5.5.5 added to blacklist\n"
     );
-    let o = std::process::Command::new(common::CLI)
+    let o = std::process::Command::new(store_common::CLI)
         .args(["-u", "admin", "-p", "admin", "view_blacklist", "manual"])
         .env("ASE_CONFIG", cfg)
         .output()

@@ -7,7 +7,7 @@
 //! host driven over stdin/stdout (lines starting with `@@`; libtest's own
 //! output is ignored).
 
-mod common;
+mod store_common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -20,7 +20,7 @@ use ase::node::Node;
 use ase::policy::ident::ip_to_u128;
 use ase::policy::{IdKind, Identifier, Request, Source};
 use ase::store::{List, NewEntry, Store};
-use common::{Env, assert_success};
+use store_common::{Env, assert_success};
 
 const CHILD_ENV: &str = "ASE_TEST_CHILD_CONFIG";
 
@@ -212,7 +212,7 @@ fn kill_9_loses_no_acknowledged_add() {
     // path (commit, then print) is the same as for a single add.
     let e = Env::new("");
     e.ok(&["status"]); // create the store first
-    let mut child = Command::new(common::CLI)
+    let mut child = Command::new(store_common::CLI)
         .args([
             "--config",
             e.config.to_str().unwrap(),
@@ -275,7 +275,7 @@ fn kill_9_loses_no_acknowledged_add() {
         acked.len(),
         stored.len()
     );
-    let ok: String = rusqlite::Connection::open(common::store_path(&e.state_dir()))
+    let ok: String = rusqlite::Connection::open(store_common::store_path(&e.state_dir()))
         .unwrap()
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
@@ -315,7 +315,7 @@ fn two_clis_writing_at_once_corrupt_nothing() {
     let c = s.counts(0).unwrap();
     assert_eq!(c.deny[Source::Manual as usize], 598);
     assert_eq!(c.allow, 60);
-    let conn = rusqlite::Connection::open(common::store_path(&e.state_dir())).unwrap();
+    let conn = rusqlite::Connection::open(store_common::store_path(&e.state_dir())).unwrap();
     let ok: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
@@ -339,7 +339,7 @@ fn corrupt_store_is_reported_and_fail_mode_decides() {
     for (mode, blocks) in [("open", false), ("closed", true)] {
         let e = Env::new(&format!("fail_mode={mode}"));
         std::fs::create_dir(e.state_dir()).unwrap();
-        let db = common::store_path(&e.state_dir());
+        let db = store_common::store_path(&e.state_dir());
         std::fs::write(&db, vec![0x42; 16384]).unwrap();
 
         let node = Node::open(&e.config).unwrap();
@@ -431,7 +431,7 @@ fn files_belong_to_the_state_dir_owner() {
     std::fs::create_dir(&dir).unwrap();
     std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
     Store::open(&dir).unwrap().set_meta("k", "v").unwrap();
-    let m = std::fs::metadata(common::store_path(&dir)).unwrap();
+    let m = std::fs::metadata(store_common::store_path(&dir)).unwrap();
     assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (65534, 65534, 0o600));
 
     // A root-only store refused to an unprivileged user, with both named.
@@ -447,7 +447,7 @@ fn files_belong_to_the_state_dir_owner() {
             "--reuid=65534",
             "--regid=65534",
             "--clear-groups",
-            common::CLI,
+            store_common::CLI,
         ])
         .args([
             "--config",

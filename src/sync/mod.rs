@@ -1,4 +1,6 @@
-//! Keeping engines in step with the shared state: the store watcher and the
-//! real-time detection writer ([`watch`]).
+//! Background work that keeps engines in step with the world: the store
+//! watcher and real-time detection writer ([`watch`]), ABS attack-list
+//! polling and traffic shipping ([`abs`]).
 
+pub mod abs;
 pub mod watch;

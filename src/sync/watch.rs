@@ -21,7 +21,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, bounded, select};
+// std's channel rather than crossbeam's: its `try_send` does not initialise
+// `thread::current()` on the host's thread (crossbeam's does, leaving an
+// allocation valgrind reports in every C host that sees a detection).
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError, sync_channel};
 
 use crate::engine::{Engine, Switch, now_ms};
 use crate::policy::ident::Identifier;
@@ -43,6 +46,9 @@ const PURGE_EVERY: Duration = Duration::from_secs(60);
 
 /// A detection on its way to the store.
 pub type DetectionMsg = (Vec<Identifier>, Source);
+
+/// What the writer's channel carries: a detection, or `None` to stop.
+pub type WriterMsg = Option<DetectionMsg>;
 
 /// Counters and the last error of the sync machinery, for status.
 #[derive(Debug, Default)]
@@ -264,7 +270,10 @@ pub fn switch_named(name: &str) -> Option<Switch> {
 /// The background threads of one node.
 #[derive(Debug)]
 pub struct Background {
+    /// Dropped to wake and stop the watcher.
     stop: Option<Sender<()>>,
+    /// Sends the writer its stop message.
+    writer: SyncSender<WriterMsg>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -277,13 +286,13 @@ impl Background {
         state_dir: PathBuf,
         store: Option<Store>,
         interval: Duration,
-        detections: Receiver<DetectionMsg>,
+        writer_tx: SyncSender<WriterMsg>,
+        detections: Receiver<WriterMsg>,
     ) -> std::io::Result<Background> {
-        let (stop_tx, stop_rx) = bounded::<()>(0);
+        let (stop_tx, stop) = std::sync::mpsc::channel::<()>();
         let mut threads = Vec::new();
         {
             let syncer = syncer.clone();
-            let stop = stop_rx.clone();
             let dir = state_dir.clone();
             threads.push(
                 std::thread::Builder::new()
@@ -294,10 +303,11 @@ impl Background {
         threads.push(
             std::thread::Builder::new()
                 .name("ase-detect".into())
-                .spawn(move || writer(&syncer, &state_dir, &detections, &stop_rx))?,
+                .spawn(move || writer(&syncer, &state_dir, &detections))?,
         );
         Ok(Background {
             stop: Some(stop_tx),
+            writer: writer_tx,
             threads,
         })
     }
@@ -305,8 +315,16 @@ impl Background {
     /// Stops the threads, waiting up to `wait` for them. Returns whether all
     /// finished in time (a thread still blocked in I/O is left detached).
     pub fn stop(&mut self, wait: Duration) -> bool {
-        // Dropping the sender wakes every thread waiting on the stop channel.
+        // Dropping the sender wakes the watcher. The writer gets a message;
+        // when its queue is full it is busy and sees the stop once it has
+        // made room (the wait below is bounded either way).
         self.stop = None;
+        if self.writer.try_send(None).is_err() {
+            let w = self.writer.clone();
+            let _ = std::thread::Builder::new().spawn(move || {
+                let _ = w.send(None);
+            });
+        }
         let deadline = Instant::now() + wait;
         while self.threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(2));
@@ -398,30 +416,26 @@ fn watcher(
     }
 }
 
-fn writer(
-    syncer: &Syncer,
-    dir: &std::path::Path,
-    rx: &Receiver<DetectionMsg>,
-    stop: &Receiver<()>,
-) {
+fn writer(syncer: &Syncer, dir: &std::path::Path, rx: &Receiver<WriterMsg>) {
     let mut store: Option<Store> = None;
     let mut last_purge = Instant::now();
     let mut panics = 0u32;
     loop {
         let mut batch: Vec<DetectionMsg> = Vec::new();
-        let stopping = select! {
-            recv(rx) -> m => match m {
-                Ok(m) => { batch.push(m); false }
-                Err(_) => true,
-            },
-            recv(stop) -> _ => true,
-            default(PURGE_EVERY) => false,
+        let mut stopping = match rx.recv_timeout(PURGE_EVERY) {
+            Ok(Some(m)) => {
+                batch.push(m);
+                false
+            }
+            Ok(None) | Err(RecvTimeoutError::Disconnected) => true,
+            Err(RecvTimeoutError::Timeout) => false,
         };
         // Take whatever else is queued: one transaction for all of it.
-        while batch.len() < 4096 {
+        while batch.len() < 4096 && !stopping {
             match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                Ok(Some(m)) => batch.push(m),
+                Ok(None) | Err(TryRecvError::Disconnected) => stopping = true,
+                Err(TryRecvError::Empty) => break,
             }
         }
         let step = catch_unwind(AssertUnwindSafe(|| {
@@ -472,9 +486,7 @@ fn writer(
         if step.is_err() {
             syncer.health.panics.fetch_add(1, Relaxed);
             panics += 1;
-            if sleep_or_stop(stop, backoff(panics)) {
-                return;
-            }
+            std::thread::sleep(backoff(panics));
         } else {
             panics = 0;
         }
@@ -483,17 +495,17 @@ fn writer(
 
 /// The engine's detection sink: queue without blocking, count what is dropped.
 pub fn detection_sink(
-    tx: Sender<DetectionMsg>,
+    tx: SyncSender<WriterMsg>,
     dropped: Arc<AtomicU64>,
 ) -> crate::engine::DetectionSink {
     Box::new(move |ids: &[Identifier], source: Source| {
-        if tx.try_send((ids.to_vec(), source)).is_err() {
+        if tx.try_send(Some((ids.to_vec(), source))).is_err() {
             dropped.fetch_add(ids.len() as u64, Relaxed);
         }
     })
 }
 
 /// A channel for detections, sized [`DETECTION_QUEUE`].
-pub fn detection_channel() -> (Sender<DetectionMsg>, Receiver<DetectionMsg>) {
-    bounded(DETECTION_QUEUE)
+pub fn detection_channel() -> (SyncSender<WriterMsg>, Receiver<WriterMsg>) {
+    sync_channel(DETECTION_QUEUE)
 }

@@ -1,96 +1,195 @@
-//! Helpers shared by the integration tests: a configuration in a temporary
-//! directory and a way to run the real `ase-cli` binary against it.
+//! Shared helpers of the ABS integration tests: the reference server
+//! (`ase-abs-ref`, started as a child process) and an engine over a temporary
+//! configuration.
 #![allow(dead_code)]
 
-use std::io::Write;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-pub const CLI: &str = env!("CARGO_BIN_EXE_ase-cli");
+use ase::engine::Engine;
+use ase::policy::Request;
+use ase::policy::ident::ip_to_u128;
+use ase::sync::abs::{ClientOptions, PollerOptions};
 
-/// An API with a decoy sub-path, so real-time detections can be provoked.
-pub const SHOP_API: &str = r#"{ "api_metadata": {
-  "protocol": "http", "url": "/shop", "hostname": "*", "enable_blocking": true,
-  "decoy_config": { "decoy_enabled": true, "response_code": 200, "response_def": "OK",
-                    "response_message": "ok", "decoy_subpaths": ["/shop/admin"] } } }"#;
-
-pub struct Env {
+/// A running reference ABS server.
+pub struct RefServer {
+    child: Child,
+    pub addr: String,
     pub dir: tempfile::TempDir,
-    pub config: PathBuf,
 }
 
-impl Env {
-    /// `ase.conf` with `extra` lines, one API (`shop`), state in `state/`.
-    pub fn new(extra: &str) -> Env {
+impl RefServer {
+    /// Starts `ase-abs-ref` on a free loopback port with `extra` arguments.
+    pub fn start(extra: &[&str]) -> RefServer {
         let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("ase.conf");
-        std::fs::write(
-            &config,
-            format!("enable_firewall=true\nsync_poll_interval=20ms\n{extra}\n"),
-        )
-        .unwrap();
-        std::fs::create_dir(dir.path().join("api")).unwrap();
-        std::fs::write(dir.path().join("api/shop.json"), SHOP_API).unwrap();
-        Env { dir, config }
+        RefServer::start_in(dir, extra)
     }
 
-    pub fn state_dir(&self) -> PathBuf {
-        self.dir.path().join("state")
+    /// Starts it with its files (list.json, traffic/) in `dir`.
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> RefServer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ase-abs-ref"))
+            .arg("--attacklist")
+            .arg(dir.path().join("list.json"))
+            .arg("--traffic-dir")
+            .arg(dir.path().join("traffic"))
+            .args(extra)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start ase-abs-ref");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        RefServer { child, addr, dir }
     }
 
-    /// Runs `ase-cli --config ... -u admin -p admin ARGS` with `stdin`.
-    pub fn cli_in(&self, args: &[&str], stdin: &str) -> Output {
-        let mut all = vec![
-            "--config",
-            self.config.to_str().unwrap(),
-            "-u",
-            "admin",
-            "-p",
-            "admin",
-        ];
-        all.extend_from_slice(args);
-        run(&all, stdin)
+    /// Replaces the served attack list (atomically: the server re-reads per request).
+    pub fn set_list(&self, json: &str) {
+        let tmp = self.dir.path().join("list.json.tmp");
+        std::fs::write(&tmp, json).unwrap();
+        std::fs::rename(&tmp, self.dir.path().join("list.json")).unwrap();
     }
 
-    pub fn cli(&self, args: &[&str]) -> Output {
-        self.cli_in(args, "")
+    fn get(&self, path: &str) -> String {
+        ureq::get(&format!("http://{}{path}", self.addr))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap()
     }
 
-    /// Runs a command that must succeed silently on stderr; returns stdout.
-    pub fn ok(&self, args: &[&str]) -> String {
-        let o = self.cli(args);
-        assert_success(&o, args);
-        String::from_utf8(o.stdout).unwrap()
+    /// Sets the failure mode (`ok`, `down`, `500`, `slow`, `malformed`, `oversized`).
+    pub fn control(&self, mode: &str, arg: &str) {
+        self.get(&format!("/__control?mode={mode}&arg={arg}"));
+    }
+
+    /// The server's request counters.
+    pub fn stats(&self) -> serde_json::Value {
+        serde_json::from_str(&self.get("/__stats")).unwrap()
+    }
+
+    /// Contents of every traffic batch received so far, in order.
+    pub fn batches(&self) -> Vec<String> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path().join("traffic"))
+            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.retain(|p| p.extension().is_some_and(|x| x == "json"));
+        files.sort();
+        files
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect()
+    }
+
+    /// Kills the server now (the port then refuses connections).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
-pub fn assert_success(o: &Output, what: &[&str]) {
-    assert!(
-        o.status.success() && o.stderr.is_empty(),
-        "{what:?}: status {:?}\nstdout: {}\nstderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+impl Drop for RefServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
-/// Runs the CLI with exactly `args` (no implied credential or config).
-pub fn run(args: &[&str], stdin: &str) -> Output {
-    let mut c = Command::new(CLI)
-        .args(args)
-        .env_remove("ASE_CONFIG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut i = c.stdin.take().unwrap();
-    // The CLI may exit before reading (bad input): ignore a closed pipe.
-    let _ = i.write_all(stdin.as_bytes());
-    drop(i);
-    c.wait_with_output().unwrap()
+/// The API every test uses: all identifier kinds, blocking on.
+pub const SHOP_API: &str = r#"{"api_metadata": {
+  "protocol": "http", "url": "/shop", "hostname": "*",
+  "cookie": "JSESSIONID", "oauth2_access_token": true,
+  "apikey_header": "X-Api-Key", "username_header": "X-User",
+  "enable_blocking": true }}"#;
+
+/// Writes ase.conf, abs.conf and api/shop.json into `dir`; returns the ase.conf path.
+pub fn write_config(dir: &Path, endpoints: &[&str], abs_extra: &str) -> PathBuf {
+    std::fs::create_dir_all(dir.join("api")).unwrap();
+    std::fs::write(dir.join("api/shop.json"), SHOP_API).unwrap();
+    std::fs::write(
+        dir.join("ase.conf"),
+        "enable_firewall=true\nenable_abs=true\nenable_abs_attack=true\n\
+         abs_attack_request_interval=1s\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("abs.conf"),
+        format!(
+            "abs_endpoint={}\naccess_key=abs_ak\nsecret_key=abs_sk\n{abs_extra}",
+            endpoints.join(",")
+        ),
+    )
+    .unwrap();
+    dir.join("ase.conf")
 }
 
-pub fn store_path(state_dir: &Path) -> PathBuf {
-    state_dir.join(ase::store::STORE_FILE)
+/// An engine over a fresh configuration in `dir` talking plain HTTP to `endpoints`.
+pub fn engine(dir: &Path, endpoints: &[&str]) -> Arc<Engine> {
+    let conf = write_config(dir, endpoints, "enable_ssl=false\n");
+    Arc::new(Engine::open(&conf).unwrap())
+}
+
+/// Poller options for tests: short interval and backoff, 1 s timeouts, 1 MiB cap, no election.
+pub fn fast_poller() -> PollerOptions {
+    PollerOptions {
+        interval: Duration::from_millis(200),
+        backoff_min: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(200),
+        idle_check: Duration::from_millis(50),
+        client: ClientOptions {
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+            max_body: 1 << 20,
+            window: Duration::from_secs(86_400),
+        },
+        lock_path: None,
+    }
+}
+
+/// Whether a GET /shop/items from `ip` with `headers` is blocked.
+pub fn blocked(e: &Engine, ip: &str, headers: &[(&str, &str)]) -> bool {
+    let h: Vec<(&[u8], &[u8])> = headers
+        .iter()
+        .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+        .collect();
+    let req = Request {
+        client_ip: Some(ip_to_u128(ip.parse().unwrap())),
+        method: b"GET",
+        scheme: b"http",
+        host: b"shop.example",
+        uri: b"/shop/items",
+        headers: &h[..],
+        username: b"",
+        unknown_api: None,
+    };
+    e.check(&req).stops()
+}
+
+/// Polls `f` until true or `limit` passes; returns the last value.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A loopback port nothing listens on.
+pub fn dead_endpoint() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = l.local_addr().unwrap().to_string();
+    drop(l);
+    a
 }

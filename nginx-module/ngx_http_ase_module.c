@@ -1,0 +1,1042 @@
+
+/*
+ * ngx_http_ase_module: API client blocking by the in-process ase engine.
+ *
+ * The engine (libase, include/ase.h) is created per worker in init_process
+ * and freed in exit_process; the master only creates one at config time to
+ * validate ase_config, and frees it at once.  The access handler hands the
+ * request to ase_check_request and turns the verdict into the response.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <ase.h>
+
+
+#define NGX_HTTP_ASE_ERR_LEN           1024
+#define NGX_HTTP_ASE_STACK_HEADERS     64
+#define NGX_HTTP_ASE_STATS_INTERVAL    1000
+#define NGX_HTTP_ASE_SLOTS             NGX_MAX_PROCESSES
+
+
+/* One worker's counters, published to shared memory for ase_status. */
+
+typedef struct {
+    ngx_pid_t                  pid;
+    ase_stats                  stats;
+} ngx_http_ase_slot_t;
+
+
+typedef struct {
+    ngx_str_t                  config;
+    ase_engine                *engine;
+    ngx_shm_zone_t            *shm_zone;
+    ngx_http_ase_slot_t       *slots;
+    ngx_event_t                stats_event;
+} ngx_http_ase_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                 enable;
+    ngx_uint_t                 unknown_api;
+} ngx_http_ase_loc_conf_t;
+
+
+/*
+ * The verdict of a request, kept in a pool cleanup as the realip module
+ * does, so that it survives internal redirects: a request is checked once,
+ * and $ase_verdict still reads after error_page or try_files.
+ */
+
+typedef struct {
+    ase_result                 rc;
+    ase_action                 action;
+    ase_reason                 reason;
+    ngx_uint_t                 would_block;
+} ngx_http_ase_ctx_t;
+
+
+static ngx_int_t ngx_http_ase_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ase_respond(ngx_http_request_t *r,
+    ase_verdict *v);
+static ngx_int_t ngx_http_ase_redirect(ngx_http_request_t *r,
+    ase_verdict *v);
+static ngx_int_t ngx_http_ase_log_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ase_status_handler(ngx_http_request_t *r);
+static ngx_http_ase_ctx_t *ngx_http_ase_get_ctx(ngx_http_request_t *r);
+static void ngx_http_ase_cleanup(void *data);
+static ngx_int_t ngx_http_ase_verdict_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static void ngx_http_ase_publish(ngx_http_ase_main_conf_t *amcf);
+static void ngx_http_ase_stats_timer(ngx_event_t *ev);
+static ngx_int_t ngx_http_ase_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
+
+static ngx_int_t ngx_http_ase_add_variables(ngx_conf_t *cf);
+static void *ngx_http_ase_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_ase_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_ase_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_ase_config(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_ase_status(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_ase_init(ngx_conf_t *cf);
+static ngx_int_t ngx_http_ase_init_process(ngx_cycle_t *cycle);
+static void ngx_http_ase_exit_process(ngx_cycle_t *cycle);
+
+
+static ngx_conf_enum_t  ngx_http_ase_unknown_api[] = {
+    { ngx_string("pass"), ASE_UNKNOWN_API_PASS },
+    { ngx_string("reject"), ASE_UNKNOWN_API_REJECT },
+    { ngx_null_string, 0 }
+};
+
+
+/* Indexed by ASE_REASON_*; names as in $ase_verdict and the metrics. */
+
+static ngx_str_t  ngx_http_ase_reasons[ASE_REASON_COUNT] = {
+    ngx_string("none"),
+    ngx_string("firewall_off"),
+    ngx_string("unknown_api"),
+    ngx_string("allow_list"),
+    ngx_string("decoy"),
+    ngx_string("deny_list"),
+    ngx_string("protocol"),
+    ngx_string("method"),
+    ngx_string("content_type"),
+    ngx_string("fail_mode")
+};
+
+
+static ngx_str_t  ngx_http_ase_actions[] = {
+    ngx_string("allow"),
+    ngx_string("block"),
+    ngx_string("respond"),
+    ngx_string("redirect")
+};
+
+
+static ngx_command_t  ngx_http_ase_commands[] = {
+
+    { ngx_string("ase_config"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_ase_config,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ase"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ase_loc_conf_t, enable),
+      NULL },
+
+    { ngx_string("ase_unknown_api"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ase_loc_conf_t, unknown_api),
+      &ngx_http_ase_unknown_api },
+
+    { ngx_string("ase_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_ase_status,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_ase_module_ctx = {
+    ngx_http_ase_add_variables,            /* preconfiguration */
+    ngx_http_ase_init,                     /* postconfiguration */
+
+    ngx_http_ase_create_main_conf,         /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_ase_create_loc_conf,          /* create location configuration */
+    ngx_http_ase_merge_loc_conf            /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_ase_module = {
+    NGX_MODULE_V1,
+    &ngx_http_ase_module_ctx,              /* module context */
+    ngx_http_ase_commands,                 /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_ase_init_process,             /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_ase_exit_process,             /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_http_variable_t  ngx_http_ase_vars[] = {
+
+    { ngx_string("ase_verdict"), NULL,
+      ngx_http_ase_verdict_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+static ngx_str_t  ngx_http_ase_https = ngx_string("https");
+static ngx_str_t  ngx_http_ase_http = ngx_string("http");
+static ngx_str_t  ngx_http_ase_wss = ngx_string("wss");
+static ngx_str_t  ngx_http_ase_ws = ngx_string("ws");
+
+
+static ngx_int_t
+ngx_http_ase_handler(ngx_http_request_t *r)
+{
+    ngx_uint_t                 i, n;
+    ngx_str_t                 *scheme;
+    ngx_list_part_t           *part;
+    ngx_table_elt_t           *h;
+    ngx_connection_t          *c;
+    ase_header                *headers;
+    ase_request                req;
+    ase_verdict                v;
+    ngx_pool_cleanup_t        *cln;
+    ngx_http_ase_ctx_t        *ctx;
+    ngx_http_ase_loc_conf_t   *alcf;
+    ngx_http_ase_main_conf_t  *amcf;
+    ase_header                 stack[NGX_HTTP_ASE_STACK_HEADERS];
+
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_ase_module);
+
+    if (!alcf->enable) {
+        return NGX_DECLINED;
+    }
+
+    /* checked before an internal redirect: the first verdict stands */
+
+    if (ngx_http_ase_get_ctx(r) != NULL) {
+        return NGX_DECLINED;
+    }
+
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_ase_module);
+
+    if (amcf->engine == NULL) {
+        return NGX_DECLINED;
+    }
+
+    c = r->connection;
+
+    ngx_memzero(&req, sizeof(ase_request));
+
+    /* the address after realip; none for unix sockets */
+
+    switch (c->sockaddr->sa_family) {
+
+    case AF_INET:
+#if (NGX_HAVE_INET6)
+    case AF_INET6:
+#endif
+        req.client_ip.len = c->addr_text.len;
+        req.client_ip.data = c->addr_text.data;
+        break;
+
+    default:
+        break;
+    }
+
+#if (NGX_HTTP_SSL)
+    scheme = c->ssl ? &ngx_http_ase_https : &ngx_http_ase_http;
+#else
+    scheme = &ngx_http_ase_http;
+#endif
+
+    if (r->headers_in.upgrade
+        && r->headers_in.upgrade->value.len == sizeof("websocket") - 1
+        && ngx_strncasecmp(r->headers_in.upgrade->value.data,
+                           (u_char *) "websocket", sizeof("websocket") - 1)
+           == 0)
+    {
+        scheme = (scheme == &ngx_http_ase_https) ? &ngx_http_ase_wss
+                                                 : &ngx_http_ase_ws;
+    }
+
+    req.scheme.len = scheme->len;
+    req.scheme.data = scheme->data;
+    req.method.len = r->method_name.len;
+    req.method.data = r->method_name.data;
+    req.host.len = r->headers_in.server.len;
+    req.host.data = r->headers_in.server.data;
+
+    /*
+     * The URI as the client sent it, query string included: decoys,
+     * API prefixes and API keys in the query are the client's, not
+     * those of a rewrite; the engine normalises %XX and dot segments.
+     */
+
+    req.uri.len = r->unparsed_uri.len;
+    req.uri.data = r->unparsed_uri.data;
+    req.http_version.len = r->http_protocol.len;
+    req.http_version.data = r->http_protocol.data;
+    req.unknown_api = alcf->unknown_api;
+
+    n = 0;
+    part = &r->headers_in.headers.part;
+
+    while (part) {
+        n += part->nelts;
+        part = part->next;
+    }
+
+    if (n <= NGX_HTTP_ASE_STACK_HEADERS) {
+        headers = stack;
+
+    } else {
+        headers = ngx_palloc(r->pool, n * sizeof(ase_header));
+        if (headers == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    n = 0;
+
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+            if (h[i].hash == 0) {
+                continue;
+            }
+
+            headers[n].name.len = h[i].key.len;
+            headers[n].name.data = h[i].key.data;
+            headers[n].value.len = h[i].value.len;
+            headers[n].value.data = h[i].value.data;
+            n++;
+        }
+    }
+
+    req.headers = headers;
+    req.headers_len = n;
+
+    cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_ase_ctx_t));
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_ase_cleanup;
+    ctx = cln->data;
+    ngx_memzero(ctx, sizeof(ngx_http_ase_ctx_t));
+    ngx_http_set_ctx(r, ctx, ngx_http_ase_module);
+
+    ctx->rc = ase_check_request(amcf->engine, &req, &v);
+
+    if (ctx->rc != ASE_OK) {
+
+        /*
+         * fail open: the engine could not decide, the request goes on;
+         * the cycle's log, not the request's, keeps the request line (and
+         * any API key in its query string) out of the message
+         */
+
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "ase: check failed: %s, client %V",
+                      ase_result_str(ctx->rc), &c->addr_text);
+        return NGX_DECLINED;
+    }
+
+    ctx->action = v.action;
+    ctx->reason = v.reason < ASE_REASON_COUNT ? v.reason : ASE_REASON_NONE;
+    ctx->would_block = v.would_block;
+
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "ase: action:%uD reason:%uD status:%uD would_block:%d",
+                   v.action, v.reason, v.status, (int) v.would_block);
+
+    switch (v.action) {
+
+    case ASE_ACTION_ALLOW:
+        return NGX_DECLINED;
+
+    case ASE_ACTION_REDIRECT:
+        return ngx_http_ase_redirect(r, &v);
+
+    default: /* ASE_ACTION_BLOCK, ASE_ACTION_RESPOND */
+        return ngx_http_ase_respond(r, &v);
+    }
+}
+
+
+static ngx_int_t
+ngx_http_ase_respond(ngx_http_request_t *r, ase_verdict *v)
+{
+    u_char                    *p;
+    ngx_int_t                  rc;
+    ngx_str_t                  type;
+    ngx_uint_t                 status;
+    ngx_http_complex_value_t   cv;
+
+    status = v->status;
+
+    if (status < 100 || status > 599) {
+        status = NGX_HTTP_FORBIDDEN;
+    }
+
+    /* the engine's strings live as long as the engine; copy for the pool */
+
+    ngx_memzero(&cv, sizeof(ngx_http_complex_value_t));
+
+    if (v->body.len) {
+        cv.value.data = ngx_pnalloc(r->pool, v->body.len);
+        if (cv.value.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_memcpy(cv.value.data, v->body.data, v->body.len);
+        cv.value.len = v->body.len;
+    }
+
+    if (v->status_text.len) {
+        p = ngx_pnalloc(r->pool, sizeof("599 ") - 1 + v->status_text.len);
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        r->headers_out.status_line.data = p;
+        p = ngx_sprintf(p, "%03ui ", status);
+        p = ngx_cpymem(p, v->status_text.data, v->status_text.len);
+        r->headers_out.status_line.len = p - r->headers_out.status_line.data;
+    }
+
+    ngx_str_set(&type, "text/plain");
+
+    rc = ngx_http_send_response(r, status, &type, &cv);
+
+    ngx_http_finalize_request(r, rc);
+
+    return NGX_DONE;
+}
+
+
+static ngx_int_t
+ngx_http_ase_redirect(ngx_http_request_t *r, ase_verdict *v)
+{
+    u_char                    *p;
+    ngx_uint_t                 status;
+    ngx_http_complex_value_t   cv;
+
+    status = v->status;
+
+    if (status != NGX_HTTP_MOVED_PERMANENTLY
+        && status != NGX_HTTP_MOVED_TEMPORARILY
+        && status != NGX_HTTP_SEE_OTHER
+        && status != NGX_HTTP_TEMPORARY_REDIRECT
+        && status != NGX_HTTP_PERMANENT_REDIRECT)
+    {
+        status = NGX_HTTP_MOVED_PERMANENTLY;
+    }
+
+    ngx_memzero(&cv, sizeof(ngx_http_complex_value_t));
+
+    if (v->location.len) {
+        cv.value.len = v->location.len;
+        cv.value.data = ngx_pnalloc(r->pool, v->location.len);
+        if (cv.value.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_memcpy(cv.value.data, v->location.data, v->location.len);
+
+    } else {
+        cv.value.len = sizeof("https://") - 1 + r->headers_in.server.len
+                       + r->unparsed_uri.len;
+        cv.value.data = ngx_pnalloc(r->pool, cv.value.len);
+        if (cv.value.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        p = ngx_cpymem(cv.value.data, "https://", sizeof("https://") - 1);
+        p = ngx_cpymem(p, r->headers_in.server.data,
+                       r->headers_in.server.len);
+        ngx_memcpy(p, r->unparsed_uri.data, r->unparsed_uri.len);
+    }
+
+    /* sets Location and returns the status; nginx writes the page */
+
+    return ngx_http_send_response(r, status, NULL, &cv);
+}
+
+
+/*
+ * The log phase is where the response status of ABS traffic records will be
+ * reported once the C API has a call for it; for now it traces the verdict.
+ */
+
+static ngx_int_t
+ngx_http_ase_log_handler(ngx_http_request_t *r)
+{
+    ngx_http_ase_ctx_t  *ctx;
+
+    ctx = ngx_http_ase_get_ctx(r);
+
+    if (ctx == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ase: log action:%uD reason:%uD status:%ui",
+                   ctx->action, ctx->reason, r->headers_out.status);
+
+    return NGX_OK;
+}
+
+
+static ngx_http_ase_ctx_t *
+ngx_http_ase_get_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t  *cln;
+    ngx_http_ase_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ase_module);
+
+    if (ctx == NULL && (r->internal || r->filter_finalize)) {
+
+        /* the module ctx is cleared by an internal redirect */
+
+        for (cln = r->pool->cleanup; cln; cln = cln->next) {
+            if (cln->handler == ngx_http_ase_cleanup) {
+                ctx = cln->data;
+                break;
+            }
+        }
+    }
+
+    return ctx;
+}
+
+
+static void
+ngx_http_ase_cleanup(void *data)
+{
+    /* only a marker by which ngx_http_ase_get_ctx() finds the ctx */
+}
+
+
+static ngx_int_t
+ngx_http_ase_verdict_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char              *p;
+    ngx_str_t           *action;
+    ngx_http_ase_ctx_t  *ctx;
+
+    ctx = ngx_http_ase_get_ctx(r);
+
+    if (ctx == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool,
+                    sizeof("would_block:content_type") + NGX_INT_T_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->data = p;
+
+    if (ctx->rc != ASE_OK) {
+        p = ngx_sprintf(p, "error:%uD", ctx->rc);
+
+    } else if (ctx->would_block) {
+        p = ngx_sprintf(p, "would_block:%V",
+                        &ngx_http_ase_reasons[ctx->reason]);
+
+    } else {
+        action = &ngx_http_ase_actions[ctx->action <= ASE_ACTION_REDIRECT
+                                       ? ctx->action : ASE_ACTION_BLOCK];
+
+        if (ctx->reason == ASE_REASON_NONE) {
+            p = ngx_cpymem(p, action->data, action->len);
+
+        } else {
+            p = ngx_sprintf(p, "%V:%V", action,
+                            &ngx_http_ase_reasons[ctx->reason]);
+        }
+    }
+
+    v->len = p - v->data;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ase_status_handler(ngx_http_request_t *r)
+{
+    size_t                     size;
+    ngx_int_t                  rc;
+    ngx_buf_t                 *b;
+    ngx_uint_t                 i, k;
+    ngx_chain_t                out;
+    ase_stats                  own, sum;
+    ngx_http_ase_slot_t       *slot;
+    ngx_http_ase_main_conf_t  *amcf;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_ase_module);
+
+    if (amcf->engine == NULL
+        || ase_engine_stats(amcf->engine, &own) != ASE_OK)
+    {
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    /* every worker's counters: this one's now, the others' <= 1 s old */
+
+    ngx_http_ase_publish(amcf);
+
+    ngx_memzero(&sum, sizeof(ase_stats));
+
+    for (i = 0; i < NGX_HTTP_ASE_SLOTS; i++) {
+        slot = &amcf->slots[i];
+
+        if (slot->pid == 0) {
+            continue;
+        }
+
+        sum.checked += slot->stats.checked;
+        sum.allowed += slot->stats.allowed;
+        sum.blocked += slot->stats.blocked;
+        sum.would_block += slot->stats.would_block;
+        sum.detections += slot->stats.detections;
+
+        for (k = 0; k < ASE_REASON_COUNT; k++) {
+            sum.blocked_by_reason[k] += slot->stats.blocked_by_reason[k];
+            sum.would_block_by_reason[k] +=
+                                      slot->stats.would_block_by_reason[k];
+        }
+    }
+
+    size = 4096 + 2 * ASE_REASON_COUNT * 128;
+
+    b = ngx_create_temp_buf(r->pool, size);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last = ngx_sprintf(b->last,
+        "# HELP ase_info Library version.\n"
+        "# TYPE ase_info gauge\n"
+        "ase_info{version=\"%s\"} 1\n"
+        "# HELP ase_requests_checked_total Requests checked.\n"
+        "# TYPE ase_requests_checked_total counter\n"
+        "ase_requests_checked_total %uL\n"
+        "# HELP ase_requests_allowed_total Requests allowed"
+        " (monitor-mode would-block included).\n"
+        "# TYPE ase_requests_allowed_total counter\n"
+        "ase_requests_allowed_total %uL\n"
+        "# HELP ase_requests_blocked_total Requests stopped"
+        " (blocked, answered, redirected), by reason.\n"
+        "# TYPE ase_requests_blocked_total counter\n",
+        ase_version(), sum.checked, sum.allowed);
+
+    for (k = 1; k < ASE_REASON_COUNT; k++) {
+        b->last = ngx_sprintf(b->last,
+                              "ase_requests_blocked_total{reason=\"%V\"} %uL\n",
+                              &ngx_http_ase_reasons[k],
+                              sum.blocked_by_reason[k]);
+    }
+
+    b->last = ngx_sprintf(b->last,
+        "# HELP ase_requests_would_block_total Monitor mode: requests that"
+        " would have been stopped, by reason.\n"
+        "# TYPE ase_requests_would_block_total counter\n");
+
+    for (k = 1; k < ASE_REASON_COUNT; k++) {
+        b->last = ngx_sprintf(b->last,
+                          "ase_requests_would_block_total{reason=\"%V\"} %uL\n",
+                          &ngx_http_ase_reasons[k],
+                          sum.would_block_by_reason[k]);
+    }
+
+    b->last = ngx_sprintf(b->last,
+        "# HELP ase_detections_total Real-time detections recorded.\n"
+        "# TYPE ase_detections_total counter\n"
+        "ase_detections_total %uL\n"
+        "# HELP ase_deny_list_entries Deny-list entries.\n"
+        "# TYPE ase_deny_list_entries gauge\n"
+        "ase_deny_list_entries %uL\n"
+        "# HELP ase_allow_list_entries Allow-list entries.\n"
+        "# TYPE ase_allow_list_entries gauge\n"
+        "ase_allow_list_entries %uL\n",
+        sum.detections, own.deny_entries, own.allow_entries);
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type,
+                "text/plain; version=0.0.4; charset=utf-8");
+    r->headers_out.content_type_len = sizeof("text/plain") - 1;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+static void
+ngx_http_ase_publish(ngx_http_ase_main_conf_t *amcf)
+{
+    ase_stats             stats;
+    ngx_http_ase_slot_t  *slot;
+
+    if (amcf->engine == NULL || amcf->slots == NULL
+        || ngx_worker >= NGX_HTTP_ASE_SLOTS
+        || ase_engine_stats(amcf->engine, &stats) != ASE_OK)
+    {
+        return;
+    }
+
+    slot = &amcf->slots[ngx_worker];
+    slot->stats = stats;
+    slot->pid = ngx_pid;
+}
+
+
+static void
+ngx_http_ase_stats_timer(ngx_event_t *ev)
+{
+    ngx_http_ase_main_conf_t  *amcf = ev->data;
+
+    ngx_http_ase_publish(amcf);
+
+    if (ngx_exiting || ngx_quit || ngx_terminate) {
+        return;
+    }
+
+    ngx_add_timer(ev, NGX_HTTP_ASE_STATS_INTERVAL);
+}
+
+
+static ngx_int_t
+ngx_http_ase_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_slab_pool_t           *shpool;
+    ngx_http_ase_main_conf_t  *amcf;
+
+    amcf = shm_zone->data;
+
+    if (data) {
+        /* reload: the previous cycle's zone, same size, keeps the slots */
+        amcf->slots = ((ngx_http_ase_main_conf_t *) data)->slots;
+        return NGX_OK;
+    }
+
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    amcf->slots = ngx_slab_calloc(shpool,
+                           NGX_HTTP_ASE_SLOTS * sizeof(ngx_http_ase_slot_t));
+    if (amcf->slots == NULL) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ase_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_ase_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_http_ase_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_ase_main_conf_t  *amcf;
+
+    amcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_ase_main_conf_t));
+    if (amcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     amcf->config = { 0, NULL };
+     *     amcf->engine = NULL;
+     *     amcf->shm_zone = NULL;
+     *     amcf->slots = NULL;
+     */
+
+    return amcf;
+}
+
+
+static void *
+ngx_http_ase_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_ase_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_ase_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    conf->enable = NGX_CONF_UNSET;
+    conf->unknown_api = NGX_CONF_UNSET_UINT;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_ase_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_ase_loc_conf_t  *prev = parent;
+    ngx_http_ase_loc_conf_t  *conf = child;
+
+    ngx_http_ase_main_conf_t  *amcf;
+
+    ngx_conf_merge_value(conf->enable, prev->enable, 0);
+    ngx_conf_merge_uint_value(conf->unknown_api, prev->unknown_api,
+                              ASE_UNKNOWN_API_DEFAULT);
+
+    if (conf->enable) {
+        amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ase_module);
+
+        if (amcf->config.len == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"ase on\" requires \"ase_config\" "
+                               "in the http block");
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_ase_config(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_ase_main_conf_t *amcf = conf;
+
+    size_t        size;
+    ngx_str_t    *value, name;
+    ase_str       path;
+    ase_result    rc;
+    ase_engine   *engine;
+    char          err[NGX_HTTP_ASE_ERR_LEN];
+
+    if (amcf->config.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    amcf->config = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &amcf->config, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    /*
+     * Validate now so that "nginx -t" shows the engine's message; the
+     * engine of a worker is made in init_process, and this one is freed
+     * at once, which joins any thread it started.
+     */
+
+    path.len = amcf->config.len;
+    path.data = amcf->config.data;
+    err[0] = '\0';
+    engine = NULL;
+
+    rc = ase_engine_new(path, err, sizeof(err), &engine);
+
+    if (rc != ASE_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "ase_config \"%V\": %s (%s)",
+                           &amcf->config, err[0] ? err : "failed",
+                           ase_result_str(rc));
+        return NGX_CONF_ERROR;
+    }
+
+    ase_engine_free(engine);
+
+    ngx_str_set(&name, "ase_stats");
+    size = NGX_HTTP_ASE_SLOTS * sizeof(ngx_http_ase_slot_t) + 64 * 1024;
+
+    amcf->shm_zone = ngx_shared_memory_add(cf, &name, size,
+                                           &ngx_http_ase_module);
+    if (amcf->shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    amcf->shm_zone->init = ngx_http_ase_init_zone;
+    amcf->shm_zone->data = amcf;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_ase_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+    ngx_http_ase_main_conf_t  *amcf;
+
+    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ase_module);
+
+    if (amcf->config.len == 0) {
+        return "requires \"ase_config\" before it in the http block";
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_ase_status_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ase_init(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_ase_handler;
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_ase_log_handler;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ase_init_process(ngx_cycle_t *cycle)
+{
+    ase_str                    path;
+    ase_result                 rc;
+    ngx_http_ase_main_conf_t  *amcf;
+    char                       err[NGX_HTTP_ASE_ERR_LEN];
+
+    /* threads do not survive fork(): engines live in workers only */
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    amcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_ase_module);
+
+    if (amcf == NULL || amcf->config.len == 0) {
+        return NGX_OK;
+    }
+
+    path.len = amcf->config.len;
+    path.data = amcf->config.data;
+    err[0] = '\0';
+
+    rc = ase_engine_new(path, err, sizeof(err), &amcf->engine);
+
+    if (rc != ASE_OK) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "ase_config \"%V\": %s (%s)", &amcf->config,
+                      err[0] ? err : "failed", ase_result_str(rc));
+        amcf->engine = NULL;
+        return NGX_ERROR;
+    }
+
+    if (ngx_worker == 0) {
+        ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                      "ase %s, config \"%V\"", ase_version(), &amcf->config);
+    }
+
+    amcf->stats_event.handler = ngx_http_ase_stats_timer;
+    amcf->stats_event.data = amcf;
+    amcf->stats_event.log = cycle->log;
+    amcf->stats_event.cancelable = 1;
+
+    ngx_http_ase_publish(amcf);
+    ngx_add_timer(&amcf->stats_event, NGX_HTTP_ASE_STATS_INTERVAL);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_ase_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_ase_main_conf_t  *amcf;
+
+    amcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_ase_module);
+
+    if (amcf == NULL || amcf->engine == NULL) {
+        return;
+    }
+
+    if (amcf->stats_event.timer_set) {
+        ngx_del_timer(&amcf->stats_event);
+    }
+
+    ase_engine_free(amcf->engine);
+    amcf->engine = NULL;
+}

@@ -1,0 +1,851 @@
+#!/usr/bin/env python3
+"""End-to-end tests of ngx_http_ase_module: a real nginx on 127.0.0.1.
+
+Run by `scripts/nginx-module.sh test` (`make test-nginx`). Python standard
+library only. nginx runs with 4 workers (`reuseport`, so new connections
+spread over them), realip from X-Forwarded-For, its prefix, logs and state
+under a temporary directory, and the sample configuration of
+examples/demo/. Each test uses its own client addresses (X-Forwarded-For), so
+detections of one test do not leak into another.
+
+Tests that need `target/release/ase-cli` (list changes shared by every
+worker through the state store) or `target/release/ase-abs-ref` (the
+reference ABS server) are reported as SKIP while those binaries do not exist;
+with ASE_E2E_STRICT=1 a skip fails the run.
+
+Usage: e2e.py --nginx BIN --module SO --root REPO [TEST...]
+"""
+
+import argparse
+import base64
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+WORKERS = 4
+CONVERGE = 1.0  # a list change must be enforced by every worker within this
+OK_BODY = "backend ok\n"
+UNAUTHORIZED = "Error: Unauthorized"
+
+
+class Skip(Exception):
+    pass
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def jwt(claims):
+    def b64(d):
+        raw = json.dumps(d).encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    return b64({"alg": "HS256", "typ": "JWT"}) + "." + b64(claims) + ".c2ln"
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    @property
+    def verdict(self):
+        return self.headers.get("x-ase-verdict", "")
+
+    @property
+    def worker(self):
+        return self.headers.get("x-worker", "")
+
+    def __repr__(self):
+        return "%d verdict=%s body=%r" % (self.status, self.verdict, self.body[:80])
+
+
+class Nginx:
+    """One nginx with the module, in its own prefix under `tmp`."""
+
+    def __init__(self, args, tmp, conf_dir, name="nginx", workers=WORKERS,
+                 extra_http="", extra_server=""):
+        self.args = args
+        self.prefix = os.path.join(tmp, name)
+        self.port = free_port()
+        self.port_reject = free_port()
+        self.port_backend = free_port()
+        self.conf_dir = conf_dir
+        self.master = None
+        for d in ("logs", "tmp", "html"):
+            os.makedirs(os.path.join(self.prefix, d), exist_ok=True)
+        with open(os.path.join(self.prefix, "html", "ok.txt"), "w") as f:
+            f.write(OK_BODY)
+        self.conf = os.path.join(self.prefix, "nginx.conf")
+        self.error_log = os.path.join(self.prefix, "logs", "error.log")
+        self.access_log = os.path.join(self.prefix, "logs", "access.log")
+        user = "user root;" if os.geteuid() == 0 else ""
+        p = self.prefix
+        with open(self.conf, "w") as f:
+            f.write(f"""
+load_module {args.module};
+{user}
+worker_processes {workers};
+error_log {self.error_log} info;
+pid {p}/nginx.pid;
+events {{ worker_connections 512; }}
+http {{
+    client_body_temp_path {p}/tmp/body;
+    proxy_temp_path {p}/tmp/proxy;
+    fastcgi_temp_path {p}/tmp/fastcgi;
+    uwsgi_temp_path {p}/tmp/uwsgi;
+    scgi_temp_path {p}/tmp/scgi;
+    log_format ase '$remote_addr "$request_method $uri" $status $ase_verdict';
+    access_log {self.access_log} ase;
+    default_type text/plain;
+    keepalive_requests 100000;
+
+    ase_config {conf_dir}/ase.conf;
+    set_real_ip_from 127.0.0.1;
+    real_ip_header X-Forwarded-For;
+    {extra_http}
+
+    server {{
+        listen 127.0.0.1:{self.port} reuseport;
+        root {p}/html;
+        ase on;
+        add_header X-ASE-Verdict $ase_verdict always;
+        add_header X-Worker $pid always;
+        {extra_server}
+
+        location / {{
+            proxy_pass http://127.0.0.1:{self.port_backend};
+        }}
+        location = /ase_status {{
+            ase off;
+            ase_status;
+        }}
+        location /open/ {{
+            ase off;
+            try_files /ok.txt =404;
+        }}
+    }}
+
+    server {{
+        listen 127.0.0.1:{self.port_reject};
+        root {p}/html;
+        ase on;
+        ase_unknown_api reject;
+        add_header X-ASE-Verdict $ase_verdict always;
+        location / {{
+            proxy_pass http://127.0.0.1:{self.port_backend};
+        }}
+    }}
+
+    # the API backend: answers every method
+    server {{
+        listen 127.0.0.1:{self.port_backend};
+        ase off;
+        access_log off;
+        location / {{
+            return 200 "{OK_BODY.strip()}\\n";
+        }}
+    }}
+}}
+""")
+
+    def cmd(self, *extra):
+        return [self.args.nginx, "-p", self.prefix + "/", "-c", self.conf,
+                "-g", "daemon on;"] + list(extra)
+
+    def start(self):
+        r = subprocess.run(self.cmd(), capture_output=True, text=True,
+                           timeout=30)
+        if r.returncode != 0:
+            raise AssertionError("nginx did not start: " + r.stderr)
+        self.master = int(open(os.path.join(self.prefix, "nginx.pid")).read())
+        self.wait_workers(set())
+
+    def workers(self):
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.master)],
+                             capture_output=True, text=True).stdout
+        pids = set()
+        for line in out.split():
+            pid = int(line)
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmdline = f.read()
+            except OSError:
+                continue
+            if b"worker process" in cmdline and b"shutting down" not in cmdline:
+                pids.add(pid)
+        return pids
+
+    def all_children(self):
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.master)],
+                             capture_output=True, text=True).stdout
+        return {int(x) for x in out.split()}
+
+    def wait_workers(self, old, timeout=10):
+        """Waits until WORKERS workers run, none of them in `old`, and the
+        old ones have exited (no stuck thread keeps one alive)."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            w = self.workers()
+            if len(w) == WORKERS and not (w & old) \
+                    and not (self.all_children() & old):
+                # every worker answers (its engine is up)
+                return w
+            time.sleep(0.05)
+        raise AssertionError("workers did not settle: now %s, old %s"
+                             % (self.all_children(), old))
+
+    def reload(self):
+        old = self.workers()
+        os.kill(self.master, signal.SIGHUP)
+        return self.wait_workers(old)
+
+    def stop(self):
+        if not self.master:
+            return
+        try:
+            os.kill(self.master, signal.SIGQUIT)
+        except ProcessLookupError:
+            return
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 10:
+            try:
+                os.kill(self.master, 0)
+            except ProcessLookupError:
+                self.master = None
+                return
+            time.sleep(0.05)
+        os.kill(self.master, signal.SIGKILL)
+        self.master = None
+        raise AssertionError("nginx did not stop within 10 s on SIGQUIT")
+
+    def request(self, method, path, ip=None, headers=None, body=None,
+                conn=None, port=None):
+        h = dict(headers or {})
+        if ip:
+            h["X-Forwarded-For"] = ip
+        c = conn or http.client.HTTPConnection("127.0.0.1", port or self.port,
+                                               timeout=5)
+        c.request(method, path, body=body, headers=h)
+        r = c.getresponse()
+        data = r.read().decode("utf-8", "replace")
+        resp = Response(r.status, {k.lower(): v for k, v in r.getheaders()}, data)
+        if conn is None:
+            c.close()
+        return resp
+
+
+class Suite:
+    def __init__(self, args):
+        self.args = args
+        self.root = args.root
+        self.tmp = tempfile.mkdtemp(prefix="ase-e2e-")
+        self.cli_bin = os.path.join(self.root, "target/release/ase-cli")
+        self.abs_bin = os.path.join(self.root, "target/release/ase-abs-ref")
+        self.conf_dir = os.path.join(self.tmp, "conf")
+        shutil.copytree(os.path.join(self.root, "examples/demo"), self.conf_dir,
+                        ignore=shutil.ignore_patterns("state"))
+        self.abs_proc = None
+        self.attacklist = os.path.join(self.tmp, "attacklist.json")
+        with open(self.attacklist, "w") as f:
+            json.dump({"ips": []}, f)
+        self.start_abs()
+        self.nginx = Nginx(args, self.tmp, self.conf_dir)
+        self.others = []
+
+    # -- helpers ---------------------------------------------------------
+
+    def start_abs(self):
+        abs_conf = os.path.join(self.conf_dir, "abs.conf")
+        text = open(abs_conf).read()
+        if os.access(self.abs_bin, os.X_OK):
+            self.abs_proc = subprocess.Popen(
+                [self.abs_bin, "--attacklist", self.attacklist,
+                 "--listen", "127.0.0.1:0", "--access-key", "demo_access",
+                 "--secret-key", "demo_secret"],
+                stdout=subprocess.PIPE, text=True)
+            line = self.abs_proc.stdout.readline()
+            m = re.search(r"listening on (\S+)", line)
+            if not m:
+                raise AssertionError("ase-abs-ref said %r" % line)
+            endpoint = m.group(1)
+        else:
+            endpoint = "127.0.0.1:%d" % free_port()  # nobody listens
+        text = re.sub(r"(?m)^abs_endpoint=.*$", "abs_endpoint=" + endpoint, text)
+        with open(abs_conf, "w") as f:
+            f.write(text)
+
+    def need_cli(self):
+        if not os.access(self.cli_bin, os.X_OK):
+            raise Skip("needs target/release/ase-cli (store branch)")
+
+    def need_abs(self):
+        self.need_cli()
+        if not os.access(self.abs_bin, os.X_OK):
+            raise Skip("needs target/release/ase-abs-ref (abs branch)")
+
+    def cli(self, *argv, check=True):
+        r = subprocess.run([self.cli_bin, "--config",
+                            os.path.join(self.conf_dir, "ase.conf"),
+                            "-u", "admin", "-p", "admin"] + list(argv),
+                           capture_output=True, text=True, timeout=30)
+        if check and r.returncode != 0:
+            raise AssertionError("ase-cli %s: exit %d: %s"
+                                 % (" ".join(argv), r.returncode, r.stderr))
+        return r.stdout
+
+    def get(self, path, **kw):
+        return self.nginx.request("GET", path, **kw)
+
+    def converge(self, send, status, within=CONVERGE, what=""):
+        """Sends requests on new connections until every worker answers
+        `status`; fails if that takes longer than `within` seconds. Then 20
+        more must all answer `status`."""
+        t0 = time.monotonic()
+        last = {}
+        while True:
+            r = send()
+            last[r.worker] = r
+            done = len(last) >= WORKERS and all(
+                x.status == status for x in last.values())
+            took = time.monotonic() - t0
+            if done:
+                break
+            if took > within:
+                raise AssertionError(
+                    "%s: not %d on every worker within %.1f s: %s"
+                    % (what, status, within,
+                       {k: repr(v) for k, v in last.items()}))
+        for _ in range(20):
+            r = send()
+            assert r.status == status, "%s: then %r" % (what, r)
+        return took
+
+    def log_text(self):
+        with open(self.nginx.error_log, errors="replace") as f:
+            return f.read()
+
+    # -- tests without ase-cli --------------------------------------------
+
+    def test_allow(self):
+        r = self.get("/shop/items", ip="10.1.0.1")
+        assert r.status == 200 and r.body == OK_BODY, r
+        assert r.verdict == "allow", r
+        r = self.get("/open/x", ip="10.1.0.1")
+        assert r.status == 200 and r.verdict == "", r
+
+    def test_unknown_api(self):
+        r = self.get("/nowhere", ip="10.1.0.2")
+        assert r.status == 200 and r.verdict == "allow:unknown_api", r
+        r = self.nginx.request("GET", "/nowhere", ip="10.1.0.2",
+                               port=self.nginx.port_reject)
+        assert r.status == 503, r
+        assert r.body == "Error: Unknown API", r
+        assert r.verdict == "block:unknown_api", r
+        r = self.nginx.request("GET", "/shop/x", ip="10.1.0.2",
+                               port=self.nginx.port_reject)
+        assert r.status == 200, r
+
+    def detect_then_blocked(self, first, ip, what):
+        """`first(conn)` triggers a detection for `ip`; then a real API call
+        is 403 on the same connection (same worker) and, with the state
+        store, on every worker within 1 s."""
+        c = http.client.HTTPConnection("127.0.0.1", self.nginx.port, timeout=5)
+        first(c)
+        r = self.get("/shop/items", ip=ip, conn=c)
+        c.close()
+        assert r.status == 403 and r.body == UNAUTHORIZED, (what, r)
+        assert r.verdict == "block:deny_list", (what, r)
+        if os.access(self.cli_bin, os.X_OK):
+            self.converge(lambda: self.get("/shop/items", ip=ip), 403,
+                          what=what + " on every worker")
+
+    def test_decoy_in_context(self):
+        ip = "10.2.0.1"
+
+        def first(c):
+            r = self.get("/shop/admin", ip=ip, conn=c)
+            assert r.status == 200 and r.body == '{"admin": "welcome"}', r
+            assert r.verdict == "respond:decoy", r
+        self.detect_then_blocked(first, ip, "in-context decoy")
+        r = self.get("/shop/items", ip="10.2.0.99")
+        assert r.status == 200, r
+
+    def test_decoy_out_of_context(self):
+        ip = "10.2.0.2"
+
+        def first(c):
+            r = self.get("/wp-admin/login.php", ip=ip, conn=c)
+            assert r.status == 404 and r.body == "Not Found", r
+            assert r.verdict == "respond:decoy", r
+        self.detect_then_blocked(first, ip, "out-of-context decoy")
+
+    def test_pattern_method(self):
+        ip = "10.3.0.1"
+
+        def first(c):
+            r = self.nginx.request("DELETE", "/shop/items/1", ip=ip, conn=c)
+            assert r.status == 400, r
+            assert r.body == "Error: request does not match the shop API", r
+            assert r.verdict == "respond:method", r
+        self.detect_then_blocked(first, ip, "method violation")
+
+    def test_pattern_content_type(self):
+        ip = "10.3.0.2"
+
+        def first(c):
+            r = self.nginx.request("POST", "/shop/items", ip=ip, conn=c,
+                                   body="<x/>",
+                                   headers={"Content-Type": "text/xml"})
+            assert r.status == 400, r
+            assert r.body == "Error: request does not match the shop API", r
+            assert r.verdict == "respond:content_type", r
+        r = self.nginx.request("POST", "/shop/items", ip="10.3.0.3",
+                               body="{}",
+                               headers={"Content-Type": "application/json"})
+        assert r.status == 200 and r.verdict == "allow", r
+        self.detect_then_blocked(first, ip, "content-type violation")
+
+    def test_pattern_protocol(self):
+        ip = "10.3.0.4"
+
+        def first(c):
+            r = self.get("/tls/data", ip=ip, conn=c)
+            assert r.status == 403 and r.body == "Error: HTTPS required", r
+            assert r.verdict == "respond:protocol", r
+        self.detect_then_blocked(first, ip, "protocol violation")
+
+    def test_redirect(self):
+        r = self.get("/secure/page?a=1", ip="10.3.0.5",
+                     headers={"Host": "shop.example.com"})
+        assert r.status == 301, r
+        assert r.headers.get("location") == \
+            "https://shop.example.com/secure/page?a=1", r.headers
+        assert r.verdict == "redirect:protocol", r
+
+    def test_monitor_mode(self):
+        ip = "10.4.0.1"
+        r = self.nginx.request("DELETE", "/monitor/x", ip=ip)
+        assert r.status == 200 and r.body == OK_BODY, r
+        assert r.verdict == "would_block:method", r
+        r = self.get("/monitor/x", ip=ip)
+        assert r.status == 200, r
+        time.sleep(0.2)
+        log = open(self.nginx.access_log).read()
+        assert re.search(r'10\.4\.0\.1 "DELETE /monitor/x" 200 would_block:method',
+                         log), log[-500:]
+
+    def test_status(self):
+        def metric(text, name):
+            m = re.search(r"(?m)^" + re.escape(name) + r" (\d+)$", text)
+            assert m, "no %s in:\n%s" % (name, text)
+            return int(m.group(1))
+        time.sleep(1.2)  # every worker has published its counters
+        before = self.get("/ase_status")
+        assert before.status == 200, before
+        assert before.headers["content-type"].startswith("text/plain"), before
+        n0 = metric(before.body, "ase_requests_checked_total")
+        d0 = metric(before.body, 'ase_requests_blocked_total{reason="decoy"}')
+        workers = set()
+        for i in range(40):
+            workers.add(self.get("/shop/items", ip="10.5.0.1").worker)
+        self.get("/wp-admin/", ip="10.5.0.2")
+        time.sleep(1.2)
+        after = self.get("/ase_status").body
+        # counted on all workers, not only the one answering the scrape
+        assert len(workers) > 1, workers
+        assert metric(after, "ase_requests_checked_total") >= n0 + 41, after
+        assert metric(after, 'ase_requests_blocked_total{reason="decoy"}') \
+            >= d0 + 1, after
+        for name in ("ase_requests_allowed_total", "ase_detections_total",
+                     "ase_deny_list_entries", "ase_allow_list_entries",
+                     'ase_requests_would_block_total{reason="method"}'):
+            metric(after, name)
+        assert "# TYPE ase_requests_checked_total counter" in after
+
+    def test_config_errors(self):
+        """nginx -t reports configuration errors with the engine's message."""
+        def nginx_t(conf_text, ase_conf=None, api=None):
+            d = tempfile.mkdtemp(dir=self.tmp)
+            shutil.copytree(self.conf_dir, d + "/conf",
+                            ignore=shutil.ignore_patterns("state"))
+            if ase_conf is not None:
+                with open(d + "/conf/ase.conf", "a") as f:
+                    f.write(ase_conf)
+            if api is not None:
+                with open(d + "/conf/api/broken.json", "w") as f:
+                    f.write(api)
+            conf = d + "/nginx.conf"
+            with open(conf, "w") as f:
+                f.write(("load_module %s;\nerror_log %s/error.log;\n"
+                         "pid %s/nginx.pid;\nevents {}\nhttp {\n" %
+                         (self.args.module, d, d))
+                        + conf_text.replace("CONF", d + "/conf") + "\n}\n")
+            r = subprocess.run([self.args.nginx, "-t", "-p", d + "/", "-c", conf],
+                               capture_output=True, text=True, timeout=30)
+            return r.returncode, r.stderr
+
+        rc, err = nginx_t("ase_config CONF/ase.conf; server { ase on; }")
+        assert rc == 0 and "test is successful" in err, err
+        rc, err = nginx_t("ase_config CONF/ase.conf;", ase_conf="\nenable_magic=true\n")
+        assert rc == 1 and "[emerg]" in err and "enable_magic" in err \
+            and "ase.conf" in err, err
+        rc, err = nginx_t("ase_config CONF/ase.conf;", ase_conf="\nenable_xff=maybe\n")
+        assert rc == 1 and "enable_xff" in err, err
+        rc, err = nginx_t("ase_config CONF/ase.conf;",
+                          api='{"api_metadata": {"url": 5, "hostname": "*"}}')
+        assert rc == 1 and "broken" in err and "url" in err, err
+        rc, err = nginx_t("ase_config CONF/missing.conf;")
+        assert rc == 1 and "missing.conf" in err, err
+        rc, err = nginx_t("server { ase on; }")
+        assert rc == 1 and "requires \"ase_config\"" in err, err
+        rc, err = nginx_t("ase_config CONF/ase.conf; server { location / { ase_status; } }")
+        assert rc == 0, err
+        rc, err = nginx_t("server { location / { ase_status; } }")
+        assert rc == 1 and "ase_config" in err, err
+        rc, err = nginx_t("ase_config CONF/ase.conf; ase_unknown_api maybe;")
+        assert rc == 1 and "maybe" in err, err
+        rc, err = nginx_t("ase_config CONF/ase.conf; ase_config CONF/ase.conf;")
+        assert rc == 1 and "duplicate" in err, err
+
+    def test_reload(self):
+        """Reloads keep enforcing; old workers exit; the master never runs
+        a thread of the engine, and does not grow."""
+        n = self.nginx
+
+        def threads(pid):
+            with open(f"/proc/{pid}/status") as f:
+                return int(re.search(r"Threads:\s+(\d+)", f.read()).group(1))
+
+        def rss_kb(pid):
+            with open(f"/proc/{pid}/status") as f:
+                return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+
+        blocked = None
+        if os.access(self.cli_bin, os.X_OK):
+            blocked = "10.6.0.1"
+            self.cli("add_blacklist", "ip", blocked)
+            self.converge(lambda: self.get("/shop/items", ip=blocked), 403,
+                          what="manual ip before reload")
+        n.reload()
+        n.reload()
+        rss0 = rss_kb(n.master)
+        for _ in range(8):
+            n.reload()
+        assert threads(n.master) == 1, "master has %d threads" % threads(n.master)
+        grew = rss_kb(n.master) - rss0
+        assert grew < 4096, "master RSS grew %d kB over 8 reloads" % grew
+        ip = "10.6.0.2"
+
+        def first(c):
+            r = self.get("/shop/admin", ip=ip, conn=c)
+            assert r.status == 200 and r.verdict == "respond:decoy", r
+        self.detect_then_blocked(first, ip, "decoy after reload")
+        if blocked:
+            self.converge(lambda: self.get("/shop/items", ip=blocked), 403,
+                          what="manual ip after reload")
+            self.cli("delete_blacklist", "ip", blocked)
+
+    def test_worker_processes_auto(self):
+        n = Nginx(self.args, self.tmp, self.conf_dir, name="auto",
+                  workers="auto")
+        self.others.append(n)
+        r = subprocess.run(n.cmd(), capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        n.master = int(open(os.path.join(n.prefix, "nginx.pid")).read())
+        t0 = time.monotonic()
+        while True:
+            try:
+                resp = n.request("GET", "/wp-admin/", ip="10.7.0.1")
+                break
+            except OSError:
+                assert time.monotonic() - t0 < 5, "auto: no answer"
+                time.sleep(0.05)
+        assert resp.status == 404 and resp.verdict == "respond:decoy", resp
+        n.stop()
+        self.others.remove(n)
+        log = open(n.error_log, errors="replace").read()
+        assert not re.search(r"\[(alert|emerg|crit)\]", log), log
+
+    def test_valgrind_single_process(self):
+        """nginx with master_process off under valgrind: the engine is made
+        and freed in the one process, no invalid access, no leak of ours."""
+        vg = shutil.which("valgrind")
+        if not vg:
+            raise Skip("valgrind is not installed")
+        d = os.path.join(self.tmp, "valgrind")
+        os.makedirs(d + "/tmp")
+        port = free_port()
+        with open(d + "/ok.txt", "w") as f:
+            f.write(OK_BODY)
+        with open(d + "/nginx.conf", "w") as f:
+            f.write(f"""
+load_module {self.args.module};
+master_process off;
+daemon off;
+error_log {d}/error.log info;
+pid {d}/nginx.pid;
+events {{}}
+http {{
+    access_log off;
+    client_body_temp_path {d}/tmp;
+    ase_config {self.conf_dir}/ase.conf;
+    set_real_ip_from 127.0.0.1;
+    real_ip_header X-Forwarded-For;
+    server {{
+        listen 127.0.0.1:{port};
+        root {d};
+        ase on;
+        location / {{ try_files /ok.txt =404; }}
+        location = /s {{ ase off; ase_status; }}
+    }}
+}}
+""")
+        log = d + "/valgrind.log"
+        p = subprocess.Popen([vg, "--leak-check=full", "--log-file=" + log,
+                              self.args.nginx, "-p", d + "/", "-c",
+                              d + "/nginx.conf"])
+        try:
+            t0 = time.monotonic()
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), 1).close()
+                    break
+                except OSError:
+                    assert time.monotonic() - t0 < 60, "valgrind nginx: no listener"
+                    assert p.poll() is None, "valgrind nginx exited"
+                    time.sleep(0.2)
+            seen = []
+            for path, ip in [("/shop/items", "10.12.0.1"), ("/shop/admin", "10.12.0.2"),
+                             ("/shop/items", "10.12.0.2"), ("/secure/x", "10.12.0.3"),
+                             ("/tls/x", "10.12.0.4"), ("/s", None)]:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                c.request("GET", path, headers={"X-Forwarded-For": ip} if ip else {})
+                r = c.getresponse()
+                r.read()
+                c.close()
+                seen.append(r.status)
+            assert seen == [200, 200, 403, 301, 403, 200], seen
+            os.kill(int(open(d + "/nginx.pid").read()), signal.SIGQUIT)
+            p.wait(timeout=60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        text = open(log).read()
+        assert "Invalid read" not in text and "Invalid write" not in text \
+            and "uninitialised" not in text, text[-3000:]
+        ours = [rec for rec in text.split("\n==" + text.split("==")[1] + "== \n")
+                if re.search(r"(definitely|indirectly) lost in loss record", rec)
+                and re.search(r"ngx_http_ase|ase::|libase|/src/.*\.rs", rec)]
+        assert not ours, "\n".join(ours)[:3000]
+
+    # -- tests with ase-cli / ase-abs-ref ------------------------------------
+
+    KINDS = [
+        # name, ase-cli identifier words, request
+        ("ip", ["ip", "10.9.0.1"],
+         dict(path="/shop/items", ip="10.9.0.1")),
+        ("cidr", ["ip", "10.9.1.0/24"],
+         dict(path="/shop/items", ip="10.9.1.77")),
+        ("cookie", ["cookie", "JSESSIONID", "sess-e2e-1"],
+         dict(path="/shop/items", ip="10.9.2.1",
+              headers={"Cookie": "theme=dark; JSESSIONID=sess-e2e-1"})),
+        ("token", ["token", "tok-e2e-1"],
+         dict(path="/shop/items", ip="10.9.3.1",
+              headers={"Authorization": "Bearer tok-e2e-1"})),
+        ("api_key header", ["api_key", "X-API-Key", "key-e2e-1"],
+         dict(path="/shop/items", ip="10.9.4.1",
+              headers={"x-api-key": "key-e2e-1"})),
+        ("api_key query", ["api_key", "key", "qs-e2e-1"],
+         dict(path="/partner/orders?page=2&key=qs-e2e-1", ip="10.9.5.1")),
+        ("username header", ["username", "alice-e2e"],
+         dict(path="/shop/items", ip="10.9.6.1",
+              headers={"X-User": "alice-e2e"})),
+        ("username jwt", ["username", "bob-e2e"],
+         dict(path="/account/me", ip="10.9.7.1",
+              headers={"Authorization": "Bearer " + jwt(
+                  {"username": "bob-e2e", "client_id": "c1"})})),
+    ]
+    SECRETS = ["sess-e2e-1", "tok-e2e-1", "key-e2e-1", "qs-e2e-1"]
+
+    def test_identifier_kinds(self):
+        self.need_cli()
+        for name, words, rq in self.KINDS:
+            path = rq["path"]
+            kw = {k: v for k, v in rq.items() if k != "path"}
+
+            def send():
+                return self.get(path, **kw)
+            r = send()
+            assert r.status == 200 and r.body == OK_BODY, (name, r)
+            self.cli("add_blacklist", *words)
+            took = self.converge(send, 403, what=name + " add_blacklist")
+            r = send()
+            assert r.body == UNAUTHORIZED and r.verdict == "block:deny_list", (name, r)
+            self.cli("add_whitelist", *words)
+            self.converge(send, 200, what=name + " add_whitelist")
+            assert send().verdict == "allow:allow_list", name
+            self.cli("delete_whitelist", *words)
+            self.cli("delete_blacklist", *words)
+            self.converge(send, 200, what=name + " deleted")
+            print("    %-16s blocked on every worker in %.0f ms" % (name, took * 1000))
+
+    def test_detections_listed_and_disabled(self):
+        self.need_cli()
+        cases = [
+            ("decoy", "10.10.0.1",
+             lambda ip: self.get("/shop/admin", ip=ip), 200),
+            ("invalid_method", "10.10.0.2",
+             lambda ip: self.nginx.request("PATCH", "/shop/items", ip=ip), 400),
+            ("invalid_content_type", "10.10.0.3",
+             lambda ip: self.nginx.request("POST", "/shop/items", ip=ip, body="a=b",
+                                           headers={"Content-Type": "text/plain"}), 400),
+            ("invalid_protocol", "10.10.0.4",
+             lambda ip: self.get("/tls/x", ip=ip), 403),
+        ]
+        for source, ip, trigger, status in cases:
+            r = trigger(ip)
+            assert r.status == status, (source, r)
+            self.converge(lambda: self.get("/shop/items", ip=ip), 403,
+                          what=source + " detection")
+            out = self.cli("view_blacklist", source)
+            assert ip in out, (source, out)
+        self.cli("disable_ase_detected_attack")
+        try:
+            for source, ip, _, _ in cases:
+                self.converge(lambda: self.get("/shop/items", ip=ip), 200,
+                              what=source + " after disable_ase_detected_attack")
+            r = self.get("/shop/admin", ip="10.10.0.5")
+            assert r.status == 200, r
+            r = self.get("/shop/items", ip="10.10.0.5")
+            assert r.status == 200, ("no detection while disabled", r)
+        finally:
+            self.cli("enable_ase_detected_attack")
+
+    def test_abs_attack_list(self):
+        self.need_abs()
+        with open(self.attacklist, "w") as f:
+            json.dump({"ips": ["10.11.0.1"],
+                       "cookies": {"JSESSIONID": ["abs-cookie-1"]},
+                       "oauth_tokens": ["abs-token-1"],
+                       "api_keys": ["abs-key-1"],
+                       "usernames": ["abs-user-1"]}, f)
+        reqs = [
+            dict(ip="10.11.0.1"),
+            dict(ip="10.11.0.2", headers={"Cookie": "JSESSIONID=abs-cookie-1"}),
+            dict(ip="10.11.0.3", headers={"Authorization": "Bearer abs-token-1"}),
+            dict(ip="10.11.0.4", headers={"X-API-Key": "abs-key-1"}),
+            dict(ip="10.11.0.5", headers={"X-User": "abs-user-1"}),
+        ]
+        for kw in reqs:
+            self.converge(lambda: self.get("/shop/items", **kw), 403, within=10,
+                          what="ABS-listed %s" % kw)
+        out = self.cli("view_blacklist", "abs_detected")
+        assert "10.11.0.1" in out, out
+        self.cli("disable_abs_attack")
+        try:
+            self.converge(lambda: self.get("/shop/items", ip="10.11.0.1"), 200,
+                          what="ABS entries after disable_abs_attack")
+        finally:
+            self.cli("enable_abs_attack")
+
+    # -- runner --------------------------------------------------------------
+
+    ORDER = [
+        "test_config_errors", "test_allow", "test_unknown_api",
+        "test_decoy_in_context", "test_decoy_out_of_context",
+        "test_pattern_method", "test_pattern_content_type",
+        "test_pattern_protocol", "test_redirect", "test_monitor_mode",
+        "test_status", "test_identifier_kinds",
+        "test_detections_listed_and_disabled", "test_abs_attack_list",
+        "test_reload", "test_worker_processes_auto",
+        "test_valgrind_single_process",
+    ]
+
+    def run(self, only):
+        results = []
+        try:
+            self.nginx.start()
+            for name in self.ORDER:
+                if only and not any(o in name for o in only):
+                    continue
+                t0 = time.monotonic()
+                try:
+                    getattr(self, name)()
+                    results.append((name, "PASS", ""))
+                except Skip as e:
+                    results.append((name, "SKIP", str(e)))
+                except Exception as e:
+                    detail = "".join(traceback.format_exception_only(type(e), e))
+                    if not isinstance(e, AssertionError):
+                        detail = traceback.format_exc()
+                    results.append((name, "FAIL", detail.strip()))
+                status, detail = results[-1][1], results[-1][2]
+                print("%-4s %-40s %5.2fs %s" % (status, name, time.monotonic() - t0,
+                                               detail[:2000]), flush=True)
+        finally:
+            for n in self.others:
+                try:
+                    n.stop()
+                except Exception:
+                    pass
+            self.nginx.stop()
+            if self.abs_proc:
+                self.abs_proc.terminate()
+                self.abs_proc.wait(timeout=10)
+        # after shutdown: the logs of the whole run
+        log = self.log_text()
+        bad = [l for l in log.splitlines()
+               if re.search(r"\[(alert|emerg|crit)\]|exited on signal|core dumped|panick",
+                            l)]
+        results.append(("error log clean", "FAIL" if bad else "PASS",
+                        "\n".join(bad[:20])))
+        leaked = [s for s in self.SECRETS if s in log]
+        results.append(("no secrets in error log", "FAIL" if leaked else "PASS",
+                        " ".join(leaked)))
+        for r in results[-2:]:
+            print("%-4s %-40s %s" % (r[1], r[0], r[2]))
+        return results
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--nginx", required=True)
+    ap.add_argument("--module", required=True)
+    ap.add_argument("--root", required=True)
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir")
+    ap.add_argument("only", nargs="*")
+    args = ap.parse_args()
+    suite = Suite(args)
+    t0 = time.monotonic()
+    try:
+        results = suite.run(args.only)
+    finally:
+        if args.keep:
+            print("kept", suite.tmp)
+        else:
+            shutil.rmtree(suite.tmp, ignore_errors=True)
+    n = {s: sum(1 for r in results if r[1] == s) for s in ("PASS", "FAIL", "SKIP")}
+    print("nginx e2e: %d passed, %d failed, %d skipped in %.1fs"
+          % (n["PASS"], n["FAIL"], n["SKIP"], time.monotonic() - t0))
+    strict = os.environ.get("ASE_E2E_STRICT") == "1"
+    sys.exit(1 if n["FAIL"] or (strict and n["SKIP"]) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+//! One poller per host: whoever holds an exclusive `flock` on a file in
+//! `state_dir` polls ABS; the others don't. The kernel frees the lock when its
+//! holder exits or dies (even by `kill -9`), so another process takes over the
+//! next time it tries. Locks are per open file, so two pollers in one process
+//! elect each other too.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use fs4::fs_std::FileExt;
+
+/// Name of the lock file inside `state_dir`.
+pub const LOCK_FILE: &str = "abs_poll.lock";
+
+/// A candidate for the poll lock at one path.
+#[derive(Debug)]
+pub struct Election {
+    path: PathBuf,
+    held: Option<File>,
+}
+
+impl Election {
+    /// A candidate for the lock at `path` (not yet tried).
+    pub fn new(path: PathBuf) -> Election {
+        Election { path, held: None }
+    }
+
+    /// The lock file of `state_dir`.
+    pub fn in_dir(state_dir: &Path) -> Election {
+        Election::new(state_dir.join(LOCK_FILE))
+    }
+
+    /// Whether this candidate holds the lock.
+    pub fn is_leader(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// Takes the lock if it is free. Ok(true): this candidate is (or stays) the
+    /// leader; Ok(false): another holds it; Err: the file cannot be used.
+    pub fn try_lead(&mut self) -> Result<bool, String> {
+        if self.held.is_some() {
+            return Ok(true);
+        }
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        }
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.path)
+            .map_err(|e| format!("opening {}: {e}", self.path.display()))?;
+        match FileExt::try_lock_exclusive(&f) {
+            Ok(true) => {
+                // The holder's pid, for an operator wondering who polls.
+                let _ = f.set_len(0);
+                let _ = (&f).write_all(format!("{}\n", std::process::id()).as_bytes());
+                self.held = Some(f);
+                Ok(true)
+            }
+            Ok(false) => Ok(false),
+            Err(e) => Err(format!("locking {}: {e}", self.path.display())),
+        }
+    }
+
+    /// Gives the lock up (closing the file releases it).
+    pub fn resign(&mut self) {
+        self.held = None;
+    }
+}

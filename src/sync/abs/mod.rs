@@ -1,0 +1,22 @@
+//! ABS, the AI engine that detects attacks (DESIGN.md §3, issue 4).
+//!
+//! - [`attacklist`]: parsing the attack-list body (pure).
+//! - [`client`]: the HTTP(S) client to ABS, with fail-over between endpoints.
+//! - [`election`]: the lock file that makes one process per host poll.
+//! - [`poller`]: the thread that syncs the attack list into an [`poller::AbsSink`].
+//! - [`shipper`]: traffic records, the bounded queue and the thread that posts them.
+//!
+//! A node starts a [`poller::Poller`] and a [`shipper::Shipper`] after the host
+//! has forked (never in the nginx master), and stops them on shutdown.
+
+pub mod attacklist;
+pub mod client;
+pub mod election;
+pub mod poller;
+pub mod shipper;
+pub mod time;
+
+pub use attacklist::{AttackList, ParseError, ParseOptions};
+pub use client::{AbsClient, ClientError, ClientOptions};
+pub use poller::{AbsSink, AbsStatus, Poller, PollerOptions, SyncReport, sync_once};
+pub use shipper::{Shipper, ShipperHandle, ShipperOptions, ShipperStatus, TrafficRecord};

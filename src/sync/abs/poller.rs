@@ -1,0 +1,529 @@
+//! The attack-list poller: a thread that, while `enable_abs_attack` is on and
+//! this process holds the host's poll lock, fetches the ABS attack list every
+//! `abs_attack_interval` and hands it to an [`AbsSink`] that replaces the
+//! `abs` deny source in one step.
+//!
+//! A failed sync (ABS down, slow, 500, malformed or oversized body, untrusted
+//! certificate) changes nothing — the last good list stays in force — and is
+//! retried with exponential backoff and jitter, capped at the interval. The
+//! loop body runs under `catch_unwind`: a panic is counted in status and the
+//! loop goes on after a backoff. [`Poller::sync_now`] wakes the loop for one
+//! sync whatever the switch and the election say (an operator asked for it).
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::attacklist::{ParseOptions, parse};
+use super::client::{AbsClient, ClientOptions};
+use super::election::Election;
+use crate::engine::{Engine, Switch, now_ms};
+use crate::policy::ident::Identifier;
+use crate::policy::lists::Source;
+
+/// Where a fetched attack list goes. The store implements it to replace the
+/// `abs` source in one transaction (every process then switches at once);
+/// [`Engine`] implements it directly for a process without a store.
+pub trait AbsSink: Send + Sync {
+    /// Replaces the whole `abs` source with `entries` (identifier, expiry in Unix
+    /// ms, 0 = never). On error nothing may have changed.
+    fn replace_abs(&self, entries: Vec<(Identifier, u64)>) -> Result<(), String>;
+}
+
+impl AbsSink for Engine {
+    fn replace_abs(&self, entries: Vec<(Identifier, u64)>) -> Result<(), String> {
+        self.replace_source(Source::Abs, &entries);
+        Ok(())
+    }
+}
+
+/// Timing of the poller.
+#[derive(Clone, Debug)]
+pub struct PollerOptions {
+    /// Time between successful syncs (`abs_attack_request_minutes` / `_interval`).
+    pub interval: Duration,
+    /// First retry delay after a failure; doubles per failure.
+    pub backoff_min: Duration,
+    /// Longest retry delay (never more than `interval`).
+    pub backoff_max: Duration,
+    /// How often an idle poller (switch off, or another process leads)
+    /// looks again at the switch and the lock.
+    pub idle_check: Duration,
+    /// The HTTP client's timeouts and limits.
+    pub client: ClientOptions,
+    /// The election lock file; `None` polls without electing (tests, one-process hosts).
+    pub lock_path: Option<PathBuf>,
+}
+
+impl PollerOptions {
+    /// The options a configuration implies: its interval, and the lock file in `state_dir`.
+    pub fn from_config(c: &crate::policy::Config) -> PollerOptions {
+        PollerOptions {
+            interval: c.abs_attack_interval,
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            idle_check: Duration::from_secs(1),
+            client: ClientOptions::default(),
+            lock_path: Some(c.state_dir.join(super::election::LOCK_FILE)),
+        }
+    }
+}
+
+/// What the poller has done, for `ase-cli status` and the C API.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AbsStatus {
+    /// `enable_abs_attack` as last seen.
+    pub enabled: bool,
+    /// This process holds the poll lock.
+    pub leader: bool,
+    /// Start of the last attempt (Unix ms, 0 = none yet).
+    pub last_attempt_ms: u64,
+    /// End of the last successful sync (Unix ms, 0 = none yet).
+    pub last_success_ms: u64,
+    /// The last failure, cleared by a success. Never holds a key or a token.
+    pub last_error: Option<String>,
+    /// The endpoint that served the last good list.
+    pub last_endpoint: Option<String>,
+    /// Entries in the last good list.
+    pub entries: u64,
+    /// Items of the last good list that were unreadable and skipped.
+    pub bad_items: u64,
+    /// Items of the last good list that had already expired.
+    pub expired_items: u64,
+    /// Failures since the last success.
+    pub consecutive_failures: u32,
+    /// Successful syncs since start.
+    pub syncs: u64,
+    /// Failed syncs since start.
+    pub failures: u64,
+    /// Times the loop panicked and was restarted.
+    pub panics: u64,
+    /// Why the election could not run (the poller then polls anyway).
+    pub election_error: Option<String>,
+}
+
+impl AbsStatus {
+    /// Age of the list in force at `now_ms`; `None` before the first success.
+    pub fn age(&self, now_ms: u64) -> Option<Duration> {
+        (self.last_success_ms != 0)
+            .then(|| Duration::from_millis(now_ms.saturating_sub(self.last_success_ms)))
+    }
+}
+
+/// What one successful sync did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncReport {
+    /// The endpoint that answered.
+    pub endpoint: String,
+    /// Entries handed to the sink.
+    pub entries: u64,
+    /// Items skipped as unreadable.
+    pub bad_items: u64,
+    /// Items skipped as expired.
+    pub expired_items: u64,
+}
+
+/// The names an unnamed ABS API key is listed under: every `apikey_header` and
+/// `apikey_qs` of the loaded APIs (once each, case-insensitively, as the engine
+/// compares them).
+pub fn api_key_names(engine: &Engine) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for a in engine.apis().apis() {
+        for n in [&a.apikey_header, &a.apikey_qs].into_iter().flatten() {
+            if !names.iter().any(|x| x.eq_ignore_ascii_case(n)) {
+                names.push(n.clone());
+            }
+        }
+    }
+    names
+}
+
+/// Fetches, parses and applies the attack list once, on the calling thread.
+/// A body that does not parse fails over to the next endpoint.
+pub fn sync_once(
+    client: &AbsClient,
+    sink: &dyn AbsSink,
+    api_key_names: &[String],
+) -> Result<SyncReport, String> {
+    let now = now_ms();
+    let (endpoint, list) = client
+        .fetch_attacklist_with(now, |body| {
+            parse(
+                &body,
+                ParseOptions {
+                    now_ms: now,
+                    api_key_names,
+                },
+            )
+            .map_err(|e| e.to_string())
+        })
+        .map_err(|e| e.to_string())?;
+    let report = SyncReport {
+        endpoint,
+        entries: list.entries.len() as u64,
+        bad_items: list.bad_items,
+        expired_items: list.expired_items,
+    };
+    sink.replace_abs(list.entries)
+        .map_err(|e| format!("applying the attack list: {e}"))?;
+    Ok(report)
+}
+
+#[derive(Default)]
+struct Ctl {
+    stop: bool,
+    /// Sync requests made / served (generation counters).
+    requested: u64,
+    served: u64,
+}
+
+struct Inner {
+    engine: Arc<Engine>,
+    sink: Arc<dyn AbsSink>,
+    client: AbsClient,
+    opts: PollerOptions,
+    api_key_names: Vec<String>,
+    status: Mutex<AbsStatus>,
+    ctl: Mutex<Ctl>,
+    cv: Condvar,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded data are plain counters and strings: valid after any panic.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A running poller. Dropping it asks the thread to stop without waiting.
+pub struct Poller {
+    inner: Arc<Inner>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Poller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Poller")
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+/// State the loop keeps across iterations (and across a panic).
+struct LoopState {
+    election: Option<Election>,
+    next_due: Instant,
+    failures: u32,
+    rng: u64,
+}
+
+impl LoopState {
+    /// Exponential backoff with jitter: uniformly in [d/2, d], d = min·2^(n-1) capped.
+    fn backoff(&mut self, opts: &PollerOptions, failures: u32) -> Duration {
+        let cap = opts.backoff_max.min(opts.interval).max(opts.backoff_min);
+        let d = opts
+            .backoff_min
+            .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
+            .min(cap);
+        // xorshift64: jitter needs spread, not cryptographic quality.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let half = d / 2;
+        half + half.mul_f64((self.rng >> 11) as f64 / (1u64 << 53) as f64)
+    }
+}
+
+fn seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(now_ms());
+    h.write_u32(std::process::id());
+    h.finish() | 1
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+impl Inner {
+    fn record(&self, started: u64, result: &Result<SyncReport, String>, failures: u32) {
+        let mut s = lock(&self.status);
+        s.last_attempt_ms = started;
+        match result {
+            Ok(r) => {
+                s.last_success_ms = now_ms();
+                s.last_error = None;
+                s.last_endpoint = Some(r.endpoint.clone());
+                s.entries = r.entries;
+                s.bad_items = r.bad_items;
+                s.expired_items = r.expired_items;
+                s.consecutive_failures = 0;
+                s.syncs += 1;
+            }
+            Err(e) => {
+                s.last_error = Some(e.clone());
+                s.consecutive_failures = failures;
+                s.failures += 1;
+            }
+        }
+    }
+
+    fn sync(&self, st: &mut LoopState) {
+        let started = now_ms();
+        let r = sync_once(&self.client, &*self.sink, &self.api_key_names);
+        match &r {
+            Ok(_) => {
+                st.failures = 0;
+                st.next_due = Instant::now() + self.opts.interval;
+            }
+            Err(_) => {
+                st.failures = st.failures.saturating_add(1);
+                st.next_due = Instant::now() + st.backoff(&self.opts, st.failures);
+            }
+        }
+        self.record(started, &r, st.failures);
+    }
+
+    /// Waits until `deadline`, a sync request or stop. Returns (stop, forced).
+    fn wait(&self, deadline: Instant) -> (bool, bool) {
+        let mut c = lock(&self.ctl);
+        loop {
+            if c.stop {
+                return (true, false);
+            }
+            if c.requested > c.served {
+                return (false, true);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return (false, false);
+            }
+            c = self
+                .cv
+                .wait_timeout(c, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// The loop; returns when asked to stop. Panics propagate to [`Inner::run`].
+    fn run_loop(&self, st: &mut LoopState) {
+        loop {
+            let enabled = self.engine.switch(Switch::AbsAttack);
+            let leader = match (&mut st.election, enabled) {
+                (None, _) => true,
+                (Some(e), false) => {
+                    // Let a process whose switch is on take over.
+                    e.resign();
+                    false
+                }
+                (Some(e), true) => match e.try_lead() {
+                    Ok(l) => {
+                        lock(&self.status).election_error = None;
+                        l
+                    }
+                    Err(err) => {
+                        // Polling twice is harmless; not polling at all is not.
+                        lock(&self.status).election_error = Some(err);
+                        true
+                    }
+                },
+            };
+            {
+                let mut s = lock(&self.status);
+                s.enabled = enabled;
+                s.leader = leader && st.election.is_some() && enabled;
+            }
+            let polling = enabled && leader;
+            let idle = Instant::now() + self.opts.idle_check;
+            let deadline = if polling { st.next_due.min(idle) } else { idle };
+            let (stop, forced) = self.wait(deadline);
+            if stop {
+                return;
+            }
+            if forced {
+                let target = lock(&self.ctl).requested;
+                self.sync(st);
+                lock(&self.ctl).served = target;
+                self.cv.notify_all();
+            } else if polling && Instant::now() >= st.next_due {
+                self.sync(st);
+            }
+        }
+    }
+
+    fn run(self: Arc<Self>) {
+        let mut st = LoopState {
+            election: self.opts.lock_path.clone().map(Election::new),
+            next_due: Instant::now(),
+            failures: 0,
+            rng: seed(),
+        };
+        loop {
+            match catch_unwind(AssertUnwindSafe(|| self.run_loop(&mut st))) {
+                Ok(()) => break,
+                Err(p) => {
+                    let msg = format!("ABS poller panicked: {}", panic_text(&*p));
+                    st.failures = st.failures.saturating_add(1);
+                    {
+                        let mut s = lock(&self.status);
+                        s.panics += 1;
+                        s.failures += 1;
+                        s.consecutive_failures = st.failures;
+                        s.last_error = Some(msg);
+                    }
+                    // A waiter of sync_now must not hang on a panicked sync.
+                    {
+                        let mut c = lock(&self.ctl);
+                        c.served = c.requested;
+                    }
+                    self.cv.notify_all();
+                    let delay = st.backoff(&self.opts, st.failures);
+                    st.next_due = Instant::now() + delay;
+                    if self.wait(Instant::now() + delay).0 {
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(e) = &mut st.election {
+            e.resign();
+        }
+    }
+}
+
+impl Poller {
+    /// Starts the poller thread for `engine` (whose `enable_abs_attack` switch
+    /// gates polling and whose APIs name unnamed API keys), applying lists to `sink`.
+    /// Fails only when the client cannot be built (an unreadable `abs_ca_cert_path`).
+    pub fn start(
+        engine: Arc<Engine>,
+        sink: Arc<dyn AbsSink>,
+        opts: PollerOptions,
+    ) -> Result<Poller, String> {
+        let client = AbsClient::new(&engine.config().abs, opts.client.clone())?;
+        let inner = Arc::new(Inner {
+            api_key_names: api_key_names(&engine),
+            engine,
+            sink,
+            client,
+            opts,
+            status: Mutex::new(AbsStatus::default()),
+            ctl: Mutex::new(Ctl::default()),
+            cv: Condvar::new(),
+        });
+        let run = inner.clone();
+        let thread = std::thread::Builder::new()
+            .name("ase-abs-poll".into())
+            .spawn(move || run.run())
+            .map_err(|e| format!("starting the ABS poller thread: {e}"))?;
+        Ok(Poller {
+            inner,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// A copy of the status.
+    pub fn status(&self) -> AbsStatus {
+        lock(&self.inner.status).clone()
+    }
+
+    /// Asks for one sync now (whatever the switch and the election say). With
+    /// `wait`, waits up to that long for it and returns the status after it;
+    /// `Err` if it did not finish in time or the poller has stopped.
+    pub fn sync_now(&self, wait: Option<Duration>) -> Result<AbsStatus, String> {
+        let target = {
+            let mut c = lock(&self.inner.ctl);
+            if c.stop {
+                return Err("the ABS poller is stopped".into());
+            }
+            c.requested += 1;
+            c.requested
+        };
+        self.inner.cv.notify_all();
+        let Some(wait) = wait else {
+            return Ok(self.status());
+        };
+        let deadline = Instant::now() + wait;
+        let mut c = lock(&self.inner.ctl);
+        while c.served < target {
+            let now = Instant::now();
+            if now >= deadline || c.stop {
+                return Err(format!("ABS sync did not finish within {wait:?}"));
+            }
+            c = self
+                .inner
+                .cv
+                .wait_timeout(c, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        drop(c);
+        Ok(self.status())
+    }
+
+    /// Stops the thread, waiting up to `wait` for it (an HTTP request in
+    /// flight ends within the client's timeout). True if it has ended.
+    pub fn stop(&self, wait: Duration) -> bool {
+        lock(&self.inner.ctl).stop = true;
+        self.inner.cv.notify_all();
+        let deadline = Instant::now() + wait;
+        let mut t = lock(&self.thread);
+        loop {
+            match t.as_ref() {
+                None => return true,
+                Some(h) if h.is_finished() => {
+                    let _ = t.take().map(JoinHandle::join);
+                    return true;
+                }
+                Some(_) if Instant::now() >= deadline => return false,
+                Some(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+}
+
+impl Drop for Poller {
+    fn drop(&mut self) {
+        lock(&self.inner.ctl).stop = true;
+        self.inner.cv.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_jitters_and_is_capped() {
+        let opts = PollerOptions {
+            interval: Duration::from_secs(60),
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            idle_check: Duration::from_secs(1),
+            client: ClientOptions::default(),
+            lock_path: None,
+        };
+        let mut st = LoopState {
+            election: None,
+            next_due: Instant::now(),
+            failures: 0,
+            rng: 12345,
+        };
+        let d1 = st.backoff(&opts, 1);
+        assert!(d1 >= Duration::from_millis(500) && d1 <= Duration::from_secs(1));
+        let d4 = st.backoff(&opts, 4);
+        assert!(d4 >= Duration::from_secs(4) && d4 <= Duration::from_secs(8));
+        let seen: std::collections::HashSet<Duration> =
+            (0..20).map(|_| st.backoff(&opts, 30)).collect();
+        assert!(
+            seen.iter().all(|d| *d <= Duration::from_secs(60)),
+            "capped at the interval"
+        );
+        assert!(seen.len() > 1, "jittered");
+    }
+}
