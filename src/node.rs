@@ -22,6 +22,7 @@ use crate::config::LoadError;
 use crate::engine::{Engine, Switch};
 use crate::policy::{Identifier, Source};
 use crate::store::{List, NewEntry, Store, StoreError};
+use crate::sync::abs::{AbsSink, AbsStatus, Poller, PollerOptions};
 use crate::sync::watch::{Background, Syncer, detection_channel, detection_sink};
 
 /// Why a node operation failed.
@@ -90,6 +91,8 @@ pub struct Node {
     /// Passive nodes keep no lists in their engine.
     passive: bool,
     background: Mutex<Option<Background>>,
+    /// The ABS attack-list poller, when `abs.conf` names an endpoint.
+    abs: Option<Poller>,
 }
 
 impl Node {
@@ -130,11 +133,27 @@ impl Node {
             rx,
         )
         .map_err(|e| NodeError::Store(format!("cannot start the store watcher: {e}")))?;
+        // Every process runs a poller; the election lock in state_dir makes
+        // one of them fetch, and the others get the list from the store's log.
+        let abs = if engine.config().abs.endpoints.is_empty() {
+            None
+        } else {
+            let sink: Arc<dyn AbsSink> = sync.clone();
+            Some(
+                Poller::start(
+                    engine.clone(),
+                    sink,
+                    PollerOptions::from_config(engine.config()),
+                )
+                .map_err(NodeError::Store)?,
+            )
+        };
         Ok(Node {
             engine,
             sync,
             passive: false,
             background: Mutex::new(Some(bg)),
+            abs,
         })
     }
 
@@ -150,6 +169,7 @@ impl Node {
             sync,
             passive: true,
             background: Mutex::new(None),
+            abs: None,
         })
     }
 
@@ -161,6 +181,7 @@ impl Node {
             engine,
             passive: false,
             background: Mutex::new(None),
+            abs: None,
         }
     }
 
@@ -199,9 +220,22 @@ impl Node {
         }
     }
 
+    /// The ABS poller's status, when ABS is configured.
+    pub fn abs_status(&self) -> Option<AbsStatus> {
+        self.abs.as_ref().map(Poller::status)
+    }
+
+    /// The ABS poller, when ABS is configured (to sync now, or stop it).
+    pub fn abs_poller(&self) -> Option<&Poller> {
+        self.abs.as_ref()
+    }
+
     /// Stops the background threads (waiting at most [`SHUTDOWN_WAIT`]) after
     /// the detection writer has flushed what it holds. Idempotent.
     pub fn shutdown(&mut self) {
+        if let Some(p) = self.abs.take() {
+            p.stop(SHUTDOWN_WAIT);
+        }
         let bg = self
             .background
             .get_mut()

@@ -262,6 +262,28 @@ impl Syncer {
     }
 }
 
+/// Fetched ABS lists go to the store in one transaction (every process
+/// then switches at once through the log), then into this engine.
+impl crate::sync::abs::AbsSink for Syncer {
+    fn replace_abs(&self, entries: Vec<(Identifier, u64)>) -> Result<(), String> {
+        let Some(store) = self.store() else {
+            return Err("state store unavailable; the ABS list is not applied".to_string());
+        };
+        let rows: Vec<crate::store::NewEntry> = entries
+            .iter()
+            .map(|(id, exp)| crate::store::NewEntry::new(id.clone(), *exp))
+            .collect();
+        let _g = self.lock();
+        store
+            .replace_source(Source::Abs, &rows)
+            .map_err(|e| e.message)?;
+        self.engine.replace_source(Source::Abs, &entries);
+        // Status only: a failure here must not undo a sync that succeeded.
+        let _ = store.set_meta(crate::store::META_ABS_LAST_SYNC, &now_ms().to_string());
+        Ok(())
+    }
+}
+
 /// The switch with this CLI word.
 pub fn switch_named(name: &str) -> Option<Switch> {
     Switch::ALL.into_iter().find(|s| s.as_str() == name)
