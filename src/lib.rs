@@ -16,7 +16,10 @@
 //!   counters and answers [`engine::Engine::check`].
 //! - [`node`]: an engine plus its durable, shared state; list and switch
 //!   changes go through it.
-//! - [`sync`]: background work: ABS attack-list polling and traffic shipping.
+//! - [`store`]: the durable state shared by every process on a host
+//!   (SQLite in `state_dir`): lists, switches, credential, change log.
+//! - [`sync`]: background work: the store watcher and detection writer, ABS
+//!   attack-list polling and traffic shipping.
 //! - [`ffi`]: the C ABI (`include/ase.h`); the only place with `extern "C"`.
 #![deny(missing_docs)]
 
@@ -29,4 +32,5 @@ pub mod ffi;
 pub mod node;
 /// cbindgen:ignore
 pub mod policy;
+pub mod store;
 pub mod sync;

@@ -2,14 +2,28 @@
 //! shared state (the store, the watcher, ABS sync). The C API and `ase-cli`
 //! change lists and switches through a node, so every change is made durable
 //! first and then applied to the engine.
+//!
+//! Two kinds of node:
+//! - [`Node::open`](crate::node::Node::open) (engines in nginx workers and gateways): loads the store
+//!   into the engine and starts the watcher and detection-writer threads. Call
+//!   it after the host forks. A store that cannot be opened does not stop the
+//!   node: the engine follows `fail_mode` and the watcher keeps retrying.
+//! - [`Node::open_passive`](crate::node::Node::open_passive) (`ase-cli`): the store and the configuration, no
+//!   threads, and the engine's lists are neither loaded nor kept (nothing reads
+//!   them); a store that cannot be opened is an error.
 
 use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::config::LoadError;
 use crate::engine::{Engine, Switch};
 use crate::policy::{Identifier, Source};
+use crate::store::{List, NewEntry, Store, StoreError};
+use crate::sync::abs::{AbsSink, AbsStatus, Poller, PollerOptions};
+use crate::sync::watch::{Background, Syncer, detection_channel, detection_sink};
 
 /// Why a node operation failed.
 #[derive(Debug)]
@@ -29,7 +43,7 @@ impl fmt::Display for NodeError {
         match self {
             NodeError::Load(e) => e.fmt(f),
             NodeError::UnknownApi(n) => write!(f, "unknown API: {n}"),
-            NodeError::Store(m) => write!(f, "state store: {m}"),
+            NodeError::Store(m) => f.write_str(m),
             NodeError::NotFound => f.write_str("no such entry"),
         }
     }
@@ -37,27 +51,230 @@ impl fmt::Display for NodeError {
 
 impl std::error::Error for NodeError {}
 
+impl From<StoreError> for NodeError {
+    fn from(e: StoreError) -> Self {
+        NodeError::Store(e.message)
+    }
+}
+
+/// How long [`Node::shutdown`] waits for the background threads.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+
+/// A node's sync state, for status.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeHealth {
+    /// The store error, while the store is failing.
+    pub store_error: Option<String>,
+    /// Whether the engine is deciding by `fail_mode` (state never loaded).
+    pub failed: bool,
+    /// Log position applied.
+    pub applied_seq: u64,
+    /// Full loads done.
+    pub full_loads: u64,
+    /// Changes applied from the log.
+    pub changes_applied: u64,
+    /// Real-time detection identifiers written to the store.
+    pub detections_written: u64,
+    /// Real-time detection identifiers dropped (queue full or store down).
+    pub detections_dropped: u64,
+    /// Panics caught (and restarted from) in background threads.
+    pub panics: u64,
+    /// Unix ms of the last successful look at the store (0: never).
+    pub last_poll_ms: u64,
+}
+
 /// One engine and its background machinery.
 #[derive(Debug)]
 pub struct Node {
     engine: Arc<Engine>,
+    sync: Arc<Syncer>,
+    /// Passive nodes keep no lists in their engine.
+    passive: bool,
+    background: Mutex<Option<Background>>,
+    /// The ABS attack-list poller, when `abs.conf` names an endpoint.
+    abs: Option<Poller>,
 }
 
 impl Node {
-    /// Loads the configuration at `path` and starts the node.
+    /// Loads the configuration at `path`, opens the store in its `state_dir`,
+    /// loads it into the engine and starts the watcher and detection-writer
+    /// threads. A store that cannot be opened is not an error here: the engine
+    /// follows `fail_mode` (see [`Node::health`]) until the watcher manages to
+    /// load it.
     pub fn open(path: &Path) -> Result<Node, NodeError> {
-        let engine = Engine::open(path).map_err(NodeError::Load)?;
-        Ok(Node::with_engine(Arc::new(engine)))
+        let engine = Arc::new(Engine::open(path).map_err(NodeError::Load)?);
+        let sync = Arc::new(Syncer::new(engine.clone()));
+        let dir = engine.config().state_dir.clone();
+        let watcher_store = match Store::open(&dir).and_then(|s| {
+            sync.full_load(&s)?;
+            Ok(s)
+        }) {
+            Ok(s) => {
+                sync.set_store(Some(Arc::new(s.reopen()?)));
+                Some(s)
+            }
+            Err(e) => {
+                engine.set_failed(true);
+                sync.set_error(&e);
+                None
+            }
+        };
+        let (tx, rx) = detection_channel();
+        engine.set_detection_sink(detection_sink(
+            tx.clone(),
+            sync.health.detections_dropped.clone(),
+        ));
+        let bg = Background::start(
+            sync.clone(),
+            dir,
+            watcher_store,
+            engine.config().sync_poll_interval,
+            tx,
+            rx,
+        )
+        .map_err(|e| NodeError::Store(format!("cannot start the store watcher: {e}")))?;
+        // Every process runs a poller; the election lock in state_dir makes
+        // one of them fetch, and the others get the list from the store's log.
+        let abs = if engine.config().abs.endpoints.is_empty() {
+            None
+        } else {
+            let sink: Arc<dyn AbsSink> = sync.clone();
+            Some(
+                Poller::start(
+                    engine.clone(),
+                    sink,
+                    PollerOptions::from_config(engine.config()),
+                )
+                .map_err(NodeError::Store)?,
+            )
+        };
+        Ok(Node {
+            engine,
+            sync,
+            passive: false,
+            background: Mutex::new(Some(bg)),
+            abs,
+        })
     }
 
-    /// A node over an existing engine.
+    /// Loads the configuration and opens the store, without loading lists or
+    /// starting threads (for `ase-cli`). A store that cannot be opened is an error.
+    pub fn open_passive(path: &Path) -> Result<Node, NodeError> {
+        let engine = Arc::new(Engine::open(path).map_err(NodeError::Load)?);
+        let sync = Arc::new(Syncer::new(engine.clone()));
+        let s = Store::open(&engine.config().state_dir)?;
+        sync.set_store(Some(Arc::new(s)));
+        Ok(Node {
+            engine,
+            sync,
+            passive: true,
+            background: Mutex::new(None),
+            abs: None,
+        })
+    }
+
+    /// A node over an existing engine, with no store: changes apply to the
+    /// engine only (tests, and hosts that want no shared state).
     pub fn with_engine(engine: Arc<Engine>) -> Node {
-        Node { engine }
+        Node {
+            sync: Arc::new(Syncer::new(engine.clone())),
+            engine,
+            passive: false,
+            background: Mutex::new(None),
+            abs: None,
+        }
     }
 
     /// The engine (for checks and reads).
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// The store, when it is open.
+    pub fn store(&self) -> Option<Arc<Store>> {
+        self.sync.store()
+    }
+
+    /// The sync state.
+    pub fn health(&self) -> NodeHealth {
+        let h = &self.sync.health;
+        NodeHealth {
+            store_error: h.error(),
+            failed: self.engine.failed(),
+            applied_seq: h.applied_seq.load(Relaxed),
+            full_loads: h.full_loads.load(Relaxed),
+            changes_applied: h.changes_applied.load(Relaxed),
+            detections_written: h.detections_written.load(Relaxed),
+            detections_dropped: h.detections_dropped.load(Relaxed),
+            panics: h.panics.load(Relaxed),
+            last_poll_ms: h.last_poll_ms.load(Relaxed),
+        }
+    }
+
+    /// Applies any changes other processes logged, now, instead of at the
+    /// next poll. Returns how many were applied.
+    pub fn sync_now(&self) -> Result<usize, NodeError> {
+        match self.sync.store() {
+            Some(s) if !self.passive => Ok(self.sync.poll(&s)?),
+            _ => Ok(0),
+        }
+    }
+
+    /// The ABS poller's status, when ABS is configured.
+    pub fn abs_status(&self) -> Option<AbsStatus> {
+        self.abs.as_ref().map(Poller::status)
+    }
+
+    /// The ABS poller, when ABS is configured (to sync now, or stop it).
+    pub fn abs_poller(&self) -> Option<&Poller> {
+        self.abs.as_ref()
+    }
+
+    /// Stops the background threads (waiting at most [`SHUTDOWN_WAIT`]) after
+    /// the detection writer has flushed what it holds. Idempotent.
+    pub fn shutdown(&mut self) {
+        if let Some(p) = self.abs.take() {
+            p.stop(SHUTDOWN_WAIT);
+        }
+        let bg = self
+            .background
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(mut bg) = bg {
+            bg.stop(SHUTDOWN_WAIT);
+        }
+    }
+
+    /// Writes through the store (when there is one) under the apply lock, then
+    /// applies to the engine unless passive.
+    fn change<R>(
+        &self,
+        write: impl FnOnce(&Store) -> Result<R, StoreError>,
+        apply: impl FnOnce(&Engine, &R),
+    ) -> Result<R, NodeError> {
+        let store = self.sync.store();
+        let _g = self.sync.lock();
+        match store {
+            Some(s) => {
+                let r = write(&s)?;
+                if !self.passive {
+                    apply(&self.engine, &r);
+                }
+                Ok(r)
+            }
+            None if self.engine.failed() => Err(NodeError::Store(
+                self.sync
+                    .health
+                    .error()
+                    .unwrap_or_else(|| "state store unavailable".to_string()),
+            )),
+            None => Err(NodeError::Store("no state store".to_string())),
+        }
+    }
+
+    fn has_store(&self) -> bool {
+        self.sync.store().is_some() || self.engine.failed()
     }
 
     /// Adds `id` to the deny list under `source` (expiry in Unix ms, 0 = never).
@@ -68,53 +285,188 @@ impl Node {
         source: Source,
         expiry: u64,
     ) -> Result<bool, NodeError> {
-        Ok(self.engine.deny_add(id, source, expiry))
+        if !self.has_store() {
+            return Ok(self.engine.deny_add(id, source, expiry));
+        }
+        self.change(
+            |s| {
+                Ok(
+                    s.add(List::Deny, &NewEntry::new(id.clone(), expiry), source)?
+                        .0,
+                )
+            },
+            |e, _| {
+                e.deny_add(id, source, expiry);
+            },
+        )
+    }
+
+    /// Adds many entries under `source` in one transaction (an import);
+    /// `progress` gets the count done so far. Returns how many were new.
+    pub fn deny_add_many(
+        &self,
+        entries: &[NewEntry],
+        source: Source,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<usize, NodeError> {
+        if !self.has_store() {
+            return Ok(entries
+                .iter()
+                .filter(|e| self.engine.deny_add(&e.id, source, e.expiry))
+                .count());
+        }
+        self.change(
+            |s| s.add_many(List::Deny, entries, source, progress),
+            |e, _| {
+                e.with_lists(|deny, _| {
+                    for n in entries {
+                        deny.add(n.id.key(), source, n.expiry);
+                    }
+                })
+            },
+        )
     }
 
     /// Removes `id` from every deny source. `NotFound` if it was not listed.
     pub fn deny_remove(&self, id: &Identifier) -> Result<(), NodeError> {
-        match self.engine.deny_remove(id, Source::ANY) {
-            0 => Err(NodeError::NotFound),
-            _ => Ok(()),
+        if !self.has_store() {
+            return match self.engine.deny_remove(id, Source::ANY) {
+                0 => Err(NodeError::NotFound),
+                _ => Ok(()),
+            };
+        }
+        let (taken, _) = self.change(
+            |s| s.remove(List::Deny, id, Source::ANY),
+            |e, _| {
+                e.deny_remove(id, Source::ANY);
+            },
+        )?;
+        if taken == 0 {
+            Err(NodeError::NotFound)
+        } else {
+            Ok(())
         }
     }
 
     /// Removes the sources in `mask` from every deny entry; returns how many changed.
     pub fn deny_clear(&self, mask: u8) -> Result<usize, NodeError> {
-        Ok(self.engine.deny_clear(mask))
+        if !self.has_store() {
+            return Ok(self.engine.deny_clear(mask));
+        }
+        self.change(
+            |s| s.clear(List::Deny, mask),
+            |e, _| {
+                e.deny_clear(mask);
+            },
+        )
+    }
+
+    /// Replaces every deny entry of `source` (an ABS list fetched whole):
+    /// stored in one transaction, then swapped into the engine at once.
+    pub fn replace_source(&self, source: Source, entries: &[NewEntry]) -> Result<(), NodeError> {
+        let apply = |e: &Engine| {
+            let v: Vec<(Identifier, u64)> =
+                entries.iter().map(|n| (n.id.clone(), n.expiry)).collect();
+            e.replace_source(source, &v);
+        };
+        if !self.has_store() {
+            apply(&self.engine);
+            return Ok(());
+        }
+        self.change(|s| s.replace_source(source, entries), |e, _| apply(e))
+            .map(|_| ())
     }
 
     /// Adds `id` to the allow list (expiry in Unix ms, 0 = never).
     pub fn allow_add(&self, id: &Identifier, expiry: u64) -> Result<bool, NodeError> {
-        Ok(self.engine.allow_add(id, expiry))
+        if !self.has_store() {
+            return Ok(self.engine.allow_add(id, expiry));
+        }
+        self.change(
+            |s| {
+                Ok(s.add(
+                    List::Allow,
+                    &NewEntry::new(id.clone(), expiry),
+                    Source::Manual,
+                )?
+                .0)
+            },
+            |e, _| {
+                e.allow_add(id, expiry);
+            },
+        )
     }
 
     /// Removes `id` from the allow list. `NotFound` if it was not listed.
     pub fn allow_remove(&self, id: &Identifier) -> Result<(), NodeError> {
-        if self.engine.allow_remove(id) {
-            Ok(())
-        } else {
+        if !self.has_store() {
+            return if self.engine.allow_remove(id) {
+                Ok(())
+            } else {
+                Err(NodeError::NotFound)
+            };
+        }
+        let (taken, _) = self.change(
+            |s| s.remove(List::Allow, id, Source::ANY),
+            |e, _| {
+                e.allow_remove(id);
+            },
+        )?;
+        if taken == 0 {
             Err(NodeError::NotFound)
+        } else {
+            Ok(())
         }
     }
 
     /// Empties the allow list; returns how many entries it had.
     pub fn allow_clear(&self) -> Result<usize, NodeError> {
-        Ok(self.engine.allow_clear())
+        if !self.has_store() {
+            return Ok(self.engine.allow_clear());
+        }
+        self.change(
+            |s| s.clear(List::Allow, Source::ANY),
+            |e, _| {
+                e.allow_clear();
+            },
+        )
     }
 
-    /// Sets a switch.
+    /// Sets a switch. Turning `ase_detected_attack` off deletes every
+    /// real-time deny entry, in the store and in every engine.
     pub fn set_switch(&self, s: Switch, on: bool) -> Result<(), NodeError> {
-        self.engine.set_switch(s, on);
-        Ok(())
+        if !self.has_store() {
+            self.engine.set_switch(s, on);
+            return Ok(());
+        }
+        self.change(
+            |st| st.set_switch(s.as_str(), on),
+            |e, _| e.set_switch(s, on),
+        )
+        .map(|_| ())
     }
 
     /// Sets `enable_blocking` of API `name`.
     pub fn set_api_blocking(&self, name: &str, on: bool) -> Result<(), NodeError> {
-        if self.engine.set_api_blocking(name, on) {
-            Ok(())
-        } else {
-            Err(NodeError::UnknownApi(name.to_string()))
+        if self.engine.apis().get(name).is_none() {
+            return Err(NodeError::UnknownApi(name.to_string()));
         }
+        if !self.has_store() {
+            self.engine.set_api_blocking(name, on);
+            return Ok(());
+        }
+        self.change(
+            |s| s.set_api_blocking(name, on),
+            |e, _| {
+                e.set_api_blocking(name, on);
+            },
+        )
+        .map(|_| ())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.shutdown();
     }
 }

@@ -1,3 +1,6 @@
-//! Background synchronisation: ABS attack-list polling and traffic shipping.
+//! Background work that keeps engines in step with the world: the store
+//! watcher and real-time detection writer ([`watch`]), ABS attack-list
+//! polling and traffic shipping ([`abs`]).
 
 pub mod abs;
+pub mod watch;

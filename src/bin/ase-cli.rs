@@ -1,0 +1,880 @@
+//! `ase-cli`: the operator's command line, compatible with ASE's `cli.sh`.
+//!
+//! ```text
+//! ase-cli [--config PATH] -u USER -p PASS [--yes] [--json] [--ttl DURATION] COMMAND [ARGS]
+//! ```
+//!
+//! Options may come before or after the command, as with `cli.sh`; `--` ends
+//! them (for a value that starts with `-`). The configuration is `--config`,
+//! else `$ASE_CONFIG`, else `/etc/ase/ase.conf`. Changes go through
+//! [`ase::node::Node`] into the shared store; running engines pick them up
+//! from its change log. This process starts no threads.
+//!
+//! Output lines follow ASE's documentation byte for byte where it shows them.
+//! Where it is silent the strings are ours (see `help`).
+
+use std::collections::HashSet;
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use ase::engine::{Switch, now_ms};
+use ase::node::{Node, NodeError};
+use ase::policy::config::parse_duration;
+use ase::policy::{FailMode, IdKind, Identifier, Source};
+use ase::store::{self, List, META_ABS_LAST_SYNC, NewEntry, SCHEMA_VERSION, StoredEntry};
+use serde_json::{Value, json};
+
+const DEFAULT_CONFIG: &str = "/etc/ase/ase.conf";
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+const HELP: &str = "\
+Usage: ase-cli [--config PATH] -u USER -p PASS [OPTIONS] COMMAND [ARGS]
+
+Allow list (whitelist) and deny list (blacklist):
+  add_whitelist TYPE [NAME] VALUE      TYPE: ip, cookie NAME, token, api_key NAME, username
+  delete_whitelist TYPE [NAME] VALUE
+  view_whitelist
+  clear_whitelist
+  add_blacklist TYPE [NAME] VALUE      ip takes an address or a CIDR range
+  delete_blacklist TYPE [NAME] VALUE   removes it from every deny source
+  view_blacklist [FILTER]              all (default), manual, abs_detected, decoy,
+                                       invalid_protocol, invalid_method, invalid_content_type
+  clear_blacklist
+  import_blacklist FILE                one entry per line (`ip 1.2.3.4`, `cookie NAME VALUE`);
+                                       `-` reads standard input; added as manual entries
+  export_blacklist [FILTER]            prints entries in the same form
+Switches:
+  enable_firewall | disable_firewall
+  enable_abs | disable_abs
+  enable_abs_attack | disable_abs_attack
+  enable_ase_detected_attack | disable_ase_detected_attack   (disable deletes real-time entries)
+  enable_blocking API | disable_blocking API
+Other:
+  status | list_api | update_password | batch | help | version
+  batch runs one command per line of standard input (clear_* needs --yes there).
+
+Options:
+  --config PATH     ase.conf to use (default: $ASE_CONFIG, else /etc/ase/ase.conf)
+  -u USER -p PASS   credential (default admin/admin until update_password)
+  --ttl DURATION    expire manual entries after DURATION (e.g. 30m, 12h, 7d)
+  --json            JSON output for view_whitelist, view_blacklist and status
+  --yes, -y         do not ask before clear_whitelist / clear_blacklist
+  --                end of options
+";
+
+/// A command-line failure: one line for stderr.
+#[derive(Debug)]
+struct Fail(String);
+
+impl<E: std::fmt::Display> From<E> for Fail {
+    fn from(e: E) -> Self {
+        Fail(e.to_string())
+    }
+}
+
+type Res<T = ()> = Result<T, Fail>;
+
+fn fail<T>(m: impl Into<String>) -> Res<T> {
+    Err(Fail(m.into()))
+}
+
+#[derive(Default)]
+struct Opts {
+    config: Option<PathBuf>,
+    user: Option<String>,
+    pass: Option<String>,
+    yes: bool,
+    json: bool,
+    ttl: Option<Duration>,
+    help: bool,
+    version: bool,
+    words: Vec<String>,
+}
+
+fn parse_args(args: impl IntoIterator<Item = String>, top: bool) -> Res<Opts> {
+    let mut o = Opts::default();
+    let mut it = args.into_iter();
+    let mut rest_positional = false;
+    while let Some(a) = it.next() {
+        if rest_positional {
+            o.words.push(a);
+            continue;
+        }
+        let mut value = |name: &str, inline: Option<&str>| -> Res<String> {
+            match inline {
+                Some(v) => Ok(v.to_string()),
+                None => it
+                    .next()
+                    .map_or_else(|| fail(format!("option {name} needs a value")), Ok),
+            }
+        };
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v)),
+            _ => (a.clone(), None),
+        };
+        match flag.as_str() {
+            "--" => rest_positional = true,
+            "-u" | "--user" if top => o.user = Some(value(&flag, inline)?),
+            "-p" | "--password" if top => o.pass = Some(value(&flag, inline)?),
+            "--config" | "-c" if top => o.config = Some(PathBuf::from(value(&flag, inline)?)),
+            "--yes" | "-y" => o.yes = true,
+            "--json" => o.json = true,
+            "--ttl" => {
+                let v = value(&flag, inline)?;
+                let d = parse_duration(&v).map_err(|e| Fail(format!("--ttl: {e}")))?;
+                if d.is_zero() {
+                    return fail("--ttl: the duration must be more than zero");
+                }
+                o.ttl = Some(d);
+            }
+            "-h" | "--help" => o.help = true,
+            "-V" | "--version" => o.version = true,
+            f if f.starts_with('-') && f.len() > 1 => {
+                return fail(format!("unknown option {f} (see ase-cli help)"));
+            }
+            _ => o.words.push(a),
+        }
+    }
+    Ok(o)
+}
+
+fn main() -> ExitCode {
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let stdin = io::stdin();
+    let mut input = stdin.lock();
+    match run(std::env::args().skip(1), &mut out, &mut input) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fail(m)) => {
+            let _ = out.flush();
+            // A closed pipe (`ase-cli export_blacklist | head`) is not an error to report.
+            if !m.contains("Broken pipe") {
+                eprintln!("ase-cli: {m}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: impl Iterator<Item = String>, out: &mut dyn Write, input: &mut dyn BufRead) -> Res {
+    let o = parse_args(args, true)?;
+    let cmd = o.words.first().map(String::as_str).unwrap_or("");
+    if o.help || cmd == "help" {
+        out.write_all(HELP.as_bytes())?;
+        return Ok(());
+    }
+    if o.version || cmd == "version" {
+        writeln!(out, "ase version {VERSION}")?;
+        return Ok(());
+    }
+    if cmd.is_empty() {
+        return fail("no command given (see ase-cli help)");
+    }
+    // Check the command and its arguments before touching anything, so a
+    // typo never needs the credential or the store to be reported.
+    let parsed = Command::parse(&o)?;
+    let (Some(user), Some(pass)) = (&o.user, &o.pass) else {
+        return fail("missing credential: give -u USER -p PASS");
+    };
+    let config = config_path(&o);
+    let node = Node::open_passive(&config).map_err(|e| open_error(&config, e))?;
+    let store = node
+        .store()
+        .ok_or_else(|| Fail("state store unavailable".into()))?;
+    if !store.verify_password(user, pass)? {
+        return fail("authentication failed: wrong user name or password");
+    }
+    let mut ctx = Ctx {
+        node: &node,
+        user,
+        out,
+        input,
+        batch: false,
+    };
+    ctx.exec_with(&parsed, &o)
+}
+
+fn config_path(o: &Opts) -> PathBuf {
+    o.config
+        .clone()
+        .or_else(|| std::env::var_os("ASE_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
+}
+
+fn open_error(config: &Path, e: NodeError) -> Fail {
+    match e {
+        NodeError::Store(m) => {
+            // Say what running engines do meanwhile, from the config we did read.
+            let mode = ase::config::load_config(config)
+                .map(|c| c.fail_mode)
+                .unwrap_or(FailMode::Open);
+            let what = match mode {
+                FailMode::Open => "fail_mode=open: they allow every request",
+                FailMode::Closed => "fail_mode=closed: they block every request",
+            };
+            Fail(format!("{m} (engines that cannot load it follow {what})"))
+        }
+        e => Fail(e.to_string()),
+    }
+}
+
+/// A validated command.
+enum Command {
+    Add(List, Identifier),
+    Delete(List, Identifier),
+    ViewWhitelist,
+    ViewBlacklist(Option<Source>),
+    Clear(List),
+    Switch(Switch, bool),
+    Blocking(String, bool),
+    Status,
+    ListApi,
+    UpdatePassword,
+    Import(String),
+    Export(Option<Source>),
+    Batch,
+}
+
+fn list_word(l: List) -> &'static str {
+    match l {
+        List::Allow => "whitelist",
+        List::Deny => "blacklist",
+    }
+}
+
+/// Parses `TYPE [NAME] VALUE` (a username takes the rest, spaces included).
+fn identifier(args: &[String]) -> Res<Identifier> {
+    let Some(kind_word) = args.first() else {
+        return fail("missing identifier: give TYPE [NAME] VALUE (see ase-cli help)");
+    };
+    let kind = IdKind::parse(kind_word).ok_or_else(|| {
+        Fail(format!(
+            "unknown identifier type {kind_word:?}: use ip, cookie, token, api_key or username"
+        ))
+    })?;
+    let rest = &args[1..];
+    let (name, value) = match kind {
+        IdKind::Username if !rest.is_empty() => (String::new(), rest.join(" ")),
+        IdKind::Cookie | IdKind::ApiKey if rest.len() == 2 => (rest[0].clone(), rest[1].clone()),
+        IdKind::Cookie | IdKind::ApiKey => {
+            return fail(format!(
+                "{kind} needs a name and a value: {kind} NAME VALUE"
+            ));
+        }
+        IdKind::Ip | IdKind::Token if rest.len() == 1 => (String::new(), rest[0].clone()),
+        _ => return fail(format!("{kind} needs exactly one value: {kind} VALUE")),
+    };
+    Identifier::new(kind, &name, &value).map_err(|e| Fail(format!("invalid {kind}: {e}")))
+}
+
+fn filter(args: &[String]) -> Res<Option<Source>> {
+    match args {
+        [] => Ok(None),
+        [w] if w == "all" => Ok(None),
+        [w] => Source::parse(w).map(Some).ok_or_else(|| {
+            Fail(format!(
+                "unknown filter {w:?}: use all, manual, abs_detected, decoy, invalid_protocol, \
+                 invalid_method or invalid_content_type"
+            ))
+        }),
+        _ => fail("too many arguments: give one filter"),
+    }
+}
+
+impl Command {
+    fn parse(o: &Opts) -> Res<Command> {
+        let cmd = o.words[0].as_str();
+        let args = &o.words[1..];
+        let none = |c: Command| -> Res<Command> {
+            if args.is_empty() {
+                Ok(c)
+            } else {
+                fail(format!("{cmd} takes no arguments"))
+            }
+        };
+        let c = match cmd {
+            "add_whitelist" => Command::Add(List::Allow, identifier(args)?),
+            "add_blacklist" => Command::Add(List::Deny, identifier(args)?),
+            "delete_whitelist" => Command::Delete(List::Allow, identifier(args)?),
+            "delete_blacklist" => Command::Delete(List::Deny, identifier(args)?),
+            "view_whitelist" => none(Command::ViewWhitelist)?,
+            "view_blacklist" => Command::ViewBlacklist(filter(args)?),
+            "clear_whitelist" => none(Command::Clear(List::Allow))?,
+            "clear_blacklist" => none(Command::Clear(List::Deny))?,
+            "status" => none(Command::Status)?,
+            "list_api" => none(Command::ListApi)?,
+            "update_password" => none(Command::UpdatePassword)?,
+            "batch" => none(Command::Batch)?,
+            "export_blacklist" => Command::Export(filter(args)?),
+            "import_blacklist" => match args {
+                [f] => Command::Import(f.clone()),
+                _ => return fail("import_blacklist needs one FILE (or - for standard input)"),
+            },
+            "enable_blocking" | "disable_blocking" => match args {
+                [api] => Command::Blocking(api.clone(), cmd.starts_with("enable")),
+                _ => return fail(format!("{cmd} needs one API name")),
+            },
+            _ => {
+                let sw = cmd
+                    .strip_prefix("enable_")
+                    .map(|s| (s, true))
+                    .or_else(|| cmd.strip_prefix("disable_").map(|s| (s, false)))
+                    .and_then(|(s, on)| ase::sync::watch::switch_named(s).map(|s| (s, on)));
+                match sw {
+                    Some((s, on)) => none(Command::Switch(s, on))?,
+                    None => return fail(format!("unknown command {cmd:?} (see ase-cli help)")),
+                }
+            }
+        };
+        let ttl_ok = matches!(c, Command::Add(..) | Command::Import(_));
+        if o.ttl.is_some() && !ttl_ok {
+            return fail("--ttl applies only to add_whitelist, add_blacklist and import_blacklist");
+        }
+        let json_ok = matches!(
+            c,
+            Command::ViewWhitelist | Command::ViewBlacklist(_) | Command::Status
+        );
+        if o.json && !json_ok {
+            return fail("--json applies only to view_whitelist, view_blacklist and status");
+        }
+        Ok(c)
+    }
+}
+
+struct Ctx<'a> {
+    node: &'a Node,
+    user: &'a str,
+    out: &'a mut dyn Write,
+    input: &'a mut dyn BufRead,
+    batch: bool,
+}
+
+/// How an entry is named in messages that are not list views: values of
+/// secret kinds (tokens, cookies, API keys) are not repeated.
+fn describe(id: &Identifier) -> String {
+    match id.kind {
+        IdKind::Ip | IdKind::Username => id.to_string(),
+        IdKind::Token => "that token".to_string(),
+        k => format!("that {k} {}", id.name),
+    }
+}
+
+fn expiry_of(o: &Opts) -> u64 {
+    o.ttl
+        .map(|d| now_ms().saturating_add(d.as_millis() as u64))
+        .unwrap_or(0)
+}
+
+impl Ctx<'_> {
+    fn store(&self) -> Res<std::sync::Arc<store::Store>> {
+        self.node
+            .store()
+            .ok_or_else(|| Fail("state store unavailable".into()))
+    }
+
+    fn exec_with(&mut self, c: &Command, o: &Opts) -> Res {
+        let n = self.node;
+        match c {
+            Command::Add(list, id) => {
+                let exp = expiry_of(o);
+                match list {
+                    List::Allow => n.allow_add(id, exp)?,
+                    List::Deny => n.deny_add(id, Source::Manual, exp)?,
+                };
+                writeln!(self.out, "{id} added to {}", list_word(*list))?;
+            }
+            Command::Delete(list, id) => {
+                let r = match list {
+                    List::Allow => n.allow_remove(id),
+                    List::Deny => n.deny_remove(id),
+                };
+                match r {
+                    Ok(()) => writeln!(self.out, "{id} deleted from {}", list_word(*list))?,
+                    Err(NodeError::NotFound) => {
+                        return fail(format!(
+                            "{} is not in the {}",
+                            describe(id),
+                            list_word(*list)
+                        ));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Command::ViewWhitelist => {
+                let v = self.store()?.entries(List::Allow, Source::ANY, now_ms())?;
+                if o.json {
+                    let j = json!({ "whitelist": v.iter().map(entry_json).collect::<Vec<_>>() });
+                    writeln!(self.out, "{j}")?;
+                } else if v.is_empty() {
+                    writeln!(self.out, "No Whitelist")?;
+                } else {
+                    writeln!(self.out, "Whitelist")?;
+                    for (i, e) in v.iter().enumerate() {
+                        writeln!(self.out, "{}) {}", i + 1, entry_line(e))?;
+                    }
+                }
+            }
+            Command::ViewBlacklist(f) => self.view_blacklist(*f, o.json)?,
+            Command::Clear(list) => {
+                let word = list_word(*list);
+                if !o.yes {
+                    if self.batch {
+                        return fail(format!("clear_{word} in batch needs --yes"));
+                    }
+                    if !self.confirm(&format!(
+                        "This will delete all {word} Attacks, Are you sure (y/n) : "
+                    ))? {
+                        writeln!(self.out, "Action canceled")?;
+                        return Ok(());
+                    }
+                }
+                match list {
+                    List::Allow => n.allow_clear()?,
+                    List::Deny => n.deny_clear(Source::ANY)?,
+                };
+                let title = if *list == List::Allow {
+                    "Whitelist"
+                } else {
+                    "Blacklist"
+                };
+                writeln!(self.out, "{title} cleared")?;
+            }
+            Command::Switch(s, on) => {
+                n.set_switch(*s, *on)?;
+                let label = match s {
+                    Switch::Firewall => "Firewall",
+                    Switch::Abs => "ABS",
+                    Switch::AbsAttack => "ABS Attack",
+                    Switch::AseDetectedAttack => "ASE Detected Attack",
+                };
+                writeln!(self.out, "{label} is now {}", onoff(*on))?;
+            }
+            Command::Blocking(api, on) => {
+                n.set_api_blocking(api, *on)?;
+                writeln!(self.out, "Blocking is now {} for API {api}", onoff(*on))?;
+            }
+            Command::Status => self.status(o.json)?,
+            Command::ListApi => {
+                let apis = n.engine().apis().apis();
+                if apis.is_empty() {
+                    writeln!(self.out, "No APIs configured")?;
+                }
+                for a in apis {
+                    writeln!(self.out, "{}", a.list_line())?;
+                }
+            }
+            Command::UpdatePassword => self.update_password()?,
+            Command::Import(file) => self.import(file, expiry_of(o))?,
+            Command::Export(f) => {
+                let mask = f.map_or(Source::ANY, Source::bit);
+                let v = self.store()?.entries(List::Deny, mask, now_ms())?;
+                let mut seen = HashSet::new();
+                for e in v {
+                    if seen.insert(e.id.clone()) {
+                        writeln!(self.out, "{}", e.id)?;
+                    }
+                }
+            }
+            Command::Batch => self.batch()?,
+        }
+        Ok(())
+    }
+
+    fn confirm(&mut self, prompt: &str) -> Res<bool> {
+        write!(self.out, "{prompt}")?;
+        self.out.flush()?;
+        let mut line = String::new();
+        let n = self.input.read_line(&mut line)?;
+        // A terminal echoes the answer and its newline; otherwise end the
+        // prompt's line ourselves so the next message starts on its own.
+        if n == 0 || !io::stdin().is_terminal() {
+            writeln!(self.out)?;
+        }
+        let a = line.trim();
+        Ok(a.eq_ignore_ascii_case("y") || a.eq_ignore_ascii_case("yes"))
+    }
+
+    fn view_blacklist(&mut self, f: Option<Source>, json: bool) -> Res {
+        let mask = f.map_or(Source::ANY, Source::bit);
+        let v = self.store()?.entries(List::Deny, mask, now_ms())?;
+        let sections: Vec<Source> = f.map_or(Source::ALL.to_vec(), |s| vec![s]);
+        if json {
+            let mut m = serde_json::Map::new();
+            for s in &sections {
+                let items: Vec<Value> = v
+                    .iter()
+                    .filter(|e| e.source == *s)
+                    .map(entry_json)
+                    .collect();
+                m.insert(s.as_str().to_string(), Value::Array(items));
+            }
+            writeln!(self.out, "{}", json!({ "blacklist": m }))?;
+            return Ok(());
+        }
+        if v.is_empty() {
+            writeln!(self.out, "No Blacklist")?;
+            return Ok(());
+        }
+        // ASE's documentation shows two spaces after the number in the `all`
+        // view and one in a filtered view; both are reproduced.
+        let sep = if f.is_none() { ")  " } else { ") " };
+        for s in sections {
+            let items: Vec<&StoredEntry> = v.iter().filter(|e| e.source == s).collect();
+            if items.is_empty() {
+                continue;
+            }
+            writeln!(self.out, "{}", s.title())?;
+            for (i, e) in items.iter().enumerate() {
+                writeln!(self.out, "{}{sep}{}", i + 1, entry_line(e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn status(&mut self, json: bool) -> Res {
+        let n = self.node;
+        let st = self.store()?;
+        let cfg = n.engine().config();
+        let stored = st.switches()?;
+        let sw = |s: Switch| -> bool {
+            stored
+                .iter()
+                .find(|(k, _)| k == s.as_str())
+                .map(|(_, on)| *on)
+                .unwrap_or(match s {
+                    Switch::Firewall => cfg.enable_firewall,
+                    Switch::Abs => cfg.enable_abs,
+                    Switch::AbsAttack => cfg.enable_abs_attack,
+                    Switch::AseDetectedAttack => cfg.enable_ase_detected_attack,
+                })
+        };
+        let counts = st.counts(now_ms())?;
+        let overrides = st.api_blocking()?;
+        let apis = n.engine().apis().apis();
+        let blocking = apis
+            .iter()
+            .filter(|a| {
+                overrides
+                    .iter()
+                    .find(|(k, _)| *k == a.name)
+                    .map_or(a.enable_blocking_default, |(_, on)| *on)
+            })
+            .count();
+        let last_sync = match st.meta(META_ABS_LAST_SYNC)? {
+            None => "never".to_string(),
+            Some(v) => v.parse::<u64>().map(rfc3339).unwrap_or(v),
+        };
+        let fail_mode = match cfg.fail_mode {
+            FailMode::Open => "open",
+            FailMode::Closed => "closed",
+        };
+        let mut rows: Vec<(&str, String)> = vec![
+            ("version", VERSION.to_string()),
+            ("mode", "in-process".to_string()),
+            ("config", cfg.path.display().to_string()),
+            ("firewall", onoff(sw(Switch::Firewall)).to_string()),
+            (
+                "abs",
+                format!(
+                    "{}, ssl: {}",
+                    onoff(sw(Switch::Abs)),
+                    onoff(cfg.abs.enable_ssl)
+                ),
+            ),
+            ("abs attack", onoff(sw(Switch::AbsAttack)).to_string()),
+            (
+                "ase detected attack",
+                onoff(sw(Switch::AseDetectedAttack)).to_string(),
+            ),
+            (
+                "attack list memory",
+                format!(
+                    "configured {:.2} MB",
+                    cfg.attack_list_memory as f64 / (1u64 << 20) as f64
+                ),
+            ),
+            ("fail mode", fail_mode.to_string()),
+            ("state store", st.path().display().to_string()),
+            ("store schema", SCHEMA_VERSION.to_string()),
+            ("change log position", st.last_seq()?.to_string()),
+            ("last abs sync", last_sync),
+            (
+                "apis",
+                format!(
+                    "{} ({blocking} blocking, {} monitoring)",
+                    apis.len(),
+                    apis.len() - blocking
+                ),
+            ),
+            ("whitelist", counts.allow.to_string()),
+        ];
+        let labels = [
+            "manual blacklist",
+            "abs blacklist",
+            "decoy blacklist",
+            "protocol blacklist",
+            "method blacklist",
+            "content-type blacklist",
+        ];
+        for (i, l) in labels.iter().enumerate() {
+            rows.push((l, counts.deny[i].to_string()));
+        }
+        if json {
+            let m: serde_json::Map<String, Value> = rows
+                .iter()
+                .map(|(k, v)| (k.replace([' ', '-'], "_"), Value::String(v.clone())))
+                .collect();
+            writeln!(self.out, "{}", Value::Object(m))?;
+            return Ok(());
+        }
+        writeln!(self.out, "API Security Enforcer")?;
+        for (k, v) in rows {
+            writeln!(self.out, "{k:<24}: {v}")?;
+        }
+        Ok(())
+    }
+
+    fn update_password(&mut self) -> Res {
+        let a = self.ask_secret("Enter new password : ")?;
+        let b = self.ask_secret("Re-enter new password : ")?;
+        if a.is_empty() {
+            return fail("the new password is empty; nothing changed");
+        }
+        if a != b {
+            return fail("the passwords do not match; nothing changed");
+        }
+        self.store()?.set_password(self.user, &a)?;
+        writeln!(self.out, "Password updated")?;
+        Ok(())
+    }
+
+    fn ask_secret(&mut self, prompt: &str) -> Res<String> {
+        write!(self.out, "{prompt}")?;
+        self.out.flush()?;
+        let tty = io::stdin().is_terminal();
+        // No echo on a terminal: `stty` acts on the terminal we inherit.
+        let stty = |arg: &str| {
+            let _ = std::process::Command::new("stty")
+                .arg(arg)
+                .stdin(std::process::Stdio::inherit())
+                .status();
+        };
+        if tty {
+            stty("-echo");
+        }
+        let mut line = String::new();
+        let r = self.input.read_line(&mut line);
+        if tty {
+            stty("echo");
+        }
+        writeln!(self.out)?;
+        if r? == 0 {
+            return fail("no password given (end of input); nothing changed");
+        }
+        Ok(line.trim_end_matches(['\n', '\r']).to_string())
+    }
+
+    fn import(&mut self, file: &str, expiry: u64) -> Res {
+        let text = if file == "-" {
+            let mut s = String::new();
+            self.input.read_to_string(&mut s)?;
+            s
+        } else {
+            std::fs::read_to_string(file).map_err(|e| Fail(format!("cannot read {file}: {e}")))?
+        };
+        let mut entries = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let id = parse_line(line).map_err(|Fail(m)| Fail(format!("{file}:{}: {m}", i + 1)))?;
+            entries.push(NewEntry::new(id, expiry));
+        }
+        let total = entries.len();
+        let mut bar = Progress::new(total);
+        let new = self
+            .node
+            .deny_add_many(&entries, Source::Manual, &mut |done| bar.show(done))?;
+        bar.finish();
+        writeln!(
+            self.out,
+            "{total} entries imported to blacklist ({new} new)"
+        )?;
+        Ok(())
+    }
+
+    fn batch(&mut self) -> Res {
+        let mut text = String::new();
+        self.input.read_to_string(&mut text)?;
+        self.batch = true;
+        let mut failed = 0;
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let words = line.split_whitespace().map(String::from);
+            let r = parse_args(words, false).and_then(|o| {
+                if o.words.is_empty() {
+                    return fail("no command");
+                }
+                let c = Command::parse(&o)?;
+                if matches!(c, Command::Batch | Command::UpdatePassword) {
+                    return fail("not available in batch");
+                }
+                if let Command::Import(f) = &c {
+                    if f == "-" {
+                        return fail("import_blacklist - is not available in batch");
+                    }
+                }
+                self.exec_with(&c, &o)
+            });
+            // Flush per command: what was printed is what was done.
+            self.out.flush()?;
+            if let Err(Fail(m)) = r {
+                failed += 1;
+                eprintln!("ase-cli: line {}: {m}", i + 1);
+            }
+        }
+        if failed > 0 {
+            return fail(format!("{failed} batch command(s) failed"));
+        }
+        Ok(())
+    }
+}
+
+fn parse_line(line: &str) -> Res<Identifier> {
+    let (kind, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+    let rest = rest.trim();
+    let mut args = vec![kind.to_string()];
+    match IdKind::parse(kind) {
+        // A user name keeps its inner spaces as written.
+        Some(IdKind::Username) if !rest.is_empty() => args.push(rest.to_string()),
+        _ => args.extend(rest.split_whitespace().map(String::from)),
+    }
+    identifier(&args)
+}
+
+fn onoff(on: bool) -> &'static str {
+    if on { "enabled" } else { "disabled" }
+}
+
+fn entry_line(e: &StoredEntry) -> String {
+    let id = &e.id;
+    let mut s = if id.kind.has_name() {
+        format!(
+            "type : {}, name : {}, value : {}",
+            id.kind, id.name, id.value
+        )
+    } else {
+        format!("type : {}, value : {}", id.kind, id.value)
+    };
+    if e.expiry != 0 {
+        s.push_str(&format!(", expires : {}", rfc3339(e.expiry)));
+    }
+    s
+}
+
+fn entry_json(e: &StoredEntry) -> Value {
+    let mut m = serde_json::Map::new();
+    m.insert("type".into(), json!(e.id.kind.as_str()));
+    if e.id.kind.has_name() {
+        m.insert("name".into(), json!(e.id.name));
+    }
+    m.insert("value".into(), json!(e.id.value));
+    m.insert("added".into(), json!(rfc3339(e.added)));
+    if e.expiry != 0 {
+        m.insert("expires".into(), json!(rfc3339(e.expiry)));
+    }
+    if !e.api.is_empty() {
+        m.insert("api".into(), json!(e.api));
+    }
+    if !e.attack_code.is_empty() {
+        m.insert("attack_code".into(), json!(e.attack_code));
+    }
+    Value::Object(m)
+}
+
+/// Unix ms as `YYYY-MM-DDTHH:MM:SSZ` (UTC).
+fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// A progress bar on standard error, drawn only when it is a terminal.
+struct Progress {
+    total: usize,
+    on: bool,
+}
+
+impl Progress {
+    fn new(total: usize) -> Progress {
+        Progress {
+            total,
+            on: io::stderr().is_terminal() && total > 0,
+        }
+    }
+
+    fn show(&mut self, done: usize) {
+        if !self.on {
+            return;
+        }
+        let width = 40;
+        let filled = done * width / self.total.max(1);
+        eprint!(
+            "\r[{}{}] {done}/{}",
+            "#".repeat(filled),
+            " ".repeat(width - filled),
+            self.total
+        );
+    }
+
+    fn finish(&mut self) {
+        if self.on {
+            eprintln!();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_767_225_599_000), "2025-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn import_lines() {
+        assert_eq!(
+            parse_line("username your  name").unwrap().value,
+            "your  name"
+        );
+        assert_eq!(parse_line("cookie J v").unwrap().to_string(), "cookie J v");
+        assert!(parse_line("cookie J v extra").is_err());
+        assert!(parse_line("ip 1.2.3").is_err());
+        assert_eq!(parse_line("ip 10.1.2.3/8").unwrap().value, "10.0.0.0/8");
+    }
+}

@@ -1,0 +1,533 @@
+//! The store watcher and the real-time detection writer.
+//!
+//! - The **watcher** thread applies the store's change log to the engine
+//!   every `sync_poll_interval`, and reloads everything (built aside, swapped
+//!   in) only when it fell behind the kept log. While the store cannot be
+//!   opened it retries, and the engine follows `fail_mode` until the first
+//!   load succeeds; once loaded, a later store failure keeps the last good
+//!   lists in force and is reported in [`Health`].
+//! - The **writer** thread receives real-time detections from the engine's
+//!   detection sink over a bounded channel (the request path only does a
+//!   `try_send`; a full channel drops and counts) and writes them to the
+//!   store in batches, where every other process picks them up from the log.
+//!
+//! Both threads catch panics, count them and restart with a backoff.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+// std's channel rather than crossbeam's: its `try_send` does not initialise
+// `thread::current()` on the host's thread (crossbeam's does, leaving an
+// allocation valgrind reports in every C host that sees a detection).
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError, sync_channel};
+
+use crate::engine::{Engine, Switch, now_ms};
+use crate::policy::ident::Identifier;
+use crate::policy::lists::Source;
+use crate::store::{Change, Changes, List, Store, StoreError};
+
+/// Detections waiting for the writer; beyond this they are dropped (and
+/// counted) rather than slowing the request path.
+pub const DETECTION_QUEUE: usize = 8192;
+
+/// Changes applied per read of the log.
+const BATCH: usize = 2_000;
+
+/// How often the watcher retries a store it could not open.
+const RETRY_OPEN: Duration = Duration::from_secs(1);
+
+/// How often expired entries are dropped from memory and from the store.
+const PURGE_EVERY: Duration = Duration::from_secs(60);
+
+/// A detection on its way to the store.
+pub type DetectionMsg = (Vec<Identifier>, Source);
+
+/// What the writer's channel carries: a detection, or `None` to stop.
+pub type WriterMsg = Option<DetectionMsg>;
+
+/// Counters and the last error of the sync machinery, for status.
+#[derive(Debug, Default)]
+pub struct Health {
+    error: Mutex<Option<String>>,
+    /// Log position applied to the engine.
+    pub applied_seq: AtomicU64,
+    /// Full reloads done (the first load included).
+    pub full_loads: AtomicU64,
+    /// Changes applied from the log.
+    pub changes_applied: AtomicU64,
+    /// Detection identifiers written to the store.
+    pub detections_written: AtomicU64,
+    /// Detections dropped (queue full, or store unavailable). Shared with
+    /// the engine's sink, which must not hold the syncer (that would be a
+    /// reference cycle: the engine owns its sink).
+    pub detections_dropped: Arc<AtomicU64>,
+    /// Panics caught in the background threads (each restarted).
+    pub panics: AtomicU64,
+    /// Unix ms of the last successful poll of the store.
+    pub last_poll_ms: AtomicU64,
+}
+
+impl Health {
+    /// The last store error, if the store is failing now.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_error(&self, e: Option<String>) {
+        *self.error.lock().unwrap_or_else(|e| e.into_inner()) = e;
+    }
+}
+
+/// The part of a node shared with its watcher: the engine, the store
+/// connection used for API calls, the log position and the apply lock.
+#[derive(Debug)]
+pub struct Syncer {
+    engine: Arc<Engine>,
+    store: ArcSwapOption<Store>,
+    /// Held while a change is written and applied (by a node call) or a batch
+    /// of the log is read and applied (by the watcher), so the engine sees
+    /// changes in log order and a node's direct apply never lands after a
+    /// later change another process made to the same entry.
+    apply: Mutex<()>,
+    /// Health counters.
+    pub health: Health,
+}
+
+impl Syncer {
+    /// A syncer for `engine`, with no store yet.
+    pub fn new(engine: Arc<Engine>) -> Syncer {
+        Syncer {
+            engine,
+            store: ArcSwapOption::empty(),
+            apply: Mutex::new(()),
+            health: Health::default(),
+        }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// The store connection for calls from the host, if the store is open.
+    pub fn store(&self) -> Option<Arc<Store>> {
+        self.store.load_full()
+    }
+
+    /// Installs the store connection for calls from the host.
+    pub fn set_store(&self, s: Option<Arc<Store>>) {
+        self.store.store(s);
+    }
+
+    /// Takes the apply lock (see the field's comment).
+    pub fn lock(&self) -> MutexGuard<'_, ()> {
+        // The engine's maps are consistent after any single edit, so a panic
+        // while holding this lock leaves nothing half-done to protect.
+        self.apply.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a store failure.
+    pub fn set_error(&self, e: &StoreError) {
+        self.health.set_error(Some(e.message.clone()));
+    }
+
+    /// Loads the whole store into the engine: lists built aside and swapped
+    /// in, then the stored switches and API overrides. Clears the failed state.
+    pub fn full_load(&self, store: &Store) -> Result<(), StoreError> {
+        let _g = self.lock();
+        self.full_load_locked(store)
+    }
+
+    fn full_load_locked(&self, store: &Store) -> Result<(), StoreError> {
+        let (deny, allow, loaded) = store.load()?;
+        self.engine.replace_all(deny, allow);
+        for (name, on) in &loaded.switches {
+            if let Some(s) = switch_named(name) {
+                self.engine.set_switch(s, *on);
+            }
+        }
+        for (api, on) in &loaded.api_blocking {
+            // An override for an API no longer configured is kept in the
+            // store (it may come back) but has nothing to apply to.
+            self.engine.set_api_blocking(api, *on);
+        }
+        self.health.applied_seq.store(loaded.seq, Relaxed);
+        self.health.full_loads.fetch_add(1, Relaxed);
+        self.health.last_poll_ms.store(now_ms(), Relaxed);
+        self.health.set_error(None);
+        self.engine.set_failed(false);
+        Ok(())
+    }
+
+    /// Applies every change logged since the last one applied; reloads fully
+    /// if the log no longer reaches back that far. Returns the changes applied.
+    pub fn poll(&self, store: &Store) -> Result<usize, StoreError> {
+        let _g = self.lock();
+        let mut n = 0;
+        loop {
+            let from = self.health.applied_seq.load(Relaxed);
+            match store.changes_since(from, BATCH)? {
+                Changes::Behind => {
+                    self.full_load_locked(store)?;
+                    return Ok(n);
+                }
+                Changes::Next(v) => {
+                    let len = v.len();
+                    for (seq, c) in v {
+                        if matches!(c, Change::Reload) {
+                            self.full_load_locked(store)?;
+                        } else {
+                            self.apply(store, &c)?;
+                        }
+                        self.health.applied_seq.store(seq, Relaxed);
+                        n += 1;
+                    }
+                    if len < BATCH {
+                        break;
+                    }
+                }
+            }
+        }
+        self.health.changes_applied.fetch_add(n as u64, Relaxed);
+        self.health.last_poll_ms.store(now_ms(), Relaxed);
+        self.health.set_error(None);
+        Ok(n)
+    }
+
+    /// Applies one change to the engine.
+    pub fn apply(&self, store: &Store, c: &Change) -> Result<(), StoreError> {
+        let e = &self.engine;
+        match c {
+            Change::Add {
+                list: List::Deny,
+                id,
+                source,
+                expiry,
+            } => {
+                e.deny_add(id, *source, *expiry);
+            }
+            Change::Add {
+                list: List::Allow,
+                id,
+                expiry,
+                ..
+            } => {
+                e.allow_add(id, *expiry);
+            }
+            Change::Remove {
+                list: List::Deny,
+                id,
+                mask,
+            } => {
+                e.deny_remove(id, *mask);
+            }
+            Change::Remove {
+                list: List::Allow,
+                id,
+                ..
+            } => {
+                e.allow_remove(id);
+            }
+            Change::Clear {
+                list: List::Deny,
+                mask,
+            } => {
+                e.deny_clear(*mask);
+            }
+            Change::Clear {
+                list: List::Allow, ..
+            } => {
+                e.allow_clear();
+            }
+            Change::Switch { name, on } => {
+                if let Some(s) = switch_named(name) {
+                    e.set_switch(s, *on);
+                }
+            }
+            Change::ApiBlocking { api, on } => {
+                e.set_api_blocking(api, *on);
+            }
+            Change::ReloadSource(s) => {
+                let entries = store.source_entries(*s)?;
+                e.replace_source(*s, &entries);
+            }
+            Change::Reload => self.full_load_locked(store)?,
+        }
+        Ok(())
+    }
+}
+
+/// Fetched ABS lists go to the store in one transaction (every process
+/// then switches at once through the log), then into this engine.
+impl crate::sync::abs::AbsSink for Syncer {
+    fn replace_abs(&self, entries: Vec<(Identifier, u64)>) -> Result<(), String> {
+        let Some(store) = self.store() else {
+            return Err("state store unavailable; the ABS list is not applied".to_string());
+        };
+        let rows: Vec<crate::store::NewEntry> = entries
+            .iter()
+            .map(|(id, exp)| crate::store::NewEntry::new(id.clone(), *exp))
+            .collect();
+        let _g = self.lock();
+        store
+            .replace_source(Source::Abs, &rows)
+            .map_err(|e| e.message)?;
+        self.engine.replace_source(Source::Abs, &entries);
+        // Status only: a failure here must not undo a sync that succeeded.
+        let _ = store.set_meta(crate::store::META_ABS_LAST_SYNC, &now_ms().to_string());
+        Ok(())
+    }
+}
+
+/// The switch with this CLI word.
+pub fn switch_named(name: &str) -> Option<Switch> {
+    Switch::ALL.into_iter().find(|s| s.as_str() == name)
+}
+
+/// The background threads of one node.
+#[derive(Debug)]
+pub struct Background {
+    /// Dropped to wake and stop the watcher.
+    stop: Option<Sender<()>>,
+    /// Sends the writer its stop message.
+    writer: SyncSender<WriterMsg>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Background {
+    /// Starts the watcher and the writer. `store` is the watcher's own
+    /// connection when the store is open; without it the watcher keeps trying
+    /// to open the store in `state_dir` and loads it when it can.
+    pub fn start(
+        syncer: Arc<Syncer>,
+        state_dir: PathBuf,
+        store: Option<Store>,
+        interval: Duration,
+        writer_tx: SyncSender<WriterMsg>,
+        detections: Receiver<WriterMsg>,
+    ) -> std::io::Result<Background> {
+        let (stop_tx, stop) = std::sync::mpsc::channel::<()>();
+        let mut threads = Vec::new();
+        {
+            let syncer = syncer.clone();
+            let dir = state_dir.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("ase-watch".into())
+                    .spawn(move || watcher(&syncer, &dir, store, interval, &stop))?,
+            );
+        }
+        threads.push(
+            std::thread::Builder::new()
+                .name("ase-detect".into())
+                .spawn(move || writer(&syncer, &state_dir, &detections))?,
+        );
+        Ok(Background {
+            stop: Some(stop_tx),
+            writer: writer_tx,
+            threads,
+        })
+    }
+
+    /// Stops the threads, waiting up to `wait` for them. Returns whether all
+    /// finished in time (a thread still blocked in I/O is left detached).
+    pub fn stop(&mut self, wait: Duration) -> bool {
+        // Dropping the sender wakes the watcher. The writer gets a message;
+        // when its queue is full it is busy and sees the stop once it has
+        // made room (the wait below is bounded either way).
+        self.stop = None;
+        if self.writer.try_send(None).is_err() {
+            let w = self.writer.clone();
+            let _ = std::thread::Builder::new().spawn(move || {
+                let _ = w.send(None);
+            });
+        }
+        let deadline = Instant::now() + wait;
+        while self.threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let all = self.threads.iter().all(|t| t.is_finished());
+        for t in self.threads.drain(..) {
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+        all
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(2));
+    }
+}
+
+/// Sleeps `d` unless told to stop; true when stopping.
+fn sleep_or_stop(stop: &Receiver<()>, d: Duration) -> bool {
+    !matches!(stop.recv_timeout(d), Err(RecvTimeoutError::Timeout))
+}
+
+fn backoff(panics: u32) -> Duration {
+    Duration::from_millis(100u64 << panics.min(6))
+}
+
+fn watcher(
+    syncer: &Syncer,
+    dir: &std::path::Path,
+    mut store: Option<Store>,
+    interval: Duration,
+    stop: &Receiver<()>,
+) {
+    let mut last_try = Instant::now();
+    let mut last_purge = Instant::now();
+    let mut panics = 0u32;
+    loop {
+        if sleep_or_stop(stop, interval) {
+            return;
+        }
+        let step = catch_unwind(AssertUnwindSafe(|| {
+            match &store {
+                None => {
+                    if last_try.elapsed() < RETRY_OPEN {
+                        return;
+                    }
+                    last_try = Instant::now();
+                    match Store::open(dir).and_then(|s| {
+                        syncer.full_load(&s)?;
+                        Ok(s)
+                    }) {
+                        Ok(s) => {
+                            if syncer.store().is_none() {
+                                syncer.set_store(s.reopen().ok().map(Arc::new));
+                            }
+                            store = Some(s);
+                        }
+                        Err(e) => syncer.set_error(&e),
+                    }
+                }
+                Some(s) => {
+                    if let Err(e) = syncer.poll(s) {
+                        // Keep the last good lists in force; try again next tick.
+                        syncer.set_error(&e);
+                    }
+                }
+            }
+            if last_purge.elapsed() >= PURGE_EVERY {
+                last_purge = Instant::now();
+                let now = now_ms();
+                syncer.engine().with_lists(|deny, allow| {
+                    deny.purge_expired(now);
+                    allow.purge_expired(now);
+                });
+            }
+        }));
+        if step.is_err() {
+            syncer.health.panics.fetch_add(1, Relaxed);
+            panics += 1;
+            if sleep_or_stop(stop, backoff(panics)) {
+                return;
+            }
+        } else {
+            panics = 0;
+        }
+    }
+}
+
+fn writer(syncer: &Syncer, dir: &std::path::Path, rx: &Receiver<WriterMsg>) {
+    let mut store: Option<Store> = None;
+    let mut last_purge = Instant::now();
+    let mut panics = 0u32;
+    loop {
+        let mut batch: Vec<DetectionMsg> = Vec::new();
+        let mut stopping = match rx.recv_timeout(PURGE_EVERY) {
+            Ok(Some(m)) => {
+                batch.push(m);
+                false
+            }
+            Ok(None) | Err(RecvTimeoutError::Disconnected) => true,
+            Err(RecvTimeoutError::Timeout) => false,
+        };
+        // Take whatever else is queued: one transaction for all of it.
+        while batch.len() < 4096 && !stopping {
+            match rx.try_recv() {
+                Ok(Some(m)) => batch.push(m),
+                Ok(None) | Err(TryRecvError::Disconnected) => stopping = true,
+                Err(TryRecvError::Empty) => break,
+            }
+        }
+        let step = catch_unwind(AssertUnwindSafe(|| {
+            let mut reopen = false;
+            if store.is_none() {
+                store = Store::open(dir).ok();
+            }
+            let Some(s) = &store else {
+                let n: usize = batch.iter().map(|(ids, _)| ids.len()).sum();
+                syncer
+                    .health
+                    .detections_dropped
+                    .fetch_add(n as u64, Relaxed);
+                return;
+            };
+            if !batch.is_empty() {
+                match s.record_detections(&batch) {
+                    Ok(n) => {
+                        syncer
+                            .health
+                            .detections_written
+                            .fetch_add(n as u64, Relaxed);
+                    }
+                    Err(e) => {
+                        let n: usize = batch.iter().map(|(ids, _)| ids.len()).sum();
+                        syncer
+                            .health
+                            .detections_dropped
+                            .fetch_add(n as u64, Relaxed);
+                        syncer.set_error(&e);
+                        reopen = true;
+                    }
+                }
+            }
+            if last_purge.elapsed() >= PURGE_EVERY * 5 {
+                last_purge = Instant::now();
+                let _ = s.purge_expired(now_ms());
+            }
+            if reopen {
+                // The next batch opens a fresh connection (the file may
+                // have been restored or its permissions fixed).
+                store = None;
+            }
+        }));
+        if stopping {
+            return;
+        }
+        if step.is_err() {
+            syncer.health.panics.fetch_add(1, Relaxed);
+            panics += 1;
+            std::thread::sleep(backoff(panics));
+        } else {
+            panics = 0;
+        }
+    }
+}
+
+/// The engine's detection sink: queue without blocking, count what is dropped.
+pub fn detection_sink(
+    tx: SyncSender<WriterMsg>,
+    dropped: Arc<AtomicU64>,
+) -> crate::engine::DetectionSink {
+    Box::new(move |ids: &[Identifier], source: Source| {
+        if tx.try_send(Some((ids.to_vec(), source))).is_err() {
+            dropped.fetch_add(ids.len() as u64, Relaxed);
+        }
+    })
+}
+
+/// A channel for detections, sized [`DETECTION_QUEUE`].
+pub fn detection_channel() -> (SyncSender<WriterMsg>, Receiver<WriterMsg>) {
+    sync_channel(DETECTION_QUEUE)
+}
