@@ -109,7 +109,7 @@ fn main() {
     );
     let s = Store::open(&dir.path().join("state")).unwrap();
     let t = Instant::now();
-    let (d, _, _) = s.load().unwrap();
+    let (d, _) = s.load().unwrap();
     println!(
         "Store::load alone ({} entries into a new map): {:.2} s",
         d.len(),

@@ -18,7 +18,7 @@ use crate::config::{LoadError, load};
 use crate::policy::decide::{Decision, Detection, Reason, Request, Switches, decide};
 use crate::policy::extract::{Headers, Scratch};
 use crate::policy::ident::{IdKind, Identifier, IpNet, Key};
-use crate::policy::lists::{IdMap, Meta, Source};
+use crate::policy::lists::{ALLOW, IdMap, Meta, Source};
 use crate::policy::{ApiSet, Config};
 
 /// Unix time in milliseconds.
@@ -114,8 +114,8 @@ pub type DetectionSink = Box<dyn Fn(&[Identifier], Source) + Send + Sync>;
 pub struct Engine {
     config: Config,
     apis: ApiSet,
-    deny: ArcSwap<IdMap>,
-    allow: ArcSwap<IdMap>,
+    /// Both lists in one map (see `policy::lists`): one probe per identifier.
+    lists: ArcSwap<IdMap>,
     switches: [AtomicBool; 4],
     counters: Counters,
     writer: Mutex<()>,
@@ -151,8 +151,7 @@ impl Engine {
         Engine {
             config,
             apis,
-            deny: ArcSwap::from_pointee(IdMap::new()),
-            allow: ArcSwap::from_pointee(IdMap::new()),
+            lists: ArcSwap::from_pointee(IdMap::new()),
             switches,
             counters: Counters::default(),
             writer: Mutex::new(()),
@@ -192,7 +191,7 @@ impl Engine {
         let _w = self.lock();
         self.switches[s as usize].store(on, Relaxed);
         if s == Switch::AseDetectedAttack && !on {
-            self.deny.load().remove_all(Source::REALTIME);
+            self.lists.load().remove_all(Source::REALTIME);
         }
     }
 
@@ -239,8 +238,7 @@ impl Engine {
             self.count(&d);
             return d;
         }
-        let deny = self.deny.load();
-        let allow = self.allow.load();
+        let lists = self.lists.load();
         let mut scratch = Scratch::default();
         let mut now = {
             let mut cached = 0u64;
@@ -253,8 +251,7 @@ impl Engine {
         };
         let (d, det) = decide(
             &self.apis,
-            &allow,
-            &deny,
+            &lists,
             self.switches(),
             self.config.unknown_api,
             req,
@@ -262,7 +259,7 @@ impl Engine {
             &mut now,
         );
         if let Some(det) = det {
-            self.record(&deny, det);
+            self.record(&lists, det);
         }
         self.count(&d);
         d
@@ -314,54 +311,53 @@ impl Engine {
     /// (0 = never). Returns true if the identifier was not listed before.
     pub fn deny_add(&self, id: &Identifier, source: Source, expiry: u64) -> bool {
         let _w = self.lock();
-        self.deny.load().add(id.key(), source, expiry)
+        self.lists.load().add(id.key(), source, expiry)
     }
 
-    /// Removes `id` from the sources in `mask`; returns the sources it was removed from.
+    /// Removes `id` from the deny sources in `mask`; returns the sources it was removed from.
     pub fn deny_remove(&self, id: &Identifier, mask: u8) -> u8 {
         let _w = self.lock();
-        self.deny.load().remove(&id.key(), mask)
+        self.lists.load().remove(&id.key(), mask & Source::ANY)
     }
 
-    /// Removes every entry's sources in `mask`; returns how many entries changed.
+    /// Removes every entry's deny sources in `mask`; returns how many entries changed.
     pub fn deny_clear(&self, mask: u8) -> usize {
         let _w = self.lock();
-        self.deny.load().remove_all(mask)
+        self.lists.load().remove_all(mask & Source::ANY)
     }
 
     /// Adds `id` to the allow list (expiry in Unix ms, 0 = never).
     pub fn allow_add(&self, id: &Identifier, expiry: u64) -> bool {
         let _w = self.lock();
-        self.allow.load().add(id.key(), Source::Manual, expiry)
+        self.lists.load().add_allow(id.key(), expiry)
     }
 
     /// Removes `id` from the allow list; true if it was listed.
     pub fn allow_remove(&self, id: &Identifier) -> bool {
         let _w = self.lock();
-        self.allow.load().remove(&id.key(), Source::ANY) != 0
+        self.lists.load().remove(&id.key(), ALLOW) != 0
     }
 
     /// Empties the allow list; returns how many entries it had.
     pub fn allow_clear(&self) -> usize {
         let _w = self.lock();
-        self.allow.load().remove_all(Source::ANY)
+        self.lists.load().remove_all(ALLOW)
     }
 
     /// Deny entries with a source in `mask`, in insertion order.
     pub fn deny_entries(&self, mask: u8) -> Vec<(Identifier, Meta)> {
-        self.deny
-            .load()
-            .entries(mask)
-            .into_iter()
-            .map(|(k, m)| (k.identifier(), m))
-            .collect()
+        self.entries(mask & Source::ANY)
     }
 
-    /// Allow entries, in insertion order.
+    /// Allow entries, in insertion order (their expiry is `Meta::allow_exp`).
     pub fn allow_entries(&self) -> Vec<(Identifier, Meta)> {
-        self.allow
+        self.entries(ALLOW)
+    }
+
+    fn entries(&self, mask: u8) -> Vec<(Identifier, Meta)> {
+        self.lists
             .load()
-            .entries(Source::ANY)
+            .entries(mask)
             .into_iter()
             .map(|(k, m)| (k.identifier(), m))
             .collect()
@@ -371,25 +367,25 @@ impl Engine {
     /// Unix ms): the new list is built aside and swapped in at once.
     pub fn replace_source(&self, source: Source, entries: &[(Identifier, u64)]) {
         let _w = self.lock();
-        let next = self.deny.load().copy_without(source.bit(), entries.len());
+        let next = self.lists.load().copy_without(source.bit(), entries.len());
         for (id, exp) in entries {
             next.add(id.key(), source, *exp);
         }
-        retire(self.deny.swap(Arc::new(next)));
+        retire(self.lists.swap(Arc::new(next)));
     }
 
-    /// Replaces both lists whole (a full reload from the store).
-    pub fn replace_all(&self, deny: IdMap, allow: IdMap) {
+    /// Replaces both lists whole (a full reload from the store): `lists` holds
+    /// deny entries (`IdMap::add`) and allow entries (`IdMap::add_allow`).
+    pub fn replace_lists(&self, lists: IdMap) {
         let _w = self.lock();
-        retire(self.deny.swap(Arc::new(deny)));
-        retire(self.allow.swap(Arc::new(allow)));
+        retire(self.lists.swap(Arc::new(lists)));
     }
 
     /// Runs `f` with the writer lock held: a batch of edits that no other
-    /// writer interleaves with.
-    pub fn with_lists<R>(&self, f: impl FnOnce(&IdMap, &IdMap) -> R) -> R {
+    /// writer interleaves with. The map holds both lists.
+    pub fn with_lists<R>(&self, f: impl FnOnce(&IdMap) -> R) -> R {
         let _w = self.lock();
-        f(&self.deny.load(), &self.allow.load())
+        f(&self.lists.load())
     }
 
     /// A copy of the counters and list sizes.
@@ -399,8 +395,8 @@ impl Engine {
             checked: c.checked.load(Relaxed),
             allowed: c.allowed.load(Relaxed),
             detections: c.detections.load(Relaxed),
-            deny_entries: self.deny.load().len() as u64,
-            allow_entries: self.allow.load().len() as u64,
+            deny_entries: self.lists.load().deny_len(),
+            allow_entries: self.lists.load().allow_len(),
             ..Stats::default()
         };
         for i in 0..REASONS {

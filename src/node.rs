@@ -318,9 +318,9 @@ impl Node {
         self.change(
             |s| s.add_many(List::Deny, entries, source, progress),
             |e, _| {
-                e.with_lists(|deny, _| {
+                e.with_lists(|lists| {
                     for n in entries {
-                        deny.add(n.id.key(), source, n.expiry);
+                        lists.add(n.id.key(), source, n.expiry);
                     }
                 })
             },

@@ -565,8 +565,8 @@ pub extern "C" fn ase_allow_list(
             .engine()
             .allow_entries()
             .into_iter()
-            .filter(|(_, m)| m.manual_exp == 0 || m.manual_exp > now)
-            .map(|(id, m)| (id, ASE_SOURCE_MANUAL, m.manual_exp))
+            .filter(|(_, m)| m.allow_exp == 0 || m.allow_exp > now)
+            .map(|(id, m)| (id, ASE_SOURCE_MANUAL, m.allow_exp))
             .collect();
         each_entry(items, cb, userdata);
         Ok(())

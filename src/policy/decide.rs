@@ -8,7 +8,7 @@ use super::api::{Api, ApiSet, NormPath, Response, media_type, proto};
 use super::config::UnknownApi;
 use super::extract::{Headers, Ids, Scratch, extract, header};
 use super::ident::{IdKind, IpKeyBuf, IpNet, KeyRef};
-use super::lists::{IdMap, Source};
+use super::lists::{IdMap, Meta, Source};
 
 /// What the host must do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,27 +196,49 @@ impl<'a> Probe<'a> {
         }
     }
 
-    /// The first identifier on `list` with an active source within `mask`.
-    fn hit(
-        &self,
-        list: &IdMap,
-        mask: u8,
-        now: &mut impl FnMut() -> u64,
-    ) -> Option<(IdKind, Source)> {
-        let r = list.reader();
+    /// One probe per identifier (and per listed IP range length) answers both
+    /// lists: the first allow-listed identifier, else the first identifier
+    /// with an active deny source within `mask`.
+    fn scan(&self, lists: &IdMap, mask: u8, now: &mut impl FnMut() -> u64) -> Scan {
+        let r = lists.reader();
+        let mut out = Scan::default();
         if r.is_empty() {
-            return None;
+            return out;
         }
+        let mut see = |kind: IdKind, m: Meta, out: &mut Scan| {
+            if m.allowed(now) {
+                out.allowed = Some(kind);
+                return true;
+            }
+            if out.denied.is_none() {
+                out.denied = m.active(mask, now).map(|s| (kind, s));
+            }
+            false
+        };
         if let Some((addr, host)) = &self.ip {
-            if let Some(s) = r.lookup_ip(*addr, &host.key(), mask, now) {
-                return Some((IdKind::Ip, s));
+            r.each_ip(*addr, &host.key(), |m| see(IdKind::Ip, m, &mut out));
+            if out.allowed.is_some() {
+                return out;
             }
         }
-        self.keys
-            .iter()
-            .flatten()
-            .find_map(|k| r.lookup(k, mask, now).map(|s| (k.kind(), s)))
+        for k in self.keys.iter().flatten() {
+            if let Some(m) = r.get(k) {
+                if see(k.kind(), m, &mut out) {
+                    return out;
+                }
+            }
+        }
+        out
     }
+}
+
+/// What one scan of the lists found.
+#[derive(Default)]
+struct Scan {
+    /// The first identifier on the allow list.
+    allowed: Option<IdKind>,
+    /// The first identifier with an active deny source, and that source.
+    denied: Option<(IdKind, Source)>,
 }
 
 /// Decides one request. `default_unknown` is the configured unknown-API policy;
@@ -227,8 +249,7 @@ impl<'a> Probe<'a> {
 )]
 pub fn decide<'e, 'a, H: Headers + ?Sized>(
     apis: &'e ApiSet,
-    allow: &IdMap,
-    deny: &IdMap,
+    lists: &IdMap,
     sw: Switches,
     default_unknown: UnknownApi,
     req: &Request<'a, H>,
@@ -280,17 +301,16 @@ where
             );
         }
         // Pass mode: the client IP still meets the lists.
-        let p = probe.ip_only();
-        if p.hit(allow, Source::ANY, now).is_none() {
-            if let Some((kind, src)) = p.hit(deny, mask, now) {
-                return (blocked(None, kind, src), None);
-            }
+        let found = probe.ip_only().scan(lists, mask, now);
+        if let (None, Some((kind, src))) = (found.allowed, found.denied) {
+            return (blocked(None, kind, src), None);
         }
         return (Decision::allow(Reason::UnknownApi, None), None);
     };
 
     // 4. Allow list beats everything but the decoy answer.
-    let allowed = probe.hit(allow, Source::ANY, now).map(|(k, _)| k);
+    let found = probe.scan(lists, mask, now);
+    let allowed = found.allowed;
 
     // 5. Decoy.
     if api.is_decoy(path.as_bytes()) {
@@ -314,7 +334,7 @@ where
 
     // 6. Deny list.
     let blocking = api.blocking();
-    if let Some((kind, src)) = probe.hit(deny, mask, now) {
+    if let Some((kind, src)) = found.denied {
         let d = blocked(Some(api), kind, src);
         return (monitor(d, blocking), None);
     }

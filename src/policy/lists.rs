@@ -108,11 +108,18 @@ impl fmt::Display for Source {
     }
 }
 
-/// What a list knows of one identifier.
+/// The bit of the allow list in [`Meta::sources`], above the six deny sources:
+/// one map holds both lists, so a request probes each identifier once.
+pub const ALLOW: u8 = 1 << 6;
+
+/// What the lists know of one identifier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Meta {
-    /// Bit mask of [`Source`]s listing it (allow-list entries use `Manual`).
+    /// Bit mask of the deny [`Source`]s listing it, plus [`ALLOW`] when it is
+    /// on the allow list.
     pub sources: u8,
+    /// Expiry of the allow listing in Unix milliseconds; 0 = never.
+    pub allow_exp: u64,
     /// Expiry of the manual listing in Unix milliseconds; 0 = never.
     pub manual_exp: u64,
     /// Expiry of the ABS listing in Unix milliseconds; 0 = never.
@@ -122,6 +129,11 @@ pub struct Meta {
 }
 
 impl Meta {
+    /// Whether the identifier is on the allow list and unexpired at `now()`.
+    pub fn allowed(&self, now: &mut impl FnMut() -> u64) -> bool {
+        self.sources & ALLOW != 0 && (self.allow_exp == 0 || now() < self.allow_exp)
+    }
+
     fn expiry(&self, s: Source) -> u64 {
         match s {
             Source::Manual => self.manual_exp,
@@ -133,7 +145,7 @@ impl Meta {
     /// The first source, among those in `enabled`, that lists this entry and
     /// has not expired at `now()`. The clock is read only when an expiry is set.
     pub fn active(&self, enabled: u8, now: &mut impl FnMut() -> u64) -> Option<Source> {
-        let live = self.sources & enabled;
+        let live = self.sources & enabled & Source::ANY;
         if live == 0 {
             return None;
         }
@@ -145,9 +157,9 @@ impl Meta {
         })
     }
 
-    /// Whether any source listing this entry is still unexpired at `now`.
+    /// Whether any listing of this entry (deny or allow) is unexpired at `now`.
     pub fn alive(&self, now: u64) -> bool {
-        self.active(Source::ANY, &mut || now).is_some()
+        self.active(Source::ANY, &mut || now).is_some() || self.allowed(&mut || now)
     }
 }
 
@@ -164,6 +176,9 @@ pub struct IdMap {
     /// next rebuild.
     prefixes: [AtomicU64; 4],
     seq: AtomicU64,
+    /// Entries with a deny source, and entries on the allow list.
+    deny_len: AtomicU64,
+    allow_len: AtomicU64,
 }
 
 impl Default for IdMap {
@@ -200,12 +215,45 @@ impl IdMap {
             per_kind: Default::default(),
             prefixes: Default::default(),
             seq: AtomicU64::new(1),
+            deny_len: AtomicU64::new(0),
+            allow_len: AtomicU64::new(0),
         }
     }
 
-    /// Number of entries (every source counted once).
+    /// Number of identifiers on either list.
     pub fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// Identifiers on the deny list (every source counted once).
+    pub fn deny_len(&self) -> u64 {
+        self.deny_len.load(Relaxed)
+    }
+
+    /// Identifiers on the allow list.
+    pub fn allow_len(&self) -> u64 {
+        self.allow_len.load(Relaxed)
+    }
+
+    /// Keeps the per-kind and per-list counts in step with one entry's change
+    /// from `old` to `new` source bits (0 = absent).
+    fn account(&self, kind: IdKind, old: u8, new: u8) {
+        let step = |c: &AtomicU64, was: bool, is: bool| match (was, is) {
+            (false, true) => {
+                c.fetch_add(1, Relaxed);
+            }
+            (true, false) => {
+                c.fetch_sub(1, Relaxed);
+            }
+            _ => {}
+        };
+        step(&self.per_kind[kind as usize], old != 0, new != 0);
+        step(
+            &self.deny_len,
+            old & Source::ANY != 0,
+            new & Source::ANY != 0,
+        );
+        step(&self.allow_len, old & ALLOW != 0, new & ALLOW != 0);
     }
 
     /// Whether the list is empty.
@@ -226,7 +274,13 @@ impl IdMap {
         let bit = 1u64 << (len % 64);
         let word = (len / 64) as usize;
         let mapped = crate::policy::ident::ip_to_u128(std::net::Ipv4Addr::UNSPECIFIED.into());
-        let top = |l: u8| if l == 0 { 0 } else { u128::MAX << (128 - l as u32) };
+        let top = |l: u8| {
+            if l == 0 {
+                0
+            } else {
+                u128::MAX << (128 - l as u32)
+            }
+        };
         if (net.addr ^ mapped) & top(len.min(96)) == 0 {
             self.prefixes[word].fetch_or(bit, Relaxed);
         }
@@ -236,55 +290,65 @@ impl IdMap {
     }
 
     /// Adds `source` (with an expiry in Unix ms, 0 = never) to the entry for `key`.
-    /// Returns true when the entry is new to the list.
+    /// Returns true when the identifier was not on the deny list before.
     pub fn add(&self, key: Key, source: Source, expiry: u64) -> bool {
+        self.set(key, source.bit(), expiry) & Source::ANY == 0
+    }
+
+    /// Puts `key` on the allow list (expiry in Unix ms, 0 = never). Returns true
+    /// when it was not on the allow list before.
+    pub fn add_allow(&self, key: Key, expiry: u64) -> bool {
+        self.set(key, ALLOW, expiry) & ALLOW == 0
+    }
+
+    /// Sets one bit (a source or [`ALLOW`]) and its expiry; returns the old bits.
+    fn set(&self, key: Key, bit: u8, expiry: u64) -> u8 {
         if let Some(net) = key.ip_net() {
             self.note_ip_net(net);
         }
         let kind = key.parts().0;
         let m = self.map.pin();
-        let mut created = false;
+        let mut before = 0u8;
         let seq = self.seq.fetch_add(1, Relaxed);
         m.compute(key, |old| {
             let mut meta = match old {
                 Some((_, v)) => *v,
-                None => {
-                    created = true;
-                    Meta {
-                        seq,
-                        ..Meta::default()
-                    }
-                }
+                None => Meta {
+                    seq,
+                    ..Meta::default()
+                },
             };
-            meta.sources |= source.bit();
-            match source {
-                Source::Manual => meta.manual_exp = expiry,
-                Source::Abs => meta.abs_exp = expiry,
-                _ => {}
+            before = meta.sources;
+            meta.sources |= bit;
+            if bit == ALLOW {
+                meta.allow_exp = expiry;
+            } else if bit == Source::Manual.bit() {
+                meta.manual_exp = expiry;
+            } else if bit == Source::Abs.bit() {
+                meta.abs_exp = expiry;
             }
             papaya::Operation::<Meta, ()>::Insert(meta)
         });
-        if created {
-            self.per_kind[kind as usize].fetch_add(1, Relaxed);
-        }
-        created
+        self.account(kind, before, before | bit);
+        before
     }
 
-    /// Takes the sources in `mask` off the entry for `key`; an entry left with
-    /// no source is removed. Returns the sources that were taken off.
+    /// Takes the bits in `mask` (deny sources and/or [`ALLOW`]) off the entry
+    /// for `key`; an entry left with none is removed. Returns the bits taken off.
     pub fn remove(&self, key: &Key, mask: u8) -> u8 {
         let m = self.map.pin();
-        let mut taken = 0u8;
-        let mut removed = false;
+        let mut before = 0u8;
         m.compute(key.clone(), |old| match old {
-            None => papaya::Operation::Abort(()),
+            None => {
+                before = 0;
+                papaya::Operation::Abort(())
+            }
             Some((_, v)) => {
-                taken = v.sources & mask;
+                before = v.sources;
                 let left = v.sources & !mask;
-                if taken == 0 {
+                if v.sources & mask == 0 {
                     papaya::Operation::Abort(())
                 } else if left == 0 {
-                    removed = true;
                     papaya::Operation::Remove
                 } else {
                     let mut n = *v;
@@ -295,12 +359,16 @@ impl IdMap {
                     if mask & Source::Abs.bit() != 0 {
                         n.abs_exp = 0;
                     }
+                    if mask & ALLOW != 0 {
+                        n.allow_exp = 0;
+                    }
                     papaya::Operation::Insert(n)
                 }
             }
         });
-        if removed {
-            self.per_kind[key.parts().0 as usize].fetch_sub(1, Relaxed);
+        let taken = before & mask;
+        if taken != 0 {
+            self.account(key.parts().0, before, before & !mask);
         }
         taken
     }
@@ -386,11 +454,14 @@ impl IdMap {
             if mask & Source::Manual.bit() != 0 {
                 meta.manual_exp = 0;
             }
+            if mask & ALLOW != 0 {
+                meta.allow_exp = 0;
+            }
             meta.seq = n.seq.fetch_add(1, Relaxed);
             if let Some(net) = k.ip_net() {
                 n.note_ip_net(net);
             }
-            n.per_kind[k.parts().0 as usize].fetch_add(1, Relaxed);
+            n.account(k.parts().0, 0, left);
             n.map.pin().insert(k.clone(), meta);
         }
         n
@@ -407,7 +478,7 @@ impl IdMap {
                 .collect()
         };
         dead.iter()
-            .filter(|k| self.remove(k, Source::ANY) != 0)
+            .filter(|k| self.remove(k, Source::ANY | ALLOW) != 0)
             .count()
     }
 }
@@ -445,6 +516,33 @@ impl Reader<'_> {
         now: &mut impl FnMut() -> u64,
     ) -> Option<Source> {
         self.get(key)?.active(enabled, now)
+    }
+
+    /// Calls `f` with the entry of `addr` (whose host key is `host`) and of each
+    /// listed range containing it, longest prefix first, until `f` returns true.
+    pub fn each_ip(&self, addr: u128, host: &KeyRef<'_>, mut f: impl FnMut(Meta) -> bool) {
+        if !self.has(IdKind::Ip) {
+            return;
+        }
+        if self.map.get(host).is_some_and(|m| f(*m)) {
+            return;
+        }
+        let words = if crate::policy::ident::is_v4(addr) {
+            &self.list.prefixes[..2]
+        } else {
+            &self.list.prefixes[2..]
+        };
+        for (word, bits) in words.iter().enumerate().rev() {
+            let mut bits = bits.load(Relaxed);
+            while bits != 0 {
+                let top = 63 - bits.leading_zeros() as u8;
+                bits &= !(1u64 << top);
+                let buf = IpKeyBuf::new(IpNet::of(addr, word as u8 * 64 + top));
+                if self.map.get(&buf.key()).is_some_and(|m| f(*m)) {
+                    return;
+                }
+            }
+        }
     }
 
     /// The first active source listing `addr` (whose host key is `host`) or a
@@ -528,6 +626,29 @@ mod tests {
     }
 
     #[test]
+    fn one_map_holds_both_lists() {
+        let l = IdMap::new();
+        let k = || key(IdKind::Token, "", "t");
+        assert!(l.add(k(), Source::Manual, 0));
+        assert!(l.add_allow(k(), 0));
+        assert!(!l.add_allow(k(), 0), "already allowed");
+        assert_eq!((l.len(), l.deny_len(), l.allow_len()), (1, 1, 1));
+        let m = l.get(&KeyRef::new(IdKind::Token, b"", b"t")).unwrap();
+        assert!(m.allowed(&mut || 0));
+        assert_eq!(m.active(Source::ANY, &mut || 0), Some(Source::Manual));
+        assert_eq!(l.remove(&k(), ALLOW), ALLOW);
+        assert_eq!((l.len(), l.deny_len(), l.allow_len()), (1, 1, 0));
+        assert_eq!(l.entries(ALLOW).len(), 0);
+        l.add_allow(k(), 10);
+        assert!(!l.get(&KeyRef::new(IdKind::Token, b"", b"t")).unwrap().allowed(&mut || 10));
+        assert_eq!(l.remove_all(Source::ANY), 1);
+        assert_eq!((l.len(), l.deny_len(), l.allow_len()), (1, 0, 1));
+        assert_eq!(l.purge_expired(11), 1);
+        assert!(l.is_empty());
+        assert_eq!(l.count(IdKind::Token), 0);
+    }
+
+    #[test]
     fn cidr_and_mapped_addresses() {
         let l = IdMap::new();
         l.add(key(IdKind::Ip, "", "10.0.0.0/8"), Source::Manual, 0);
@@ -545,7 +666,11 @@ mod tests {
         assert!(hit("::ffff:10.1.1.1"));
         // Ranges written in IPv6 that hold IPv4 addresses still match IPv4 clients.
         let l2 = IdMap::new();
-        l2.add(key(IdKind::Ip, "", "::ffff:192.168.0.0/112"), Source::Manual, 0);
+        l2.add(
+            key(IdKind::Ip, "", "::ffff:192.168.0.0/112"),
+            Source::Manual,
+            0,
+        );
         l2.add(key(IdKind::Ip, "", "::/1"), Source::Manual, 0);
         let hit2 = |s: &str| {
             let a = crate::policy::ident::ip_to_u128(s.parse().unwrap());

@@ -888,9 +888,9 @@ impl Store {
         })
     }
 
-    /// Loads every unexpired entry into two new maps (deny, allow), built
+    /// Loads every unexpired entry into one new map holding both lists, built
     /// aside in one consistent snapshot, in insertion order.
-    pub fn load(&self) -> Result<(IdMap, IdMap, Loaded), StoreError> {
+    pub fn load(&self) -> Result<(IdMap, Loaded), StoreError> {
         let now = now_ms();
         self.read(|tx| {
             let mut loaded = Loaded {
@@ -905,8 +905,7 @@ impl Store {
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
-            let deny = IdMap::with_capacity(nd as usize);
-            let allow = IdMap::with_capacity(na as usize);
+            let lists = IdMap::with_capacity((nd + na) as usize);
             let mut st = tx.prepare(
                 "SELECT list, kind, name, value, source, expiry FROM entries \
                  WHERE expiry = 0 OR expiry > ?1 ORDER BY id",
@@ -927,15 +926,15 @@ impl Store {
                 };
                 match (list, key, source) {
                     (Some(List::Deny), Some(key), Some(s)) => {
-                        deny.add(key, s, expiry as u64);
+                        lists.add(key, s, expiry as u64);
                     }
                     (Some(List::Allow), Some(key), Some(_)) => {
-                        allow.add(key, Source::Manual, expiry as u64);
+                        lists.add_allow(key, expiry as u64);
                     }
                     _ => loaded.skipped += 1,
                 }
             }
-            Ok((deny, allow, loaded))
+            Ok((lists, loaded))
         })
     }
 

@@ -144,8 +144,8 @@ impl Syncer {
     }
 
     fn full_load_locked(&self, store: &Store) -> Result<(), StoreError> {
-        let (deny, allow, loaded) = store.load()?;
-        self.engine.replace_all(deny, allow);
+        let (lists, loaded) = store.load()?;
+        self.engine.replace_lists(lists);
         for (name, on) in &loaded.switches {
             if let Some(s) = switch_named(name) {
                 self.engine.set_switch(s, *on);
@@ -420,10 +420,7 @@ fn watcher(
             if last_purge.elapsed() >= PURGE_EVERY {
                 last_purge = Instant::now();
                 let now = now_ms();
-                syncer.engine().with_lists(|deny, allow| {
-                    deny.purge_expired(now);
-                    allow.purge_expired(now);
-                });
+                syncer.engine().with_lists(|lists| lists.purge_expired(now));
             }
         }));
         if step.is_err() {
