@@ -715,7 +715,7 @@ fn fold_segments(p: &mut [u8]) -> usize {
 
 #[derive(Debug, Default)]
 struct Group {
-    by_url: HashMap<Box<[u8]>, usize, ahash::RandomState>,
+    by_url: HashMap<Box<[u8]>, usize, foldhash::fast::RandomState>,
     /// Distinct url lengths, longest first.
     lens: Vec<usize>,
 }
@@ -751,7 +751,7 @@ impl Group {
 #[derive(Debug, Default)]
 pub struct ApiSet {
     apis: Vec<Api>,
-    by_host: HashMap<Box<[u8]>, Group, ahash::RandomState>,
+    by_host: HashMap<Box<[u8]>, Group, foldhash::fast::RandomState>,
     any_host: Group,
 }
 

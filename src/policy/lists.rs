@@ -640,7 +640,11 @@ mod tests {
         assert_eq!((l.len(), l.deny_len(), l.allow_len()), (1, 1, 0));
         assert_eq!(l.entries(ALLOW).len(), 0);
         l.add_allow(k(), 10);
-        assert!(!l.get(&KeyRef::new(IdKind::Token, b"", b"t")).unwrap().allowed(&mut || 10));
+        assert!(
+            !l.get(&KeyRef::new(IdKind::Token, b"", b"t"))
+                .unwrap()
+                .allowed(&mut || 10)
+        );
         assert_eq!(l.remove_all(Source::ANY), 1);
         assert_eq!((l.len(), l.deny_len(), l.allow_len()), (1, 0, 1));
         assert_eq!(l.purge_expired(11), 1);
