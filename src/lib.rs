@@ -32,5 +32,7 @@ pub mod ffi;
 pub mod node;
 /// cbindgen:ignore
 pub mod policy;
+/// cbindgen:ignore
 pub mod store;
+/// cbindgen:ignore
 pub mod sync;
