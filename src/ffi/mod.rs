@@ -365,6 +365,17 @@ fn identifier(id: *const ase_identifier) -> Result<Identifier, ase_result> {
     Ok(Identifier::new(kind, name, value)?)
 }
 
+/// Checks the engine and identifier of a list call, then runs `f` on them.
+fn with_id(
+    engine: *const ase_engine,
+    id: *const ase_identifier,
+    f: impl FnOnce(&Node, &Identifier) -> Result<(), NodeError>,
+) -> Result<(), ase_result> {
+    let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
+    let id = identifier(id)?;
+    f(&e.node, &id).map_err(|e| (&e).into())
+}
+
 fn expiry(ttl_seconds: u64) -> u64 {
     if ttl_seconds == 0 {
         0
@@ -393,12 +404,10 @@ pub extern "C" fn ase_deny_add(
     ttl_seconds: u64,
 ) -> ase_result {
     run(|| {
-        let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
-        let id = identifier(id)?;
-        e.node
-            .deny_add(&id, Source::Manual, expiry(ttl_seconds))
-            .map(|_| ())
-            .map_err(|e| (&e).into())
+        with_id(engine, id, |n, id| {
+            n.deny_add(id, Source::Manual, expiry(ttl_seconds))
+                .map(|_| ())
+        })
     })
 }
 
@@ -411,11 +420,7 @@ pub extern "C" fn ase_deny_remove(
     engine: *const ase_engine,
     id: *const ase_identifier,
 ) -> ase_result {
-    run(|| {
-        let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
-        let id = identifier(id)?;
-        e.node.deny_remove(&id).map_err(|e| (&e).into())
-    })
+    run(|| with_id(engine, id, |n, id| n.deny_remove(id)))
 }
 
 fn source_mask(source: ase_source) -> Result<u8, ase_result> {
@@ -450,12 +455,9 @@ pub extern "C" fn ase_allow_add(
     ttl_seconds: u64,
 ) -> ase_result {
     run(|| {
-        let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
-        let id = identifier(id)?;
-        e.node
-            .allow_add(&id, expiry(ttl_seconds))
-            .map(|_| ())
-            .map_err(|e| (&e).into())
+        with_id(engine, id, |n, id| {
+            n.allow_add(id, expiry(ttl_seconds)).map(|_| ())
+        })
     })
 }
 
@@ -467,11 +469,7 @@ pub extern "C" fn ase_allow_remove(
     engine: *const ase_engine,
     id: *const ase_identifier,
 ) -> ase_result {
-    run(|| {
-        let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
-        let id = identifier(id)?;
-        e.node.allow_remove(&id).map_err(|e| (&e).into())
-    })
+    run(|| with_id(engine, id, |n, id| n.allow_remove(id)))
 }
 
 /// Empties the allow list.

@@ -463,13 +463,7 @@ impl Store {
         &self,
         f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<R>,
     ) -> Result<R, StoreError> {
-        let mut c = self.conn();
-        let tx = c
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.err(e))?;
-        let r = f(&tx).map_err(|e| self.err(e))?;
-        tx.commit().map_err(|e| self.err(e))?;
-        Ok(r)
+        self.transaction(TransactionBehavior::Immediate, f)
     }
 
     /// Runs `f` in one read transaction: a consistent snapshot.
@@ -477,10 +471,16 @@ impl Store {
         &self,
         f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<R>,
     ) -> Result<R, StoreError> {
+        self.transaction(TransactionBehavior::Deferred, f)
+    }
+
+    fn transaction<R>(
+        &self,
+        how: TransactionBehavior,
+        f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<R>,
+    ) -> Result<R, StoreError> {
         let mut c = self.conn();
-        let tx = c
-            .transaction_with_behavior(TransactionBehavior::Deferred)
-            .map_err(|e| self.err(e))?;
+        let tx = c.transaction_with_behavior(how).map_err(|e| self.err(e))?;
         let r = f(&tx).map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok(r)
