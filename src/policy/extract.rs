@@ -383,7 +383,11 @@ pub fn extract<'a, H: Headers + ?Sized>(
     want_len(jwt_name);
     for i in 0..h.count() {
         let (n, v) = h.at(i);
-        if if n.len() < 64 { lens & 1 << n.len() == 0 } else { !long } {
+        if if n.len() < 64 {
+            lens & 1 << n.len() == 0
+        } else {
+            !long
+        } {
             continue;
         }
         if xff && xff_v.is_none() && is(n, Some(b"x-forwarded-for")) {

@@ -226,7 +226,13 @@ impl IdMap {
         let bit = 1u64 << (len % 64);
         let word = (len / 64) as usize;
         let mapped = crate::policy::ident::ip_to_u128(std::net::Ipv4Addr::UNSPECIFIED.into());
-        let top = |l: u8| if l == 0 { 0 } else { u128::MAX << (128 - l as u32) };
+        let top = |l: u8| {
+            if l == 0 {
+                0
+            } else {
+                u128::MAX << (128 - l as u32)
+            }
+        };
         if (net.addr ^ mapped) & top(len.min(96)) == 0 {
             self.prefixes[word].fetch_or(bit, Relaxed);
         }
@@ -545,7 +551,11 @@ mod tests {
         assert!(hit("::ffff:10.1.1.1"));
         // Ranges written in IPv6 that hold IPv4 addresses still match IPv4 clients.
         let l2 = IdMap::new();
-        l2.add(key(IdKind::Ip, "", "::ffff:192.168.0.0/112"), Source::Manual, 0);
+        l2.add(
+            key(IdKind::Ip, "", "::ffff:192.168.0.0/112"),
+            Source::Manual,
+            0,
+        );
         l2.add(key(IdKind::Ip, "", "::/1"), Source::Manual, 0);
         let hit2 = |s: &str| {
             let a = crate::policy::ident::ip_to_u128(s.parse().unwrap());
