@@ -109,7 +109,8 @@ fn sync_now_status_and_traffic_reports_through_the_c_api() {
     assert!(st.configured && st.enabled && st.leader && st.traffic_enabled);
     assert_eq!(st.entries, 3);
     assert_eq!((st.bad_items, st.consecutive_failures), (0, 0));
-    assert!(st.syncs >= 2 && st.last_attempt_ms >= st.last_success_ms.saturating_sub(60_000));
+    assert!(st.syncs >= 2, "startup and this one");
+    assert!(st.last_success_ms >= st.last_attempt_ms && st.last_attempt_ms != 0);
     assert_eq!(last_error(&st), "");
 
     // Traffic: the record carries the status the host answered with.
