@@ -41,14 +41,14 @@ fn engine(conf: &[u8]) -> *mut ase_engine {
     e
 }
 
-fn status(e: *const ase_engine) -> ase_abs_status {
-    let mut st = std::mem::MaybeUninit::<ase_abs_status>::uninit();
+fn status(e: *const ase_engine) -> ase_abs_state {
+    let mut st = std::mem::MaybeUninit::<ase_abs_state>::uninit();
     assert_eq!(ase_abs_status(e, st.as_mut_ptr()), ASE_OK);
     // SAFETY: written on ASE_OK.
     unsafe { st.assume_init() }
 }
 
-fn last_error(st: &ase_abs_status) -> String {
+fn last_error(st: &ase_abs_state) -> String {
     // SAFETY: NUL-terminated by the library.
     unsafe { CStr::from_ptr(st.last_error.as_ptr()) }
         .to_string_lossy()

@@ -730,7 +730,7 @@ pub extern "C" fn ase_abs_sync_now(engine: *const ase_engine, timeout_ms: u32) -
 #[unsafe(no_mangle)]
 pub extern "C" fn ase_abs_status(
     engine: *const ase_engine,
-    status_out: *mut ase_abs_status,
+    status_out: *mut ase_abs_state,
 ) -> ase_result {
     run(|| {
         let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
@@ -738,7 +738,7 @@ pub extern "C" fn ase_abs_status(
             return Err(ASE_ERR_NULL_PARAMETER);
         }
         let eng = e.node.engine();
-        let mut out = ase_abs_status {
+        let mut out = ase_abs_state {
             configured: false,
             enabled: false,
             leader: false,

@@ -404,7 +404,7 @@ fn message(buf: &[c_char]) -> String {
 
 #[test]
 fn abs_and_health_calls_check_their_pointers() {
-    let mut st = std::mem::MaybeUninit::<ase_abs_status>::uninit();
+    let mut st = std::mem::MaybeUninit::<ase_abs_state>::uninit();
     let mut h = std::mem::MaybeUninit::<ase_health>::uninit();
     assert_eq!(ase_abs_sync_now(ptr::null(), 1000), ASE_ERR_NULL_PARAMETER);
     assert_eq!(ase_abs_sync_now(ptr::null(), 0), ASE_ERR_NULL_PARAMETER);
@@ -444,7 +444,7 @@ fn without_an_abs_endpoint_abs_calls_say_so_or_do_nothing() {
     let (_dir, e) = temp_engine();
     assert_eq!(ase_abs_sync_now(e, 1000), ASE_ERR_ABS);
     assert_eq!(ase_abs_sync_now(e, 0), ASE_ERR_ABS);
-    let mut st = std::mem::MaybeUninit::<ase_abs_status>::uninit();
+    let mut st = std::mem::MaybeUninit::<ase_abs_state>::uninit();
     assert_eq!(ase_abs_status(e, st.as_mut_ptr()), ASE_OK);
     // SAFETY: written on ASE_OK.
     let st = unsafe { st.assume_init() };

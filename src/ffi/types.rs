@@ -306,7 +306,7 @@ pub struct ase_stats {
     pub allow_entries: u64,
 }
 
-/// Size of the message buffers in `ase_abs_status` and `ase_health`.
+/// Size of the message buffers in `ase_abs_state` and `ase_health`.
 pub const ASE_MESSAGE_LEN: usize = 256;
 
 /// ABS state, from `ase_abs_status`. Times are Unix milliseconds, 0 = never.
@@ -317,7 +317,7 @@ pub const ASE_MESSAGE_LEN: usize = 256;
 /// The `traffic_*` counters are this engine's own.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct ase_abs_status {
+pub struct ase_abs_state {
     /// `abs.conf` names an endpoint (when false, every other field is 0).
     pub configured: bool,
     /// `enable_abs_attack`: the ABS attack list is fetched and blocks.
