@@ -818,15 +818,14 @@ pub extern "C" fn ase_abs_report(
         if response_status > 999 {
             return Err(ASE_ERR_INVALID_ARGUMENT);
         }
+        let eng = e.node.engine();
         let Some(shipper) = e.node.abs_shipper() else {
             return Ok(());
         };
-        let handle = shipper.handle();
-        if !handle.enabled() {
+        if !eng.switch(Switch::Abs) {
             return Ok(());
         }
         let p = parts(request)?;
-        let eng = e.node.engine();
         let action = match v.action {
             ASE_ACTION_ALLOW => Action::Allow,
             ASE_ACTION_BLOCK => Action::Block,
@@ -872,7 +871,8 @@ pub extern "C" fn ase_abs_report(
         if response_status != 0 {
             rec = rec.with_status(response_status as u16);
         }
-        handle.submit(rec);
+        // False when dropped (queue full): counted in `traffic_dropped`.
+        shipper.submit(rec);
         Ok(())
     })
 }

@@ -309,13 +309,12 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 }
 
 impl Inner {
-    fn record(&self, started: u64, result: &Result<SyncReport, String>, failures: u32) {
+    fn record(&self, started: u64, result: &Result<SyncReport, String>) {
+        // The streak counts on from the status shown (the host's, possibly
+        // taken from an earlier leader), not only this loop's own failures.
         let published = {
             let mut s = lock(&self.status);
             s.record_attempt(started, result);
-            if result.is_err() {
-                s.consecutive_failures = failures;
-            }
             s.clone()
         };
         // Outside the lock: a store write must not hold up status readers.
@@ -342,7 +341,7 @@ impl Inner {
                 st.next_due = Instant::now() + st.backoff(&self.opts, st.failures);
             }
         }
-        self.record(started, &r, st.failures);
+        self.record(started, &r);
     }
 
     /// Waits until `deadline`, a sync request or stop. Returns (stop, forced).
