@@ -11,7 +11,7 @@
  *   deny-list [SOURCE]              allow-list
  *   deny-clear [SOURCE]             allow-clear
  *   switch SWITCH [on|off]          blocking API on|off
- *   stats
+ *   stats                           health (state store and ABS sync)
  *
  *   KIND   ip | cookie NAME | token | api_key NAME | username
  *   SOURCE all | manual | abs_detected | decoy | invalid_protocol |
@@ -163,6 +163,31 @@ static int print_stats(const ase_engine *engine, char **tok, int n) {
     return 0;
 }
 
+static int print_health(const ase_engine *engine, char **tok, int n) {
+    ase_health h;
+    ase_abs_state abs;
+    ase_result r = ase_engine_health(engine, &h);
+    if (r == ASE_OK) {
+        r = ase_abs_status(engine, &abs);
+    }
+    if (r != ASE_OK) {
+        return fail(tok, n, ase_result_str(r));
+    }
+    if (h.store_ok) {
+        puts("store ok");
+    } else {
+        printf("store error: %s\n", h.store_error);
+    }
+    printf("fail_mode %s\n", h.fail_mode_active ? "active" : "inactive");
+    if (!abs.configured) {
+        puts("abs not configured");
+        return 0;
+    }
+    printf("abs entries %" PRIu64 " last_success_ms %" PRIu64 " error \"%s\"\n",
+           abs.entries, abs.last_success_ms, abs.last_error);
+    return 0;
+}
+
 static int run_command(const ase_engine *engine, char **tok, int n) {
     const char *cmd = tok[0];
     ase_identifier id;
@@ -232,6 +257,8 @@ static int run_command(const ase_engine *engine, char **tok, int n) {
         r = ase_api_set_blocking(engine, ase_str_from_cstr(tok[1]), strcmp(tok[2], "on") == 0);
     } else if (strcmp(cmd, "stats") == 0) {
         return n == 1 ? print_stats(engine, tok, n) : fail(tok, n, "stats takes no argument");
+    } else if (strcmp(cmd, "health") == 0) {
+        return n == 1 ? print_health(engine, tok, n) : fail(tok, n, "health takes no argument");
     } else {
         return fail(tok, 1, "unknown command (see the top of examples/lists.c)");
     }

@@ -26,6 +26,40 @@
 #define ASE_REASON_COUNT 10
 
 /*
+ Size of the message buffers in `ase_abs_state` and `ase_health`.
+ */
+#define ASE_MESSAGE_LEN 256
+
+/*
+ Changes kept in the log. A process that falls further behind reloads the
+ whole store instead of replaying.
+ */
+#define LOG_KEEP 20000
+
+/*
+ Bulk adds larger than this are logged as one "reload" instead of one
+ change per entry, so a million-entry import does not flood the log.
+ */
+#define LOG_EACH_MAX 1000
+
+/*
+ Rounds for new hashes (OWASP 2023 for PBKDF2-SHA256); about 60 ms per check: slow
+ enough to make guessing from a stolen store costly, fast enough for a CLI.
+ */
+#define ROUNDS 600000
+
+/*
+ The schema version this build writes.
+ */
+#define LATEST 1
+
+/*
+ Detections waiting for the writer; beyond this they are dropped (and
+ counted) rather than slowing the request path.
+ */
+#define DETECTION_QUEUE 8192
+
+/*
  An engine: configuration, APIs, lists, counters, and the threads that keep
  them in step with the host's shared state.
 
@@ -284,6 +318,128 @@ typedef struct ase_stats {
    */
   uint64_t allow_entries;
 } ase_stats;
+
+/*
+ ABS state, from `ase_abs_status`. Times are Unix milliseconds, 0 = never.
+
+ The sync fields (`last_*`, `entries` to `failures`) are those of the
+ host's latest attempt, whichever process made it: one process per host
+ polls, and the others read what it published (about once a second).
+ The `traffic_*` counters are this engine's own.
+ */
+typedef struct ase_abs_state {
+  /*
+   `abs.conf` names an endpoint (when false, every other field is 0).
+   */
+  bool configured;
+  /*
+   `enable_abs_attack`: the ABS attack list is fetched and blocks.
+   */
+  bool enabled;
+  /*
+   This engine's process holds the host's poll lock (it is the one that polls).
+   */
+  bool leader;
+  /*
+   `enable_abs`: traffic records are sent to ABS.
+   */
+  bool traffic_enabled;
+  /*
+   Failed syncs since the last good one.
+   */
+  uint32_t consecutive_failures;
+  /*
+   Start of the last sync attempt.
+   */
+  uint64_t last_attempt_ms;
+  /*
+   End of the last good sync (the list in force is that old).
+   */
+  uint64_t last_success_ms;
+  /*
+   Entries in the list in force.
+   */
+  uint64_t entries;
+  /*
+   Items of that list that could not be read and were skipped.
+   */
+  uint64_t bad_items;
+  /*
+   Items of that list that had already expired.
+   */
+  uint64_t expired_items;
+  /*
+   Good syncs (of the process that polls, since it started).
+   */
+  uint64_t syncs;
+  /*
+   Failed syncs (same).
+   */
+  uint64_t failures;
+  /*
+   Traffic records waiting in this engine's queue.
+   */
+  uint64_t traffic_queued;
+  /*
+   Traffic records ABS accepted.
+   */
+  uint64_t traffic_sent;
+  /*
+   Traffic records dropped: queue full, or ABS refused every try.
+   */
+  uint64_t traffic_dropped;
+  /*
+   Why the last sync failed, NUL-terminated; empty after a good sync.
+   Never holds a key or a token.
+   */
+  char last_error[ASE_MESSAGE_LEN];
+} ase_abs_state;
+
+/*
+ State of the engine's shared state, from `ase_engine_health`.
+ */
+typedef struct ase_health {
+  /*
+   The state store answers (false while `store_error` is set).
+   */
+  bool store_ok;
+  /*
+   The state could never be loaded: requests are decided by `fail_mode`.
+   */
+  bool fail_mode_active;
+  /*
+   Position in the store's change log applied to this engine.
+   */
+  uint64_t applied_seq;
+  /*
+   Full loads of the store (the first one included).
+   */
+  uint64_t full_loads;
+  /*
+   Changes applied from the log.
+   */
+  uint64_t changes_applied;
+  /*
+   Real-time detections written to the store.
+   */
+  uint64_t detections_written;
+  /*
+   Real-time detections dropped (queue full or store down).
+   */
+  uint64_t detections_dropped;
+  /*
+   Panics caught in background threads (each one restarted).
+   */
+  uint64_t panics;
+  /*
+   Last successful look at the store (Unix ms, 0 = never).
+   */
+  uint64_t last_poll_ms;
+  /*
+   The store error while it fails, NUL-terminated; empty when it works.
+   */
+  char store_error[ASE_MESSAGE_LEN];
+} ase_health;
 
 /*
  Success.
@@ -700,6 +856,63 @@ ase_result ase_api_set_blocking(const struct ase_engine *engine, struct ase_str 
  Thread safety: any thread; counters are read one by one, not as a snapshot.
  */
 ase_result ase_engine_stats(const struct ase_engine *engine, struct ase_stats *stats_out);
+
+/*
+ Fetches the ABS attack list now and applies it (every process of the host
+ switches to it), whatever `enable_abs_attack` and the poll election say,
+ then waits up to `timeout_ms` for the result. `timeout_ms` 0 only asks
+ for the sync and returns at once.
+
+ Errors: `ASE_ERR_NULL_PARAMETER`; `ASE_ERR_ABS` when `abs.conf` names no
+ endpoint, when the sync failed (ABS down, refused, bad body: the last
+ good list stays in force; `ase_abs_status` tells why) or did not finish
+ within `timeout_ms`.
+
+ Thread safety: any thread. It blocks for up to `timeout_ms`: do not call
+ it from an event loop (nginx) with a non-zero timeout.
+ */
+ase_result ase_abs_sync_now(const struct ase_engine *engine, uint32_t timeout_ms);
+
+/*
+ Copies the ABS state into `*status_out`: sync state of the host's latest
+ attempt and this engine's traffic counters. Without an endpoint in
+ `abs.conf` it returns `ASE_OK` with `configured` false and the rest 0.
+ Takes a short lock, does no I/O.
+
+ Thread safety: any thread.
+ */
+ase_result ase_abs_status(const struct ase_engine *engine, struct ase_abs_state *status_out);
+
+/*
+ Reports a request to ABS as traffic (DESIGN.md §3, docs/abs.md): the
+ request as given to `ase_check_request`, the verdict it returned, and the
+ status the host answered with (`response_status` 0: unknown). Call it
+ once the response status is known (nginx: the log phase).
+
+ A no-op returning `ASE_OK` while `enable_abs` is off or `abs.conf` names
+ no endpoint. Otherwise the record is built on the calling thread (header
+ values cut at 4 KiB, at most 64 headers) and queued without waiting; when
+ the queue is full it is dropped and counted (`traffic_dropped`). Never
+ does I/O. The request's strings are copied; nothing is kept borrowed.
+
+ Errors: `ASE_ERR_NULL_PARAMETER`, and those of `ase_check_request` for a
+ bad request; `ASE_ERR_INVALID_ARGUMENT` for a verdict whose action or
+ reason is out of range, or a `response_status` above 999.
+
+ Thread safety: any number of threads at once.
+ */
+ase_result ase_abs_report(const struct ase_engine *engine,
+                          const struct ase_request *request,
+                          const struct ase_verdict *verdict,
+                          uint32_t response_status);
+
+/*
+ Copies the state of the engine's shared state (the store, the watcher,
+ the detection writer) into `*health_out`. Takes short locks, no I/O.
+
+ Thread safety: any thread.
+ */
+ase_result ase_engine_health(const struct ase_engine *engine, struct ase_health *health_out);
 
 #ifdef __cplusplus
 }  // extern "C"

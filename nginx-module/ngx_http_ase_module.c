@@ -27,6 +27,8 @@
 typedef struct {
     ngx_pid_t                  pid;
     ase_stats                  stats;
+    ase_abs_state              abs;
+    ase_health                 health;
 } ngx_http_ase_slot_t;
 
 
@@ -36,6 +38,7 @@ typedef struct {
     ngx_shm_zone_t            *shm_zone;
     ngx_http_ase_slot_t       *slots;
     ngx_event_t                stats_event;
+    ngx_flag_t                 abs_configured;
 } ngx_http_ase_main_conf_t;
 
 
@@ -56,10 +59,13 @@ typedef struct {
     ase_action                 action;
     ase_reason                 reason;
     ngx_uint_t                 would_block;
+    ase_verdict                verdict;    /* for ase_abs_report() */
 } ngx_http_ase_ctx_t;
 
 
 static ngx_int_t ngx_http_ase_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ase_request(ngx_http_request_t *r,
+    ase_request *req, ase_header *stack);
 static ngx_int_t ngx_http_ase_respond(ngx_http_request_t *r,
     ase_verdict *v);
 static ngx_int_t ngx_http_ase_redirect(ngx_http_request_t *r,
@@ -70,6 +76,8 @@ static ngx_http_ase_ctx_t *ngx_http_ase_get_ctx(ngx_http_request_t *r);
 static void ngx_http_ase_cleanup(void *data);
 static ngx_int_t ngx_http_ase_verdict_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static u_char *ngx_http_ase_abs_metrics(u_char *p,
+    ngx_http_ase_main_conf_t *amcf);
 static void ngx_http_ase_publish(ngx_http_ase_main_conf_t *amcf);
 static void ngx_http_ase_stats_timer(ngx_event_t *ev);
 static ngx_int_t ngx_http_ase_init_zone(ngx_shm_zone_t *shm_zone,
@@ -204,12 +212,7 @@ static ngx_str_t  ngx_http_ase_ws = ngx_string("ws");
 static ngx_int_t
 ngx_http_ase_handler(ngx_http_request_t *r)
 {
-    ngx_uint_t                 i, n;
-    ngx_str_t                 *scheme;
-    ngx_list_part_t           *part;
-    ngx_table_elt_t           *h;
     ngx_connection_t          *c;
-    ase_header                *headers;
     ase_request                req;
     ase_verdict                v;
     ngx_pool_cleanup_t        *cln;
@@ -238,97 +241,11 @@ ngx_http_ase_handler(ngx_http_request_t *r)
 
     c = r->connection;
 
-    ngx_memzero(&req, sizeof(ase_request));
-
-    /* the address after realip; none for unix sockets */
-
-    switch (c->sockaddr->sa_family) {
-
-    case AF_INET:
-#if (NGX_HAVE_INET6)
-    case AF_INET6:
-#endif
-        req.client_ip.len = c->addr_text.len;
-        req.client_ip.data = c->addr_text.data;
-        break;
-
-    default:
-        break;
+    if (ngx_http_ase_request(r, &req, stack) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-#if (NGX_HTTP_SSL)
-    scheme = c->ssl ? &ngx_http_ase_https : &ngx_http_ase_http;
-#else
-    scheme = &ngx_http_ase_http;
-#endif
-
-    if (r->headers_in.upgrade
-        && r->headers_in.upgrade->value.len == sizeof("websocket") - 1
-        && ngx_strncasecmp(r->headers_in.upgrade->value.data,
-                           (u_char *) "websocket", sizeof("websocket") - 1)
-           == 0)
-    {
-        scheme = (scheme == &ngx_http_ase_https) ? &ngx_http_ase_wss
-                                                 : &ngx_http_ase_ws;
-    }
-
-    req.scheme.len = scheme->len;
-    req.scheme.data = scheme->data;
-    req.method.len = r->method_name.len;
-    req.method.data = r->method_name.data;
-    req.host.len = r->headers_in.server.len;
-    req.host.data = r->headers_in.server.data;
-
-    /*
-     * The URI as the client sent it, query string included: decoys,
-     * API prefixes and API keys in the query are the client's, not
-     * those of a rewrite; the engine normalises %XX and dot segments.
-     */
-
-    req.uri.len = r->unparsed_uri.len;
-    req.uri.data = r->unparsed_uri.data;
-    req.http_version.len = r->http_protocol.len;
-    req.http_version.data = r->http_protocol.data;
     req.unknown_api = alcf->unknown_api;
-
-    n = 0;
-    part = &r->headers_in.headers.part;
-
-    while (part) {
-        n += part->nelts;
-        part = part->next;
-    }
-
-    if (n <= NGX_HTTP_ASE_STACK_HEADERS) {
-        headers = stack;
-
-    } else {
-        headers = ngx_palloc(r->pool, n * sizeof(ase_header));
-        if (headers == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-    }
-
-    n = 0;
-
-    for (part = &r->headers_in.headers.part; part; part = part->next) {
-        h = part->elts;
-
-        for (i = 0; i < part->nelts; i++) {
-            if (h[i].hash == 0) {
-                continue;
-            }
-
-            headers[n].name.len = h[i].key.len;
-            headers[n].name.data = h[i].key.data;
-            headers[n].value.len = h[i].value.len;
-            headers[n].value.data = h[i].value.data;
-            n++;
-        }
-    }
-
-    req.headers = headers;
-    req.headers_len = n;
 
     cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_ase_ctx_t));
     if (cln == NULL) {
@@ -359,6 +276,7 @@ ngx_http_ase_handler(ngx_http_request_t *r)
     ctx->action = v.action;
     ctx->reason = v.reason < ASE_REASON_COUNT ? v.reason : ASE_REASON_NONE;
     ctx->would_block = v.would_block;
+    ctx->verdict = v;
 
     ngx_log_debug4(NGX_LOG_DEBUG_HTTP, c->log, 0,
                    "ase: action:%uD reason:%uD status:%uD would_block:%d",
@@ -375,6 +293,121 @@ ngx_http_ase_handler(ngx_http_request_t *r)
     default: /* ASE_ACTION_BLOCK, ASE_ACTION_RESPOND */
         return ngx_http_ase_respond(r, &v);
     }
+}
+
+
+/*
+ * The request as ase sees it: the client address after realip, the scheme,
+ * the URI as the client sent it and every request header, all pointing into
+ * the request (nothing is copied).  Headers go to "stack" when they fit,
+ * else to the request pool.
+ */
+
+static ngx_int_t
+ngx_http_ase_request(ngx_http_request_t *r, ase_request *req,
+    ase_header *stack)
+{
+    ngx_uint_t         i, n;
+    ngx_str_t         *scheme;
+    ngx_list_part_t   *part;
+    ngx_table_elt_t   *h;
+    ngx_connection_t  *c;
+    ase_header        *headers;
+
+    c = r->connection;
+
+    ngx_memzero(req, sizeof(ase_request));
+
+    /* the address after realip; none for unix sockets */
+
+    switch (c->sockaddr->sa_family) {
+
+    case AF_INET:
+#if (NGX_HAVE_INET6)
+    case AF_INET6:
+#endif
+        req->client_ip.len = c->addr_text.len;
+        req->client_ip.data = c->addr_text.data;
+        break;
+
+    default:
+        break;
+    }
+
+#if (NGX_HTTP_SSL)
+    scheme = c->ssl ? &ngx_http_ase_https : &ngx_http_ase_http;
+#else
+    scheme = &ngx_http_ase_http;
+#endif
+
+    if (r->headers_in.upgrade
+        && r->headers_in.upgrade->value.len == sizeof("websocket") - 1
+        && ngx_strncasecmp(r->headers_in.upgrade->value.data,
+                           (u_char *) "websocket", sizeof("websocket") - 1)
+           == 0)
+    {
+        scheme = (scheme == &ngx_http_ase_https) ? &ngx_http_ase_wss
+                                                 : &ngx_http_ase_ws;
+    }
+
+    req->scheme.len = scheme->len;
+    req->scheme.data = scheme->data;
+    req->method.len = r->method_name.len;
+    req->method.data = r->method_name.data;
+    req->host.len = r->headers_in.server.len;
+    req->host.data = r->headers_in.server.data;
+
+    /*
+     * The URI as the client sent it, query string included: decoys,
+     * API prefixes and API keys in the query are the client's, not
+     * those of a rewrite; the engine normalises %XX and dot segments.
+     */
+
+    req->uri.len = r->unparsed_uri.len;
+    req->uri.data = r->unparsed_uri.data;
+    req->http_version.len = r->http_protocol.len;
+    req->http_version.data = r->http_protocol.data;
+
+    n = 0;
+    part = &r->headers_in.headers.part;
+
+    while (part) {
+        n += part->nelts;
+        part = part->next;
+    }
+
+    if (n <= NGX_HTTP_ASE_STACK_HEADERS) {
+        headers = stack;
+
+    } else {
+        headers = ngx_palloc(r->pool, n * sizeof(ase_header));
+        if (headers == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    n = 0;
+
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+            if (h[i].hash == 0) {
+                continue;
+            }
+
+            headers[n].name.len = h[i].key.len;
+            headers[n].name.data = h[i].key.data;
+            headers[n].value.len = h[i].value.len;
+            headers[n].value.data = h[i].value.data;
+            n++;
+        }
+    }
+
+    req->headers = headers;
+    req->headers_len = n;
+
+    return NGX_OK;
 }
 
 
@@ -479,24 +512,64 @@ ngx_http_ase_redirect(ngx_http_request_t *r, ase_verdict *v)
 
 
 /*
- * The log phase is where the response status of ABS traffic records will be
- * reported once the C API has a call for it; for now it traces the verdict.
+ * The log phase reports each checked request, with the status it was
+ * answered with, to ABS as traffic (while enable_abs is on).  The record is
+ * queued without waiting; the engine's shipper thread sends it.
  */
 
 static ngx_int_t
 ngx_http_ase_log_handler(ngx_http_request_t *r)
 {
-    ngx_http_ase_ctx_t  *ctx;
+    bool                       on;
+    ngx_uint_t                 status;
+    ase_result                 rc;
+    ase_request                req;
+    ngx_http_ase_ctx_t        *ctx;
+    ngx_http_ase_main_conf_t  *amcf;
+    ase_header                 stack[NGX_HTTP_ASE_STACK_HEADERS];
 
     ctx = ngx_http_ase_get_ctx(r);
 
-    if (ctx == NULL) {
+    if (ctx == NULL || ctx->rc != ASE_OK) {
         return NGX_OK;
+    }
+
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_ase_module);
+
+    if (amcf->engine == NULL || !amcf->abs_configured) {
+        return NGX_OK;
+    }
+
+    /* skip building the request when enable_abs is off */
+
+    if (ase_switch_get(amcf->engine, ASE_SWITCH_ABS, &on) != ASE_OK || !on) {
+        return NGX_OK;
+    }
+
+    /* as the log module: a status set by an error takes precedence */
+
+    status = r->err_status ? r->err_status : r->headers_out.status;
+
+    if (status > 999) {
+        status = 0;
+    }
+
+    if (ngx_http_ase_request(r, &req, stack) != NGX_OK) {
+        return NGX_OK;
+    }
+
+    rc = ase_abs_report(amcf->engine, &req, &ctx->verdict,
+                        (uint32_t) status);
+
+    if (rc != ASE_OK) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "ase: ABS traffic report failed: %s",
+                      ase_result_str(rc));
     }
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "ase: log action:%uD reason:%uD status:%ui",
-                   ctx->action, ctx->reason, r->headers_out.status);
+                   ctx->action, ctx->reason, status);
 
     return NGX_OK;
 }
@@ -641,7 +714,7 @@ ngx_http_ase_status_handler(ngx_http_request_t *r)
         }
     }
 
-    size = 4096 + 2 * ASE_REASON_COUNT * 128;
+    size = 8192 + 2 * ASE_REASON_COUNT * 128;
 
     b = ngx_create_temp_buf(r->pool, size);
     if (b == NULL) {
@@ -695,6 +768,8 @@ ngx_http_ase_status_handler(ngx_http_request_t *r)
         "ase_allow_list_entries %uL\n",
         sum.detections, own.deny_entries, own.allow_entries);
 
+    b->last = ngx_http_ase_abs_metrics(b->last, amcf);
+
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
 
@@ -717,21 +792,160 @@ ngx_http_ase_status_handler(ngx_http_request_t *r)
 }
 
 
+/*
+ * ABS and store metrics.  Sync state is the host's (every worker shows the
+ * latest attempt, whichever process made it): the slot with the latest
+ * attempt is used.  Traffic and store counters are summed over workers.
+ */
+
+static u_char *
+ngx_http_ase_abs_metrics(u_char *p, ngx_http_ase_main_conf_t *amcf)
+{
+    ngx_uint_t            i, leaders, store_up, fail_mode, configured;
+    uint64_t              sent, dropped, queued, det_dropped, panics;
+    ase_abs_state        *latest;
+    ngx_http_ase_slot_t  *slot;
+
+    latest = NULL;
+    leaders = 0;
+    store_up = 1;
+    fail_mode = 0;
+    configured = 0;
+    sent = 0;
+    dropped = 0;
+    queued = 0;
+    det_dropped = 0;
+    panics = 0;
+
+    for (i = 0; i < NGX_HTTP_ASE_SLOTS; i++) {
+        slot = &amcf->slots[i];
+
+        if (slot->pid == 0) {
+            continue;
+        }
+
+        if (slot->abs.configured) {
+            configured = 1;
+
+            if (latest == NULL
+                || slot->abs.last_attempt_ms > latest->last_attempt_ms)
+            {
+                latest = &slot->abs;
+            }
+        }
+
+        leaders += slot->abs.leader ? 1 : 0;
+        sent += slot->abs.traffic_sent;
+        dropped += slot->abs.traffic_dropped;
+        queued += slot->abs.traffic_queued;
+        if (!slot->health.store_ok) {
+            store_up = 0;
+        }
+
+        fail_mode += slot->health.fail_mode_active ? 1 : 0;
+        det_dropped += slot->health.detections_dropped;
+        panics += slot->health.panics;
+    }
+
+    p = ngx_sprintf(p,
+        "# HELP ase_store_up 1 when every worker reaches the state store.\n"
+        "# TYPE ase_store_up gauge\n"
+        "ase_store_up %ui\n"
+        "# HELP ase_fail_mode_active Workers deciding by fail_mode"
+        " (state never loaded).\n"
+        "# TYPE ase_fail_mode_active gauge\n"
+        "ase_fail_mode_active %ui\n"
+        "# HELP ase_detections_dropped_total Real-time detections dropped"
+        " (queue full or store down).\n"
+        "# TYPE ase_detections_dropped_total counter\n"
+        "ase_detections_dropped_total %uL\n"
+        "# HELP ase_background_panics_total Panics caught in background"
+        " threads (each restarted).\n"
+        "# TYPE ase_background_panics_total counter\n"
+        "ase_background_panics_total %uL\n"
+        "# HELP ase_abs_configured 1 when abs.conf names an ABS endpoint.\n"
+        "# TYPE ase_abs_configured gauge\n"
+        "ase_abs_configured %ui\n"
+        "# HELP ase_abs_leader Workers of this nginx polling ABS"
+        " for the host.\n"
+        "# TYPE ase_abs_leader gauge\n"
+        "ase_abs_leader %ui\n",
+        store_up, fail_mode,
+        det_dropped, panics, configured, leaders);
+
+    p = ngx_sprintf(p,
+        "# HELP ase_abs_last_attempt_timestamp_seconds Start of the last"
+        " attack-list sync attempt (0: never).\n"
+        "# TYPE ase_abs_last_attempt_timestamp_seconds gauge\n"
+        "ase_abs_last_attempt_timestamp_seconds %uL\n"
+        "# HELP ase_abs_last_success_timestamp_seconds End of the last"
+        " good attack-list sync (0: never).\n"
+        "# TYPE ase_abs_last_success_timestamp_seconds gauge\n"
+        "ase_abs_last_success_timestamp_seconds %uL\n"
+        "# HELP ase_abs_entries Entries of the ABS attack list in force.\n"
+        "# TYPE ase_abs_entries gauge\n"
+        "ase_abs_entries %uL\n"
+        "# HELP ase_abs_bad_items Unreadable items skipped in that list.\n"
+        "# TYPE ase_abs_bad_items gauge\n"
+        "ase_abs_bad_items %uL\n"
+        "# HELP ase_abs_syncs_total Good attack-list syncs"
+        " (of the polling process).\n"
+        "# TYPE ase_abs_syncs_total counter\n"
+        "ase_abs_syncs_total %uL\n"
+        "# HELP ase_abs_sync_failures_total Failed attack-list syncs"
+        " (of the polling process).\n"
+        "# TYPE ase_abs_sync_failures_total counter\n"
+        "ase_abs_sync_failures_total %uL\n"
+        "# HELP ase_abs_consecutive_failures Failed syncs since the last"
+        " good one.\n"
+        "# TYPE ase_abs_consecutive_failures gauge\n"
+        "ase_abs_consecutive_failures %uD\n",
+        latest ? latest->last_attempt_ms / 1000 : 0,
+        latest ? latest->last_success_ms / 1000 : 0,
+        latest ? latest->entries : 0,
+        latest ? latest->bad_items : 0,
+        latest ? latest->syncs : 0,
+        latest ? latest->failures : 0,
+        latest ? latest->consecutive_failures : 0);
+
+    p = ngx_sprintf(p,
+        "# HELP ase_abs_traffic_sent_total Traffic records ABS accepted.\n"
+        "# TYPE ase_abs_traffic_sent_total counter\n"
+        "ase_abs_traffic_sent_total %uL\n"
+        "# HELP ase_abs_traffic_dropped_total Traffic records dropped"
+        " (queue full, or ABS refused every try).\n"
+        "# TYPE ase_abs_traffic_dropped_total counter\n"
+        "ase_abs_traffic_dropped_total %uL\n"
+        "# HELP ase_abs_traffic_queued Traffic records waiting to be sent.\n"
+        "# TYPE ase_abs_traffic_queued gauge\n"
+        "ase_abs_traffic_queued %uL\n",
+        sent, dropped, queued);
+
+    return p;
+}
+
+
 static void
 ngx_http_ase_publish(ngx_http_ase_main_conf_t *amcf)
 {
     ase_stats             stats;
+    ase_health            health;
+    ase_abs_state         abs;
     ngx_http_ase_slot_t  *slot;
 
     if (amcf->engine == NULL || amcf->slots == NULL
         || ngx_worker >= NGX_HTTP_ASE_SLOTS
-        || ase_engine_stats(amcf->engine, &stats) != ASE_OK)
+        || ase_engine_stats(amcf->engine, &stats) != ASE_OK
+        || ase_abs_status(amcf->engine, &abs) != ASE_OK
+        || ase_engine_health(amcf->engine, &health) != ASE_OK)
     {
         return;
     }
 
     slot = &amcf->slots[ngx_worker];
     slot->stats = stats;
+    slot->abs = abs;
+    slot->health = health;
     slot->pid = ngx_pid;
 }
 
@@ -971,6 +1185,7 @@ ngx_http_ase_init_process(ngx_cycle_t *cycle)
 {
     ase_str                    path;
     ase_result                 rc;
+    ase_abs_state              abs;
     ngx_http_ase_main_conf_t  *amcf;
     char                       err[NGX_HTTP_ASE_ERR_LEN];
 
@@ -1005,6 +1220,14 @@ ngx_http_ase_init_process(ngx_cycle_t *cycle)
     if (ngx_worker == 0) {
         ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
                       "ase %s, config \"%V\"", ase_version(), &amcf->config);
+    }
+
+    /* whether the log phase has anything to report to */
+
+    amcf->abs_configured = 0;
+
+    if (ase_abs_status(amcf->engine, &abs) == ASE_OK) {
+        amcf->abs_configured = abs.configured;
     }
 
     amcf->stats_event.handler = ngx_http_ase_stats_timer;

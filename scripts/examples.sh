@@ -297,6 +297,11 @@ EOF
     expect "$pass/lists-one-command" 0 "" lists @DIR@/ase.conf deny-add cookie JSESSIONID abc <<'EOF'
 deny-add cookie JSESSIONID abc: ok
 EOF
+    expect "$pass/lists-health" 0 "" lists @DIR@/ase.conf health <<'EOF'
+store ok
+fail_mode inactive
+abs not configured
+EOF
 
     # --- error paths: the message a user sees, status 1 ---
     local missing="invalid configuration file: @DIR@/missing.conf: cannot read: No such file or directory (os error 2)"

@@ -22,7 +22,10 @@ use crate::config::LoadError;
 use crate::engine::{Engine, Switch};
 use crate::policy::{Identifier, Source};
 use crate::store::{List, NewEntry, Store, StoreError};
-use crate::sync::abs::{AbsSink, AbsStatus, Poller, PollerOptions};
+use crate::sync::abs::{
+    AbsClient, AbsSink, AbsStatus, ClientOptions, Poller, PollerOptions, Shipper, ShipperOptions,
+    ShipperStatus, shared, sync_once,
+};
 use crate::sync::watch::{Background, Syncer, detection_channel, detection_sink};
 
 /// Why a node operation failed.
@@ -36,6 +39,8 @@ pub enum NodeError {
     Store(String),
     /// Nothing to delete.
     NotFound,
+    /// An ABS operation failed (message says how; never holds a key).
+    Abs(String),
 }
 
 impl fmt::Display for NodeError {
@@ -45,6 +50,7 @@ impl fmt::Display for NodeError {
             NodeError::UnknownApi(n) => write!(f, "unknown API: {n}"),
             NodeError::Store(m) => f.write_str(m),
             NodeError::NotFound => f.write_str("no such entry"),
+            NodeError::Abs(m) => f.write_str(m),
         }
     }
 }
@@ -93,6 +99,51 @@ pub struct Node {
     background: Mutex<Option<Background>>,
     /// The ABS attack-list poller, when `abs.conf` names an endpoint.
     abs: Option<Poller>,
+    /// The ABS traffic shipper, when `abs.conf` names an endpoint.
+    shipper: Option<Shipper>,
+}
+
+/// Where a node's poller puts what it fetched: the store (then this engine),
+/// and its status into the store's meta table for the other processes.
+struct NodeAbsSink(Arc<Syncer>);
+
+impl AbsSink for NodeAbsSink {
+    fn replace_abs(&self, entries: Vec<(Identifier, u64)>) -> Result<(), String> {
+        self.0.replace_abs(entries)
+    }
+
+    fn publish_status(&self, status: &AbsStatus) {
+        if let Some(s) = self.0.store() {
+            // Status only: a failed write leaves the previous one.
+            let _ = shared::publish(&s, status);
+        }
+    }
+
+    fn shared_status(&self) -> Option<AbsStatus> {
+        let s = self.0.store()?;
+        shared::load(&s).ok().flatten().map(|p| p.status)
+    }
+}
+
+/// Where `ase-cli`'s sync puts a fetched list: the store only (a passive
+/// node's engine keeps no lists), plus the time of the last good sync.
+struct StoreAbsSink(Arc<Store>);
+
+impl AbsSink for StoreAbsSink {
+    fn replace_abs(&self, entries: Vec<(Identifier, u64)>) -> Result<(), String> {
+        let rows: Vec<NewEntry> = entries
+            .into_iter()
+            .map(|(id, exp)| NewEntry::new(id, exp))
+            .collect();
+        self.0
+            .replace_source(Source::Abs, &rows)
+            .map_err(|e| e.message)?;
+        let _ = self.0.set_meta(
+            crate::store::META_ABS_LAST_SYNC,
+            &crate::engine::now_ms().to_string(),
+        );
+        Ok(())
+    }
 }
 
 impl Node {
@@ -134,19 +185,31 @@ impl Node {
         )
         .map_err(|e| NodeError::Store(format!("cannot start the store watcher: {e}")))?;
         // Every process runs a poller; the election lock in state_dir makes
-        // one of them fetch, and the others get the list from the store's log.
-        let abs = if engine.config().abs.endpoints.is_empty() {
-            None
+        // one of them fetch, and the others get the list from the store's log
+        // and its status from the store's meta table. Every process ships
+        // its own traffic (while `enable_abs` is on: the shipper follows the
+        // switch live).
+        let (abs, shipper) = if engine.config().abs.endpoints.is_empty() {
+            (None, None)
         } else {
-            let sink: Arc<dyn AbsSink> = sync.clone();
-            Some(
-                Poller::start(
-                    engine.clone(),
-                    sink,
-                    PollerOptions::from_config(engine.config()),
-                )
-                .map_err(NodeError::Store)?,
+            let sink: Arc<dyn AbsSink> = Arc::new(NodeAbsSink(sync.clone()));
+            let poller = Poller::start(
+                engine.clone(),
+                sink,
+                PollerOptions::from_config(engine.config()),
             )
+            .map_err(NodeError::Abs)?;
+            let shipper = match Shipper::start(
+                engine.clone(),
+                ShipperOptions::from_config(engine.config()),
+            ) {
+                Ok(s) => s,
+                Err(e) => {
+                    poller.stop(SHUTDOWN_WAIT);
+                    return Err(NodeError::Abs(e));
+                }
+            };
+            (Some(poller), Some(shipper))
         };
         Ok(Node {
             engine,
@@ -154,6 +217,7 @@ impl Node {
             passive: false,
             background: Mutex::new(Some(bg)),
             abs,
+            shipper,
         })
     }
 
@@ -170,6 +234,7 @@ impl Node {
             passive: true,
             background: Mutex::new(None),
             abs: None,
+            shipper: None,
         })
     }
 
@@ -182,6 +247,7 @@ impl Node {
             passive: false,
             background: Mutex::new(None),
             abs: None,
+            shipper: None,
         }
     }
 
@@ -220,7 +286,9 @@ impl Node {
         }
     }
 
-    /// The ABS poller's status, when ABS is configured.
+    /// The ABS poller's status, when ABS is configured. Its sync fields are
+    /// the host's latest attempt, whichever process made it (a poller that
+    /// does not lead reads them from the store about once a second). No I/O.
     pub fn abs_status(&self) -> Option<AbsStatus> {
         self.abs.as_ref().map(Poller::status)
     }
@@ -230,9 +298,75 @@ impl Node {
         self.abs.as_ref()
     }
 
+    /// The ABS traffic shipper, when ABS is configured (to submit records).
+    pub fn abs_shipper(&self) -> Option<&Shipper> {
+        self.shipper.as_ref()
+    }
+
+    /// The ABS traffic shipper's counters, when ABS is configured.
+    pub fn shipper_status(&self) -> Option<ShipperStatus> {
+        self.shipper.as_ref().map(Shipper::status)
+    }
+
+    /// Fetches the ABS attack list now, whatever `enable_abs_attack` and the
+    /// election say (an operator asked), and applies it to the store, so
+    /// every process switches to it. Returns the status after the attempt.
+    ///
+    /// A node with a poller asks it and waits up to `wait`. A passive node
+    /// (`ase-cli`) fetches on the calling thread, within the client's own
+    /// timeouts, and publishes the attempt for the other processes.
+    /// `NodeError::Abs` when `abs.conf` names no endpoint, the sync failed
+    /// (the last good list stays) or it did not finish in time.
+    pub fn abs_sync_now(&self, wait: Duration) -> Result<AbsStatus, NodeError> {
+        let cfg = self.engine.config();
+        if cfg.abs.endpoints.is_empty() {
+            return Err(NodeError::Abs(
+                "abs.conf names no abs_endpoint: ABS is not configured".to_string(),
+            ));
+        }
+        let st = match &self.abs {
+            Some(p) => p.sync_now(Some(wait)).map_err(NodeError::Abs)?,
+            None => {
+                let store = self
+                    .sync
+                    .store()
+                    .ok_or_else(|| NodeError::Store("no state store".to_string()))?;
+                let client =
+                    AbsClient::new(&cfg.abs, ClientOptions::default()).map_err(NodeError::Abs)?;
+                let names = crate::sync::abs::poller::api_key_names(&self.engine);
+                let started = crate::engine::now_ms();
+                let r = sync_once(&client, &StoreAbsSink(store.clone()), &names);
+                // Continue the host's counters from what was published last.
+                let mut st = shared::load(&store)?.map(|p| p.status).unwrap_or_default();
+                st.enabled = self.engine.switch(Switch::AbsAttack);
+                st.leader = false;
+                st.record_attempt(started, &r);
+                let _ = shared::publish(&store, &st);
+                st
+            }
+        };
+        match &st.last_error {
+            Some(e) => Err(NodeError::Abs(e.clone())),
+            None => Ok(st),
+        }
+    }
+
+    /// The ABS status as the host's processes published it: the latest sync
+    /// attempt and the pid that made it (`None`: never). Reads the store.
+    pub fn abs_shared_status(&self) -> Result<Option<shared::SharedStatus>, NodeError> {
+        match self.sync.store() {
+            Some(s) => Ok(shared::load(&s)?),
+            None => Ok(None),
+        }
+    }
+
     /// Stops the background threads (waiting at most [`SHUTDOWN_WAIT`]) after
     /// the detection writer has flushed what it holds. Idempotent.
     pub fn shutdown(&mut self) {
+        // The shipper first: its last flush may take a moment.
+        if let Some(s) = self.shipper.take() {
+            s.stop(SHUTDOWN_WAIT);
+        }
         if let Some(p) = self.abs.take() {
             p.stop(SHUTDOWN_WAIT);
         }

@@ -1,6 +1,7 @@
 //! `ase-cli` through the real binary: ASE's documented outputs byte for byte
 //! (seeds 000, 001, 003, 004), our extensions, and bad input.
 
+mod common;
 mod store_common;
 
 use ase::policy::{IdKind, Identifier, Source};
@@ -711,4 +712,106 @@ fn batch_runs_each_line() {
             && err.contains("line 5: clear_whitelist in batch needs --yes"),
         "{err}"
     );
+}
+
+/// Writes abs.conf for `e` naming `endpoint` (plain HTTP, the reference keys).
+fn abs_conf(e: &Env, endpoint: &str) {
+    std::fs::write(
+        e.dir.path().join("abs.conf"),
+        format!(
+            "abs_endpoint={endpoint}\naccess_key=abs_ak\nsecret_key=abs_sk\nenable_ssl=false\n"
+        ),
+    )
+    .unwrap();
+}
+
+fn status_line<'a>(status: &'a str, key: &str) -> &'a str {
+    status
+        .lines()
+        .find(|l| l.split(':').next().unwrap_or("").trim_end() == key)
+        .and_then(|l| l.split_once(": ").map(|(_, v)| v))
+        .unwrap_or_else(|| panic!("no {key:?} line in\n{status}"))
+}
+
+#[test]
+fn sync_abs_fetches_now_and_status_shows_the_sync() {
+    let abs = common::RefServer::start(&[]);
+    abs.set_list(r#"{"ips": ["10.20.0.1"], "usernames": ["mallory"]}"#);
+    let e = Env::new("enable_abs_attack=true");
+    abs_conf(&e, &abs.addr);
+
+    let before = e.ok(&["status"]);
+    assert_eq!(status_line(&before, "last abs sync"), "never");
+    assert_eq!(status_line(&before, "abs last attempt"), "never");
+    assert_eq!(status_line(&before, "abs leader"), "none");
+    assert_eq!(status_line(&before, "abs endpoints"), abs.addr);
+
+    assert_eq!(
+        e.ok(&["sync_abs"]),
+        format!("ABS attack list synced: 2 entries from {}\n", abs.addr)
+    );
+    let view = e.ok(&["view_blacklist", "abs_detected"]);
+    assert!(view.contains("type : ip, value : 10.20.0.1"), "{view}");
+    assert!(view.contains("type : username, value : mallory"), "{view}");
+    let st = e.ok(&["status"]);
+    assert!(
+        status_line(&st, "last abs sync").ends_with("s ago)"),
+        "{st}"
+    );
+    assert!(
+        status_line(&st, "abs last attempt").contains(", ok (pid "),
+        "{st}"
+    );
+    assert_eq!(status_line(&st, "abs entries"), "2");
+    assert_eq!(status_line(&st, "abs last error"), "none");
+    assert_eq!(status_line(&st, "abs consecutive failures"), "0");
+    assert_eq!(status_line(&st, "abs blacklist"), "2");
+
+    // ABS failing: exit 1 with the reason, the list in force stays, and
+    // status shows the error (never the keys).
+    abs.control("500", "");
+    let o = e.cli(&["sync_abs"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.starts_with("ase-cli: ABS sync failed: "), "{err}");
+    assert!(err.contains("500") && !err.contains("abs_sk"), "{err}");
+    let st = e.ok(&["status"]);
+    assert!(status_line(&st, "abs last error").contains("500"), "{st}");
+    assert!(!st.contains("abs_sk") && !st.contains("abs_ak"), "{st}");
+    assert_eq!(status_line(&st, "abs consecutive failures"), "1");
+    assert!(
+        status_line(&st, "abs last attempt").contains(", failed (pid "),
+        "{st}"
+    );
+    assert_eq!(status_line(&st, "abs entries"), "2", "the list in force");
+    assert_eq!(status_line(&st, "abs blacklist"), "2");
+
+    // With ABS Attack off, the sync still runs, and says the entries wait.
+    abs.control("ok", "");
+    e.ok(&["disable_abs_attack"]);
+    let out = e.ok(&["sync_abs"]);
+    assert!(
+        out.ends_with("ABS Attack is disabled: these entries block after enable_abs_attack\n"),
+        "{out}"
+    );
+    assert_eq!(
+        status_line(&e.ok(&["status"]), "abs consecutive failures"),
+        "0"
+    );
+    let json: serde_json::Value = serde_json::from_str(&e.ok(&["status", "--json"])).unwrap();
+    assert_eq!(json["abs_entries"], "2");
+}
+
+#[test]
+fn sync_abs_without_an_endpoint_is_an_error() {
+    let e = Env::new("");
+    let o = e.cli(&["sync_abs"]);
+    assert!(!o.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "ase-cli: ABS sync failed: abs.conf names no abs_endpoint: ABS is not configured\n"
+    );
+    assert_eq!(status_line(&e.ok(&["status"]), "abs endpoints"), "none");
+    let o = e.cli(&["sync_abs", "now"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("sync_abs takes no arguments"));
 }

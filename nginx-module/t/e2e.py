@@ -260,6 +260,8 @@ class Suite:
         shutil.copytree(os.path.join(self.root, "examples/demo"), self.conf_dir,
                         ignore=shutil.ignore_patterns("state"))
         self.abs_proc = None
+        self.abs_endpoint = None
+        self.traffic_dir = os.path.join(self.tmp, "traffic")
         self.attacklist = os.path.join(self.tmp, "attacklist.json")
         with open(self.attacklist, "w") as f:
             json.dump({"ips": []}, f)
@@ -276,13 +278,15 @@ class Suite:
             self.abs_proc = subprocess.Popen(
                 [self.abs_bin, "--attacklist", self.attacklist,
                  "--listen", "127.0.0.1:0", "--access-key", "demo_access",
-                 "--secret-key", "demo_secret"],
+                 "--secret-key", "demo_secret",
+                 "--traffic-dir", self.traffic_dir],
                 stdout=subprocess.PIPE, text=True)
             line = self.abs_proc.stdout.readline()
             m = re.search(r"listening on (\S+)", line)
             if not m:
                 raise AssertionError("ase-abs-ref said %r" % line)
             endpoint = m.group(1)
+            self.abs_endpoint = endpoint
         else:
             endpoint = "127.0.0.1:%d" % free_port()  # nobody listens
         text = re.sub(r"(?m)^abs_endpoint=.*$", "abs_endpoint=" + endpoint, text)
@@ -292,6 +296,34 @@ class Suite:
     def need_cli(self):
         if not os.access(self.cli_bin, os.X_OK):
             raise Skip("needs target/release/ase-cli (store branch)")
+
+    def abs_control(self, mode):
+        c = http.client.HTTPConnection(self.abs_endpoint, timeout=5)
+        c.request("GET", "/__control?mode=%s&arg=" % mode)
+        assert c.getresponse().status == 200
+        c.close()
+
+    def traffic_records(self):
+        """Every traffic record the reference ABS server received."""
+        out = []
+        if not os.path.isdir(self.traffic_dir):
+            return out
+        for name in sorted(os.listdir(self.traffic_dir)):
+            if name.endswith(".json"):
+                with open(os.path.join(self.traffic_dir, name)) as f:
+                    out.extend(json.load(f)["records"])
+        return out
+
+    def metrics(self):
+        r = self.get("/ase_status")
+        assert r.status == 200, r
+        return {m.group(1): int(m.group(2)) for m in
+                re.finditer(r"(?m)^(\w+(?:\{[^}]*\})?) (\d+)$", r.body)}
+
+    @staticmethod
+    def status_lines(text):
+        return {k.strip(): v for k, _, v in
+                (l.partition(": ") for l in text.splitlines()) if v}
 
     def need_abs(self):
         self.need_cli()
@@ -764,6 +796,104 @@ http {{
         finally:
             self.cli("enable_abs_attack")
 
+    def test_abs_traffic(self):
+        """Each checked request reaches ABS as a record carrying the status
+        nginx answered with, from every worker."""
+        self.need_abs()
+        # an ABS-listed user name (test_abs_attack_list's list), blocking
+        # on every worker before the records that count are made
+        user = {"X-User": "abs-user-1"}
+        self.converge(lambda: self.get("/shop/items", ip="10.12.0.5",
+                                       headers=user), 403, within=5,
+                      what="ABS-listed user name")
+        # a pattern violation lists its client: sent once
+        sent = [
+            ("10.12.0.1", lambda: self.get("/shop/items", ip="10.12.0.1"),
+             200, "allow", 3),
+            ("10.12.0.2", lambda: self.nginx.request("PATCH", "/shop/items",
+                                                     ip="10.12.0.2"),
+             400, "respond", 1),
+            ("10.12.0.4", lambda: self.get("/shop/items", ip="10.12.0.4",
+                                           headers=user),
+             403, "block", 3),
+        ]
+        workers = set()
+        for ip, send, status, _, n in sent:
+            for _ in range(n):
+                r = send()
+                assert r.status == status, (ip, r)
+                workers.add(r.worker)
+        r = self.get("/open/x", ip="10.12.0.3")  # ase off: not reported
+        assert r.status == 200, r
+        deadline = time.monotonic() + 10
+        while True:
+            recs = self.traffic_records()
+            got = {ip: [x for x in recs if x["client_ip"] == ip]
+                   for ip, _, _, _, _ in sent}
+            if all(len(got[ip]) >= n for ip, _, _, _, n in sent):
+                break
+            assert time.monotonic() < deadline, \
+                "records within 10 s: %r" % {k: len(v) for k, v in got.items()}
+            time.sleep(0.2)
+        for ip, _, status, verdict, n in sent:
+            for x in got[ip][-n:]:
+                assert x["response_code"] == status, (ip, x)
+                assert x["verdict"] == verdict, (ip, x)
+                assert x["method"] in ("GET", "PATCH") and x["host"], x
+        assert got["10.12.0.1"][-1]["api_name"] == "shop"
+        assert got["10.12.0.2"][-1]["reason"] == "invalid_method"
+        assert got["10.12.0.4"][-1]["reason"] == "deny_list"
+        assert got["10.12.0.4"][-1]["username"] == "abs-user-1"
+        assert not [x for x in recs if x["client_ip"] == "10.12.0.3"]
+        print("    records from %d workers, response codes 200/400/403"
+              % len(workers))
+
+    def test_abs_status(self):
+        """ase_status and ase-cli status show the ABS sync; a failing ABS
+        shows as failures while the list in force stays."""
+        self.need_abs()
+        time.sleep(1.2)  # every worker has published
+        m = self.metrics()
+        assert m["ase_abs_configured"] == 1, m
+        assert m["ase_abs_leader"] == 1, ("one worker polls", m)
+        st = self.status_lines(self.cli("status"))
+        entries = int(st["abs entries"])  # test_abs_attack_list's list
+        assert entries >= 5 and int(st["abs blacklist"]) == entries, st
+        assert m["ase_abs_entries"] == entries, m
+        assert time.time() - m["ase_abs_last_success_timestamp_seconds"] < 30, m
+        assert m["ase_abs_consecutive_failures"] == 0, m
+        assert m["ase_abs_traffic_sent_total"] > 0, m
+        assert m["ase_abs_traffic_dropped_total"] == 0, m
+        assert m["ase_store_up"] == 1 and m["ase_fail_mode_active"] == 0, m
+        pids = {str(p) for p in self.nginx.workers()}
+        assert st["abs leader"].startswith("pid "), st
+        assert st["abs leader"][4:] in pids, (st["abs leader"], pids)
+        assert st["abs last error"] == "none", st
+        failures = m["ase_abs_sync_failures_total"]
+        self.abs_control("500")
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                time.sleep(0.5)
+                m = self.metrics()
+                if m["ase_abs_consecutive_failures"] >= 1:
+                    break
+                assert time.monotonic() < deadline, m
+            assert m["ase_abs_sync_failures_total"] > failures, m
+            assert m["ase_abs_entries"] == entries, ("the list in force", m)
+            st = self.status_lines(self.cli("status"))
+            assert "500" in st["abs last error"], st
+            r = self.get("/shop/items", ip="10.11.0.1")
+            assert r.status == 403, ("still blocked", r)
+        finally:
+            self.abs_control("ok")
+        out = self.cli("sync_abs")
+        assert out.startswith("ABS attack list synced: %d entries" % entries), \
+            out
+        time.sleep(1.2)
+        m = self.metrics()
+        assert m["ase_abs_consecutive_failures"] == 0, m
+
     # -- runner --------------------------------------------------------------
 
     ORDER = [
@@ -773,6 +903,7 @@ http {{
         "test_pattern_protocol", "test_redirect", "test_monitor_mode",
         "test_status", "test_identifier_kinds",
         "test_detections_listed_and_disabled", "test_abs_attack_list",
+        "test_abs_traffic", "test_abs_status",
         "test_reload", "test_worker_processes_auto",
         "test_valgrind_single_process",
     ]

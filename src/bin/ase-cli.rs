@@ -24,6 +24,7 @@ use ase::node::{Node, NodeError};
 use ase::policy::config::parse_duration;
 use ase::policy::{FailMode, IdKind, Identifier, Source};
 use ase::store::{self, List, META_ABS_LAST_SYNC, NewEntry, SCHEMA_VERSION, StoredEntry};
+use ase::sync::abs;
 use serde_json::{Value, json};
 
 const DEFAULT_CONFIG: &str = "/etc/ase/ase.conf";
@@ -51,6 +52,9 @@ Switches:
   enable_abs_attack | disable_abs_attack
   enable_ase_detected_attack | disable_ase_detected_attack   (disable deletes real-time entries)
   enable_blocking API | disable_blocking API
+ABS:
+  sync_abs                             fetch the ABS attack list now and apply it
+                                       (whatever enable_abs_attack says)
 Other:
   status | list_api | update_password | batch | help | version
   batch runs one command per line of standard input (clear_* needs --yes there).
@@ -235,6 +239,7 @@ enum Command {
     Import(String),
     Export(Option<Source>),
     Batch,
+    SyncAbs,
 }
 
 fn list_word(l: List) -> &'static str {
@@ -307,6 +312,7 @@ impl Command {
             "list_api" => none(Command::ListApi)?,
             "update_password" => none(Command::UpdatePassword)?,
             "batch" => none(Command::Batch)?,
+            "sync_abs" => none(Command::SyncAbs)?,
             "export_blacklist" => Command::Export(filter(args)?),
             "import_blacklist" => match args {
                 [f] => Command::Import(f.clone()),
@@ -478,6 +484,7 @@ impl Ctx<'_> {
                 }
             }
             Command::Batch => self.batch()?,
+            Command::SyncAbs => self.sync_abs()?,
         }
         Ok(())
     }
@@ -562,9 +569,38 @@ impl Ctx<'_> {
                     .map_or(a.enable_blocking_default, |(_, on)| *on)
             })
             .count();
+        let now = now_ms();
         let last_sync = match st.meta(META_ABS_LAST_SYNC)? {
             None => "never".to_string(),
-            Some(v) => v.parse::<u64>().map(rfc3339).unwrap_or(v),
+            Some(v) => v
+                .parse::<u64>()
+                .map(|ms| format!("{} ({} ago)", rfc3339(ms), age(now, ms)))
+                .unwrap_or(v),
+        };
+        let shared = n.abs_shared_status()?;
+        let abs = shared.as_ref().map(|p| &p.status);
+        let last_attempt = match shared.as_ref().filter(|p| p.status.last_attempt_ms != 0) {
+            None => "never".to_string(),
+            Some(p) => format!(
+                "{}, {} (pid {})",
+                rfc3339(p.status.last_attempt_ms),
+                if p.status.last_error.is_none() {
+                    "ok"
+                } else {
+                    "failed"
+                },
+                p.pid
+            ),
+        };
+        let leader = match abs::election::holder(&cfg.state_dir) {
+            Ok(Some(pid)) => format!("pid {pid}"),
+            Ok(None) => "none".to_string(),
+            Err(e) => format!("unknown ({e})"),
+        };
+        let endpoints = if cfg.abs.endpoints.is_empty() {
+            "none".to_string()
+        } else {
+            cfg.abs.endpoints.join(", ")
         };
         let fail_mode = match cfg.fail_mode {
             FailMode::Open => "open",
@@ -599,7 +635,20 @@ impl Ctx<'_> {
             ("state store", st.path().display().to_string()),
             ("store schema", SCHEMA_VERSION.to_string()),
             ("change log position", st.last_seq()?.to_string()),
+            ("abs endpoints", endpoints),
+            ("abs leader", leader),
             ("last abs sync", last_sync),
+            ("abs last attempt", last_attempt),
+            ("abs entries", abs.map_or(0, |a| a.entries).to_string()),
+            (
+                "abs last error",
+                abs.and_then(|a| a.last_error.clone())
+                    .unwrap_or_else(|| "none".to_string()),
+            ),
+            (
+                "abs consecutive failures",
+                abs.map_or(0, |a| a.consecutive_failures).to_string(),
+            ),
             (
                 "apis",
                 format!(
@@ -632,6 +681,39 @@ impl Ctx<'_> {
         writeln!(self.out, "API Security Enforcer")?;
         for (k, v) in rows {
             writeln!(self.out, "{k:<24}: {v}")?;
+        }
+        Ok(())
+    }
+
+    fn sync_abs(&mut self) -> Res {
+        let n = self.node;
+        // The client's own timeouts bound the wait (passive node: this thread).
+        let st = n
+            .abs_sync_now(Duration::from_secs(120))
+            .map_err(|e| match e {
+                NodeError::Abs(m) => Fail(format!("ABS sync failed: {m}")),
+                e => Fail(e.to_string()),
+            })?;
+        let mut line = format!(
+            "ABS attack list synced: {} entries from {}",
+            st.entries,
+            st.last_endpoint.as_deref().unwrap_or("ABS")
+        );
+        if st.bad_items > 0 {
+            line.push_str(&format!(" ({} unreadable items skipped)", st.bad_items));
+        }
+        writeln!(self.out, "{line}")?;
+        let on = self
+            .store()?
+            .switches()?
+            .iter()
+            .find(|(k, _)| k == Switch::AbsAttack.as_str())
+            .map_or(n.engine().config().enable_abs_attack, |(_, on)| *on);
+        if !on {
+            writeln!(
+                self.out,
+                "ABS Attack is disabled: these entries block after enable_abs_attack"
+            )?;
         }
         Ok(())
     }
@@ -756,6 +838,17 @@ fn parse_line(line: &str) -> Res<Identifier> {
         _ => args.extend(rest.split_whitespace().map(String::from)),
     }
     identifier(&args)
+}
+
+/// `3s`, `5m`, `2h`, `4d`: how long ago, coarsely.
+fn age(now: u64, then: u64) -> String {
+    let s = now.saturating_sub(then) / 1000;
+    match s {
+        0..120 => format!("{s}s"),
+        120..7200 => format!("{}m", s / 60),
+        7200..172_800 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
 }
 
 fn onoff(on: bool) -> &'static str {

@@ -20,9 +20,10 @@ use std::path::Path;
 use crate::config::LoadError;
 use crate::engine::Switch;
 use crate::node::{Node, NodeError};
-use crate::policy::decide::{Action, Request};
+use crate::policy::decide::{Action, Decision, Reason, Request};
 use crate::policy::extract::{Headers, parse_ip};
 use crate::policy::{IdError, IdKind, Identifier, Source, UnknownApi};
+use crate::sync::abs::TrafficRecord;
 use panic::boundary;
 pub use types::*;
 
@@ -45,6 +46,7 @@ impl From<&NodeError> for ase_result {
             NodeError::UnknownApi(_) => ASE_ERR_UNKNOWN_API,
             NodeError::Store(_) => ASE_ERR_STORE,
             NodeError::NotFound => ASE_ERR_NOT_FOUND,
+            NodeError::Abs(_) => ASE_ERR_ABS,
         }
     }
 }
@@ -244,6 +246,74 @@ fn check_headers<'a>(req: &ase_request) -> Result<&'a [ase_header], ase_result> 
     Ok(hs)
 }
 
+/// A request's fields, validated, borrowed from the caller for one call.
+struct Parts<'a> {
+    client_ip: Option<u128>,
+    method: &'a [u8],
+    scheme: &'a [u8],
+    host: &'a [u8],
+    uri: &'a [u8],
+    http_version: &'a [u8],
+    username: &'a [u8],
+    unknown_api: Option<UnknownApi>,
+    headers: CHeaders<'a>,
+}
+
+impl Parts<'_> {
+    fn request(&self) -> Request<'_, CHeaders<'_>> {
+        Request {
+            client_ip: self.client_ip,
+            method: self.method,
+            scheme: self.scheme,
+            host: self.host,
+            uri: self.uri,
+            headers: &self.headers,
+            username: self.username,
+            unknown_api: self.unknown_api,
+        }
+    }
+}
+
+/// Reads and validates an `ase_request` (the errors of `ase_check_request`).
+fn parts<'a>(request: *const ase_request) -> Result<Parts<'a>, ase_result> {
+    // SAFETY: a non-NULL request points to a valid `ase_request` for the call.
+    let req = unsafe { request.as_ref() }.ok_or(ASE_ERR_NULL_PARAMETER)?;
+    let hs = check_headers(req)?;
+    // SAFETY: the caller keeps every string of the request readable for the call.
+    let s = |x: &ase_str| unsafe { x.as_bytes() }.ok_or(ASE_ERR_NULL_PARAMETER);
+    let (ip, method, scheme, host, uri, http_version, username) = (
+        s(&req.client_ip)?,
+        s(&req.method)?,
+        s(&req.scheme)?,
+        s(&req.host)?,
+        s(&req.uri)?,
+        s(&req.http_version)?,
+        s(&req.username)?,
+    );
+    let client_ip = if ip.is_empty() {
+        None
+    } else {
+        Some(parse_ip(ip, false).ok_or(ASE_ERR_INVALID_CLIENT_IP)?)
+    };
+    let unknown_api = match req.unknown_api {
+        ASE_UNKNOWN_API_DEFAULT => None,
+        ASE_UNKNOWN_API_PASS => Some(UnknownApi::Pass),
+        ASE_UNKNOWN_API_REJECT => Some(UnknownApi::Reject),
+        _ => return Err(ASE_ERR_INVALID_ARGUMENT),
+    };
+    Ok(Parts {
+        client_ip,
+        method,
+        scheme,
+        host,
+        uri,
+        http_version,
+        username,
+        unknown_api,
+        headers: CHeaders(hs),
+    })
+}
+
 /// Decides one request and writes the verdict to `*verdict_out`.
 ///
 /// A verdict is not an error: a blocked request returns `ASE_OK` with
@@ -261,69 +331,13 @@ pub extern "C" fn ase_check_request(
     request: *const ase_request,
     verdict_out: *mut ase_verdict,
 ) -> ase_result {
-    boundary(|| {
-        let Some(e) = engine_ref(engine) else {
-            return ASE_ERR_NULL_PARAMETER;
-        };
-        // SAFETY: a non-NULL request points to a valid `ase_request` for the call.
-        let Some(req) = (unsafe { request.as_ref() }) else {
-            return ASE_ERR_NULL_PARAMETER;
-        };
-        if verdict_out.is_null() {
-            return ASE_ERR_NULL_PARAMETER;
+    run(|| {
+        let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
+        if request.is_null() || verdict_out.is_null() {
+            return Err(ASE_ERR_NULL_PARAMETER);
         }
-        let hs = match check_headers(req) {
-            Ok(h) => h,
-            Err(r) => return r,
-        };
-        // SAFETY: the caller keeps every string of the request readable for the call.
-        let s = |x: &ase_str| unsafe { x.as_bytes() };
-        let (
-            Some(ip),
-            Some(method),
-            Some(scheme),
-            Some(host),
-            Some(uri),
-            Some(_version),
-            Some(user),
-        ) = (
-            s(&req.client_ip),
-            s(&req.method),
-            s(&req.scheme),
-            s(&req.host),
-            s(&req.uri),
-            s(&req.http_version),
-            s(&req.username),
-        )
-        else {
-            return ASE_ERR_NULL_PARAMETER;
-        };
-        let client_ip = if ip.is_empty() {
-            None
-        } else {
-            match parse_ip(ip, false) {
-                Some(a) => Some(a),
-                None => return ASE_ERR_INVALID_CLIENT_IP,
-            }
-        };
-        let unknown_api = match req.unknown_api {
-            ASE_UNKNOWN_API_DEFAULT => None,
-            ASE_UNKNOWN_API_PASS => Some(UnknownApi::Pass),
-            ASE_UNKNOWN_API_REJECT => Some(UnknownApi::Reject),
-            _ => return ASE_ERR_INVALID_ARGUMENT,
-        };
-        let headers = CHeaders(hs);
-        let r = Request {
-            client_ip,
-            method,
-            scheme,
-            host,
-            uri,
-            headers: &headers,
-            username: user,
-            unknown_api,
-        };
-        let d = e.node.engine().check(&r);
+        let p = parts(request)?;
+        let d = e.node.engine().check(&p.request());
         let v = ase_verdict {
             action: match d.action {
                 Action::Allow => ASE_ACTION_ALLOW,
@@ -345,7 +359,7 @@ pub extern "C" fn ase_check_request(
         };
         // SAFETY: checked non-NULL above; the caller owns the out slot.
         unsafe { *verdict_out = v };
-        ASE_OK
+        Ok(())
     })
 }
 
@@ -655,6 +669,244 @@ pub extern "C" fn ase_engine_stats(
         };
         // SAFETY: checked non-NULL; the caller owns the out slot.
         unsafe { *stats_out = out };
+        Ok(())
+    })
+}
+
+/// Copies `msg` NUL-terminated into `buf`, cut at a character boundary to
+/// fit, with each of `secrets` masked: messages never carry the ABS keys, but
+/// the copy out to C is the last place to make sure.
+fn copy_message(buf: &mut [c_char; ASE_MESSAGE_LEN], msg: &str, secrets: &[&str]) {
+    let mut m = msg.to_string();
+    for k in secrets.iter().filter(|k| k.len() >= 4) {
+        m = m.replace(k, "***");
+    }
+    let mut n = m.len().min(ASE_MESSAGE_LEN - 1);
+    while !m.is_char_boundary(n) {
+        n -= 1;
+    }
+    for (d, b) in buf.iter_mut().zip(m.as_bytes()[..n].iter()) {
+        *d = *b as c_char;
+    }
+    buf[n] = 0;
+}
+
+/// Fetches the ABS attack list now and applies it (every process of the host
+/// switches to it), whatever `enable_abs_attack` and the poll election say,
+/// then waits up to `timeout_ms` for the result. `timeout_ms` 0 only asks
+/// for the sync and returns at once.
+///
+/// Errors: `ASE_ERR_NULL_PARAMETER`; `ASE_ERR_ABS` when `abs.conf` names no
+/// endpoint, when the sync failed (ABS down, refused, bad body: the last
+/// good list stays in force; `ase_abs_status` tells why) or did not finish
+/// within `timeout_ms`.
+///
+/// Thread safety: any thread. It blocks for up to `timeout_ms`: do not call
+/// it from an event loop (nginx) with a non-zero timeout.
+#[unsafe(no_mangle)]
+pub extern "C" fn ase_abs_sync_now(engine: *const ase_engine, timeout_ms: u32) -> ase_result {
+    run(|| {
+        let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
+        if timeout_ms == 0 {
+            let p = e.node.abs_poller().ok_or(ASE_ERR_ABS)?;
+            return p.sync_now(None).map(|_| ()).map_err(|_| ASE_ERR_ABS);
+        }
+        let wait = std::time::Duration::from_millis(u64::from(timeout_ms));
+        e.node
+            .abs_sync_now(wait)
+            .map(|_| ())
+            .map_err(|e| (&e).into())
+    })
+}
+
+/// Copies the ABS state into `*status_out`: sync state of the host's latest
+/// attempt and this engine's traffic counters. Without an endpoint in
+/// `abs.conf` it returns `ASE_OK` with `configured` false and the rest 0.
+/// Takes a short lock, does no I/O.
+///
+/// Thread safety: any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn ase_abs_status(
+    engine: *const ase_engine,
+    status_out: *mut ase_abs_state,
+) -> ase_result {
+    run(|| {
+        let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
+        if status_out.is_null() {
+            return Err(ASE_ERR_NULL_PARAMETER);
+        }
+        let eng = e.node.engine();
+        let mut out = ase_abs_state {
+            configured: false,
+            enabled: false,
+            leader: false,
+            traffic_enabled: false,
+            consecutive_failures: 0,
+            last_attempt_ms: 0,
+            last_success_ms: 0,
+            entries: 0,
+            bad_items: 0,
+            expired_items: 0,
+            syncs: 0,
+            failures: 0,
+            traffic_queued: 0,
+            traffic_sent: 0,
+            traffic_dropped: 0,
+            last_error: [0; ASE_MESSAGE_LEN],
+        };
+        if let Some(st) = e.node.abs_status() {
+            out.configured = true;
+            out.enabled = eng.switch(Switch::AbsAttack);
+            out.leader = st.leader;
+            out.traffic_enabled = eng.switch(Switch::Abs);
+            out.consecutive_failures = st.consecutive_failures;
+            out.last_attempt_ms = st.last_attempt_ms;
+            out.last_success_ms = st.last_success_ms;
+            out.entries = st.entries;
+            out.bad_items = st.bad_items;
+            out.expired_items = st.expired_items;
+            out.syncs = st.syncs;
+            out.failures = st.failures;
+            if let Some(m) = &st.last_error {
+                let abs = &eng.config().abs;
+                copy_message(&mut out.last_error, m, &[&abs.access_key, &abs.secret_key]);
+            }
+        }
+        if let Some(t) = e.node.shipper_status() {
+            out.traffic_queued = t.queued;
+            out.traffic_sent = t.sent_records;
+            out.traffic_dropped = t.dropped_full + t.dropped_failed;
+        }
+        // SAFETY: checked non-NULL; the caller owns the out slot.
+        unsafe { *status_out = out };
+        Ok(())
+    })
+}
+
+/// Reports a request to ABS as traffic (DESIGN.md §3, docs/abs.md): the
+/// request as given to `ase_check_request`, the verdict it returned, and the
+/// status the host answered with (`response_status` 0: unknown). Call it
+/// once the response status is known (nginx: the log phase).
+///
+/// A no-op returning `ASE_OK` while `enable_abs` is off or `abs.conf` names
+/// no endpoint. Otherwise the record is built on the calling thread (header
+/// values cut at 4 KiB, at most 64 headers) and queued without waiting; when
+/// the queue is full it is dropped and counted (`traffic_dropped`). Never
+/// does I/O. The request's strings are copied; nothing is kept borrowed.
+///
+/// Errors: `ASE_ERR_NULL_PARAMETER`, and those of `ase_check_request` for a
+/// bad request; `ASE_ERR_INVALID_ARGUMENT` for a verdict whose action or
+/// reason is out of range, or a `response_status` above 999.
+///
+/// Thread safety: any number of threads at once.
+#[unsafe(no_mangle)]
+pub extern "C" fn ase_abs_report(
+    engine: *const ase_engine,
+    request: *const ase_request,
+    verdict: *const ase_verdict,
+    response_status: u32,
+) -> ase_result {
+    run(|| {
+        let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
+        // SAFETY: a non-NULL verdict points to a valid `ase_verdict` for the call.
+        let v = unsafe { verdict.as_ref() }.ok_or(ASE_ERR_NULL_PARAMETER)?;
+        if request.is_null() {
+            return Err(ASE_ERR_NULL_PARAMETER);
+        }
+        if response_status > 999 {
+            return Err(ASE_ERR_INVALID_ARGUMENT);
+        }
+        let eng = e.node.engine();
+        let Some(shipper) = e.node.abs_shipper() else {
+            return Ok(());
+        };
+        if !eng.switch(Switch::Abs) {
+            return Ok(());
+        }
+        let p = parts(request)?;
+        let action = match v.action {
+            ASE_ACTION_ALLOW => Action::Allow,
+            ASE_ACTION_BLOCK => Action::Block,
+            ASE_ACTION_RESPOND => Action::Respond,
+            ASE_ACTION_REDIRECT => Action::Redirect,
+            _ => return Err(ASE_ERR_INVALID_ARGUMENT),
+        };
+        let reason = match v.reason {
+            ASE_REASON_NONE => Reason::None,
+            ASE_REASON_FIREWALL_OFF => Reason::FirewallOff,
+            ASE_REASON_UNKNOWN_API => Reason::UnknownApi,
+            ASE_REASON_ALLOW_LIST => Reason::AllowList,
+            ASE_REASON_DECOY => Reason::Decoy,
+            ASE_REASON_DENY_LIST => Reason::DenyList,
+            ASE_REASON_PROTOCOL => Reason::Protocol,
+            ASE_REASON_METHOD => Reason::Method,
+            ASE_REASON_CONTENT_TYPE => Reason::ContentType,
+            ASE_REASON_FAIL_MODE => Reason::FailMode,
+            _ => return Err(ASE_ERR_INVALID_ARGUMENT),
+        };
+        // SAFETY: the caller keeps the verdict's strings readable for the call.
+        let api_name = unsafe { v.api_name.as_bytes() }.ok_or(ASE_ERR_NULL_PARAMETER)?;
+        // The API by name: identifiers are extracted again as it says.
+        let api = std::str::from_utf8(api_name)
+            .ok()
+            .filter(|n| !n.is_empty())
+            .and_then(|n| eng.apis().get(n));
+        let d = Decision {
+            action,
+            reason,
+            status: 0,
+            would_block: v.would_block,
+            matched: None,
+            source: None,
+            api,
+            status_text: "",
+            body: "",
+            location: "",
+        };
+        let version = String::from_utf8_lossy(p.http_version);
+        let version = version.strip_prefix("HTTP/").unwrap_or(&version);
+        let mut rec = TrafficRecord::from_check(eng, &p.request(), &d, 0, version);
+        if response_status != 0 {
+            rec = rec.with_status(response_status as u16);
+        }
+        // False when dropped (queue full): counted in `traffic_dropped`.
+        shipper.submit(rec);
+        Ok(())
+    })
+}
+
+/// Copies the state of the engine's shared state (the store, the watcher,
+/// the detection writer) into `*health_out`. Takes short locks, no I/O.
+///
+/// Thread safety: any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn ase_engine_health(
+    engine: *const ase_engine,
+    health_out: *mut ase_health,
+) -> ase_result {
+    run(|| {
+        let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
+        if health_out.is_null() {
+            return Err(ASE_ERR_NULL_PARAMETER);
+        }
+        let h = e.node.health();
+        let mut out = ase_health {
+            store_ok: h.store_error.is_none(),
+            fail_mode_active: h.failed,
+            applied_seq: h.applied_seq,
+            full_loads: h.full_loads,
+            changes_applied: h.changes_applied,
+            detections_written: h.detections_written,
+            detections_dropped: h.detections_dropped,
+            panics: h.panics,
+            last_poll_ms: h.last_poll_ms,
+            store_error: [0; ASE_MESSAGE_LEN],
+        };
+        if let Some(m) = &h.store_error {
+            copy_message(&mut out.store_error, m, &[]);
+        }
+        // SAFETY: checked non-NULL; the caller owns the out slot.
+        unsafe { *health_out = out };
         Ok(())
     })
 }

@@ -27,7 +27,7 @@ fn every_export_is_inside_the_panic_boundary() {
         rest = &after[body_start..];
     }
     // The signature of the callback type also contains `extern "C" fn(`, without a space.
-    assert!(n >= 17, "found only {n} exports");
+    assert!(n >= 21, "found only {n} exports");
     let run_src = &src[src.find("fn run(").unwrap()..];
     assert!(
         run_src[..200].contains("boundary("),
@@ -393,4 +393,118 @@ fn config_check_validates_without_opening_state() {
         m.contains("bad") && m.contains("oauth2_access_token"),
         "{m}"
     );
+}
+
+fn message(buf: &[c_char]) -> String {
+    // SAFETY: the library NUL-terminates every message buffer it fills.
+    unsafe { CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn abs_and_health_calls_check_their_pointers() {
+    let mut st = std::mem::MaybeUninit::<ase_abs_state>::uninit();
+    let mut h = std::mem::MaybeUninit::<ase_health>::uninit();
+    assert_eq!(ase_abs_sync_now(ptr::null(), 1000), ASE_ERR_NULL_PARAMETER);
+    assert_eq!(ase_abs_sync_now(ptr::null(), 0), ASE_ERR_NULL_PARAMETER);
+    assert_eq!(
+        ase_abs_status(ptr::null(), st.as_mut_ptr()),
+        ASE_ERR_NULL_PARAMETER
+    );
+    assert_eq!(
+        ase_engine_health(ptr::null(), h.as_mut_ptr()),
+        ASE_ERR_NULL_PARAMETER
+    );
+    let (_dir, e) = temp_engine();
+    let req = request(b"192.0.2.1", &[]);
+    let v = check(e, &req).unwrap();
+    assert_eq!(
+        ase_abs_report(ptr::null(), &req, &v, 200),
+        ASE_ERR_NULL_PARAMETER
+    );
+    assert_eq!(
+        ase_abs_report(e, ptr::null(), &v, 200),
+        ASE_ERR_NULL_PARAMETER
+    );
+    assert_eq!(
+        ase_abs_report(e, &req, ptr::null(), 200),
+        ASE_ERR_NULL_PARAMETER
+    );
+    assert_eq!(ase_abs_status(e, ptr::null_mut()), ASE_ERR_NULL_PARAMETER);
+    assert_eq!(
+        ase_engine_health(e, ptr::null_mut()),
+        ASE_ERR_NULL_PARAMETER
+    );
+    ase_engine_free(e);
+}
+
+#[test]
+fn without_an_abs_endpoint_abs_calls_say_so_or_do_nothing() {
+    let (_dir, e) = temp_engine();
+    assert_eq!(ase_abs_sync_now(e, 1000), ASE_ERR_ABS);
+    assert_eq!(ase_abs_sync_now(e, 0), ASE_ERR_ABS);
+    let mut st = std::mem::MaybeUninit::<ase_abs_state>::uninit();
+    assert_eq!(ase_abs_status(e, st.as_mut_ptr()), ASE_OK);
+    // SAFETY: written on ASE_OK.
+    let st = unsafe { st.assume_init() };
+    assert!(!st.configured && !st.leader);
+    assert_eq!((st.last_success_ms, st.entries, st.traffic_sent), (0, 0, 0));
+    assert_eq!(message(&st.last_error), "");
+    // Reporting is a no-op, not an error: a host calls it unconditionally.
+    let req = request(b"192.0.2.1", &[]);
+    let v = check(e, &req).unwrap();
+    assert_eq!(ase_abs_report(e, &req, &v, 200), ASE_OK);
+    ase_engine_free(e);
+}
+
+#[test]
+fn health_reports_a_loaded_store() {
+    let (_dir, e) = temp_engine();
+    let mut h = std::mem::MaybeUninit::<ase_health>::uninit();
+    assert_eq!(ase_engine_health(e, h.as_mut_ptr()), ASE_OK);
+    // SAFETY: written on ASE_OK.
+    let h = unsafe { h.assume_init() };
+    assert!(h.store_ok && !h.fail_mode_active, "{h:?}");
+    assert!(h.full_loads >= 1);
+    assert_eq!(message(&h.store_error), "");
+    ase_engine_free(e);
+}
+
+#[test]
+fn health_reports_a_store_that_cannot_be_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("api")).unwrap();
+    // state_dir is a file: the store cannot be opened, fail_mode decides.
+    std::fs::write(dir.path().join("state"), "not a directory").unwrap();
+    let conf = dir.path().join("ase.conf");
+    std::fs::write(&conf, "fail_mode=closed\n").unwrap();
+    let path = conf.to_str().unwrap().as_bytes().to_vec();
+    let mut e: *mut ase_engine = ptr::null_mut();
+    assert_eq!(
+        ase_engine_new(ase_str::from_bytes(&path), ptr::null_mut(), 0, &mut e),
+        ASE_OK
+    );
+    let mut h = std::mem::MaybeUninit::<ase_health>::uninit();
+    assert_eq!(ase_engine_health(e, h.as_mut_ptr()), ASE_OK);
+    // SAFETY: written on ASE_OK.
+    let h = unsafe { h.assume_init() };
+    assert!(!h.store_ok && h.fail_mode_active, "{h:?}");
+    assert!(!message(&h.store_error).is_empty());
+    ase_engine_free(e);
+}
+
+#[test]
+fn messages_are_cut_on_a_character_and_keys_masked() {
+    let mut buf = [1 as c_char; ASE_MESSAGE_LEN];
+    copy_message(
+        &mut buf,
+        "GET failed for key sk-secret-1",
+        &["sk-secret-1", ""],
+    );
+    assert_eq!(message(&buf), "GET failed for key ***");
+    let long = "é".repeat(200); // 400 bytes
+    copy_message(&mut buf, &long, &[]);
+    let m = message(&buf);
+    assert_eq!(m, "é".repeat(127), "254 bytes: whole characters only");
 }

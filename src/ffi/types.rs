@@ -305,3 +305,76 @@ pub struct ase_stats {
     /// Allow-list entries.
     pub allow_entries: u64,
 }
+
+/// Size of the message buffers in `ase_abs_state` and `ase_health`.
+pub const ASE_MESSAGE_LEN: usize = 256;
+
+/// ABS state, from `ase_abs_status`. Times are Unix milliseconds, 0 = never.
+///
+/// The sync fields (`last_*`, `entries` to `failures`) are those of the
+/// host's latest attempt, whichever process made it: one process per host
+/// polls, and the others read what it published (about once a second).
+/// The `traffic_*` counters are this engine's own.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ase_abs_state {
+    /// `abs.conf` names an endpoint (when false, every other field is 0).
+    pub configured: bool,
+    /// `enable_abs_attack`: the ABS attack list is fetched and blocks.
+    pub enabled: bool,
+    /// This engine's process holds the host's poll lock (it is the one that polls).
+    pub leader: bool,
+    /// `enable_abs`: traffic records are sent to ABS.
+    pub traffic_enabled: bool,
+    /// Failed syncs since the last good one.
+    pub consecutive_failures: u32,
+    /// Start of the last sync attempt.
+    pub last_attempt_ms: u64,
+    /// End of the last good sync (the list in force is that old).
+    pub last_success_ms: u64,
+    /// Entries in the list in force.
+    pub entries: u64,
+    /// Items of that list that could not be read and were skipped.
+    pub bad_items: u64,
+    /// Items of that list that had already expired.
+    pub expired_items: u64,
+    /// Good syncs (of the process that polls, since it started).
+    pub syncs: u64,
+    /// Failed syncs (same).
+    pub failures: u64,
+    /// Traffic records waiting in this engine's queue.
+    pub traffic_queued: u64,
+    /// Traffic records ABS accepted.
+    pub traffic_sent: u64,
+    /// Traffic records dropped: queue full, or ABS refused every try.
+    pub traffic_dropped: u64,
+    /// Why the last sync failed, NUL-terminated; empty after a good sync.
+    /// Never holds a key or a token.
+    pub last_error: [std::ffi::c_char; ASE_MESSAGE_LEN],
+}
+
+/// State of the engine's shared state, from `ase_engine_health`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ase_health {
+    /// The state store answers (false while `store_error` is set).
+    pub store_ok: bool,
+    /// The state could never be loaded: requests are decided by `fail_mode`.
+    pub fail_mode_active: bool,
+    /// Position in the store's change log applied to this engine.
+    pub applied_seq: u64,
+    /// Full loads of the store (the first one included).
+    pub full_loads: u64,
+    /// Changes applied from the log.
+    pub changes_applied: u64,
+    /// Real-time detections written to the store.
+    pub detections_written: u64,
+    /// Real-time detections dropped (queue full or store down).
+    pub detections_dropped: u64,
+    /// Panics caught in background threads (each one restarted).
+    pub panics: u64,
+    /// Last successful look at the store (Unix ms, 0 = never).
+    pub last_poll_ms: u64,
+    /// The store error while it fails, NUL-terminated; empty when it works.
+    pub store_error: [std::ffi::c_char; ASE_MESSAGE_LEN],
+}

@@ -70,3 +70,46 @@ impl Election {
         self.held = None;
     }
 }
+
+/// The pid of the process that holds the poll lock of `state_dir`, for
+/// status: `Ok(None)` when nobody holds it.
+///
+/// Probes with a shared lock taken and dropped at once; a candidate that
+/// tries to lead in that instant waits for its next try (harmless). The pid
+/// is what the holder wrote (0 if unreadable).
+pub fn holder(state_dir: &Path) -> Result<Option<u32>, String> {
+    let path = state_dir.join(LOCK_FILE);
+    let f = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("opening {}: {e}", path.display())),
+    };
+    match FileExt::try_lock_shared(&f) {
+        Ok(true) => {
+            let _ = FileExt::unlock(&f);
+            Ok(None)
+        }
+        Ok(false) => {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            Ok(Some(text.trim().parse().unwrap_or(0)))
+        }
+        Err(e) => Err(format!("locking {}: {e}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holder_names_the_leader_and_none_after_it_resigns() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(holder(dir.path()).unwrap(), None, "no lock file");
+        let mut e = Election::in_dir(dir.path());
+        assert!(e.try_lead().unwrap());
+        assert_eq!(holder(dir.path()).unwrap(), Some(std::process::id()));
+        assert!(e.try_lead().unwrap(), "the probe did not take the lock");
+        e.resign();
+        assert_eq!(holder(dir.path()).unwrap(), None);
+    }
+}

@@ -4,6 +4,7 @@
 //! - [`client`]: the HTTP(S) client to ABS, with fail-over between endpoints.
 //! - [`election`]: the lock file that makes one process per host poll.
 //! - [`poller`]: the thread that syncs the attack list into an [`poller::AbsSink`].
+//! - [`shared`]: the poller status every process of the host can read.
 //! - [`shipper`]: traffic records, the bounded queue and the thread that posts them.
 //!
 //! A node starts a [`poller::Poller`] and a [`shipper::Shipper`] after the host
@@ -13,6 +14,7 @@ pub mod attacklist;
 pub mod client;
 pub mod election;
 pub mod poller;
+pub mod shared;
 pub mod shipper;
 pub mod time;
 

@@ -30,6 +30,18 @@ pub trait AbsSink: Send + Sync {
     /// Replaces the whole `abs` source with `entries` (identifier, expiry in Unix
     /// ms, 0 = never). On error nothing may have changed.
     fn replace_abs(&self, entries: Vec<(Identifier, u64)>) -> Result<(), String>;
+
+    /// Called after each sync attempt with this poller's status, so that other
+    /// processes (which do not poll) can show it. Best effort; the default
+    /// does nothing.
+    fn publish_status(&self, _status: &AbsStatus) {}
+
+    /// The status another process published, if any. A poller that does not
+    /// poll (another process leads, or the switch is off) reads it about once
+    /// per `idle_check` and shows it when it is newer than its own attempt.
+    fn shared_status(&self) -> Option<AbsStatus> {
+        None
+    }
 }
 
 impl AbsSink for Engine {
@@ -72,7 +84,14 @@ impl PollerOptions {
 }
 
 /// What the poller has done, for `ase-cli status` and the C API.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// `enabled`, `leader`, `panics` and `election_error` are this process's.
+/// The sync fields (attempt, success, error, endpoint, entries, counters)
+/// are those of the host's latest attempt: this process's own, or, when
+/// another process made a later one, the one it published (see
+/// [`AbsSink::shared_status`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct AbsStatus {
     /// `enable_abs_attack` as last seen.
     pub enabled: bool,
@@ -109,6 +128,46 @@ impl AbsStatus {
     pub fn age(&self, now_ms: u64) -> Option<Duration> {
         (self.last_success_ms != 0)
             .then(|| Duration::from_millis(now_ms.saturating_sub(self.last_success_ms)))
+    }
+
+    /// Records one attempt that started at `started_ms` (Unix ms): a success
+    /// resets the failure streak, a failure extends it.
+    pub fn record_attempt(&mut self, started_ms: u64, result: &Result<SyncReport, String>) {
+        self.last_attempt_ms = started_ms;
+        match result {
+            Ok(r) => {
+                self.last_success_ms = now_ms();
+                self.last_error = None;
+                self.last_endpoint = Some(r.endpoint.clone());
+                self.entries = r.entries;
+                self.bad_items = r.bad_items;
+                self.expired_items = r.expired_items;
+                self.consecutive_failures = 0;
+                self.syncs += 1;
+            }
+            Err(e) => {
+                self.last_error = Some(e.clone());
+                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+                self.failures += 1;
+            }
+        }
+    }
+
+    /// Takes the sync fields of `other` when its attempt is later than ours;
+    /// this process's own fields (`enabled`, `leader`, `panics`,
+    /// `election_error`) stay. Returns whether it took them.
+    pub fn merge_newer(&mut self, other: &AbsStatus) -> bool {
+        if other.last_attempt_ms <= self.last_attempt_ms {
+            return false;
+        }
+        *self = AbsStatus {
+            enabled: self.enabled,
+            leader: self.leader,
+            panics: self.panics,
+            election_error: self.election_error.take(),
+            ..other.clone()
+        };
+        true
     }
 }
 
@@ -250,25 +309,22 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 }
 
 impl Inner {
-    fn record(&self, started: u64, result: &Result<SyncReport, String>, failures: u32) {
-        let mut s = lock(&self.status);
-        s.last_attempt_ms = started;
-        match result {
-            Ok(r) => {
-                s.last_success_ms = now_ms();
-                s.last_error = None;
-                s.last_endpoint = Some(r.endpoint.clone());
-                s.entries = r.entries;
-                s.bad_items = r.bad_items;
-                s.expired_items = r.expired_items;
-                s.consecutive_failures = 0;
-                s.syncs += 1;
-            }
-            Err(e) => {
-                s.last_error = Some(e.clone());
-                s.consecutive_failures = failures;
-                s.failures += 1;
-            }
+    fn record(&self, started: u64, result: &Result<SyncReport, String>) {
+        // The streak counts on from the status shown (the host's, possibly
+        // taken from an earlier leader), not only this loop's own failures.
+        let published = {
+            let mut s = lock(&self.status);
+            s.record_attempt(started, result);
+            s.clone()
+        };
+        // Outside the lock: a store write must not hold up status readers.
+        self.sink.publish_status(&published);
+    }
+
+    /// Shows the host's latest attempt when another process made it.
+    fn refresh_shared(&self) {
+        if let Some(other) = self.sink.shared_status() {
+            lock(&self.status).merge_newer(&other);
         }
     }
 
@@ -285,7 +341,7 @@ impl Inner {
                 st.next_due = Instant::now() + st.backoff(&self.opts, st.failures);
             }
         }
-        self.record(started, &r, st.failures);
+        self.record(started, &r);
     }
 
     /// Waits until `deadline`, a sync request or stop. Returns (stop, forced).
@@ -339,6 +395,9 @@ impl Inner {
                 s.leader = leader && st.election.is_some() && enabled;
             }
             let polling = enabled && leader;
+            if !polling {
+                self.refresh_shared();
+            }
             let idle = Instant::now() + self.opts.idle_check;
             let deadline = if polling { st.next_due.min(idle) } else { idle };
             let (stop, forced) = self.wait(deadline);
