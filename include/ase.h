@@ -31,35 +31,6 @@
 #define ASE_MESSAGE_LEN 256
 
 /*
- Changes kept in the log. A process that falls further behind reloads the
- whole store instead of replaying.
- */
-#define LOG_KEEP 20000
-
-/*
- Bulk adds larger than this are logged as one "reload" instead of one
- change per entry, so a million-entry import does not flood the log.
- */
-#define LOG_EACH_MAX 1000
-
-/*
- Rounds for new hashes (OWASP 2023 for PBKDF2-SHA256); about 60 ms per check: slow
- enough to make guessing from a stolen store costly, fast enough for a CLI.
- */
-#define ROUNDS 600000
-
-/*
- The schema version this build writes.
- */
-#define LATEST 1
-
-/*
- Detections waiting for the writer; beyond this they are dropped (and
- counted) rather than slowing the request path.
- */
-#define DETECTION_QUEUE 8192
-
-/*
  An engine: configuration, APIs, lists, counters, and the threads that keep
  them in step with the host's shared state.
 
