@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use serde::Deserialize;
 
+use super::ident::{IdKind, KeyPrefix};
+
 /// A bad API JSON file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiError {
@@ -320,6 +322,11 @@ pub struct Api {
     pub jwt: Option<Jwt>,
     /// Pattern enforcement.
     pub pattern: Option<Pattern>,
+    /// List-key prefixes of the cookie and the API key names, hashed once
+    /// here rather than on every request.
+    pub(crate) cookie_key: Option<KeyPrefix>,
+    pub(crate) apikey_header_key: Option<KeyPrefix>,
+    pub(crate) apikey_qs_key: Option<KeyPrefix>,
     /// Deception.
     pub decoy: Option<Decoy>,
     /// `enable_blocking` as written in the file.
@@ -493,15 +500,23 @@ impl Api {
             }
         };
 
+        let cookie = opt(&m.cookie);
+        let apikey_qs = opt(&m.apikey_qs);
+        let apikey_header = opt(&m.apikey_header);
+        let prefix =
+            |kind, n: &Option<String>| n.as_ref().map(|n| KeyPrefix::new(kind, n.as_bytes()));
         Ok(Api {
+            cookie_key: prefix(IdKind::Cookie, &cookie),
+            apikey_header_key: prefix(IdKind::ApiKey, &apikey_header),
+            apikey_qs_key: prefix(IdKind::ApiKey, &apikey_qs),
             name: name.to_string(),
             hostname,
             url,
             protocol: m.protocol,
-            cookie: opt(&m.cookie),
+            cookie,
             oauth2_access_token: m.oauth2_access_token,
-            apikey_qs: opt(&m.apikey_qs),
-            apikey_header: opt(&m.apikey_header),
+            apikey_qs,
+            apikey_header,
             username_header: opt(&m.username_header),
             jwt,
             pattern,

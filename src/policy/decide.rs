@@ -7,7 +7,7 @@
 use super::api::{Api, ApiSet, NormPath, Response, media_type, proto};
 use super::config::UnknownApi;
 use super::extract::{Headers, Ids, Scratch, extract, header};
-use super::ident::{IdKind, IpKeyBuf, IpNet, KeyRef};
+use super::ident::{IdKind, IpKeyBuf, IpNet, KeyPrefix, KeyRef};
 use super::lists::{IdMap, Meta, Source};
 
 /// What the host must do.
@@ -177,14 +177,33 @@ struct Probe<'a> {
 }
 
 impl<'a> Probe<'a> {
-    fn new(ids: &Ids<'a>) -> Probe<'a> {
+    /// Keys are hashed from the API's precomputed prefixes when the name is
+    /// the API's (always, for identifiers [`extract`] found): only the value is
+    /// hashed per request. Any other name falls back to a full hash; both give
+    /// the same key.
+    fn new(ids: &Ids<'a>, api: Option<&'a Api>) -> Probe<'a> {
+        let named = |kind, n: &'a [u8], v: &'a [u8], ps: [Option<&'a KeyPrefix>; 2]| match ps
+            .into_iter()
+            .flatten()
+            .find(|p| p.name() == n)
+        {
+            Some(p) => p.key(v),
+            None => KeyRef::new(kind, n, v),
+        };
+        let api_key_prefixes = [
+            api.and_then(|a| a.apikey_header_key.as_ref()),
+            api.and_then(|a| a.apikey_qs_key.as_ref()),
+        ];
+        let cookie_prefix = [api.and_then(|a| a.cookie_key.as_ref()), None];
         Probe {
             ip: ids.ip.map(|a| (a, IpKeyBuf::new(IpNet::of(a, 128)))),
             keys: [
-                ids.cookie.map(|(n, v)| KeyRef::new(IdKind::Cookie, n, v)),
-                ids.token.map(|v| KeyRef::new(IdKind::Token, b"", v)),
-                ids.api_key.map(|(n, v)| KeyRef::new(IdKind::ApiKey, n, v)),
-                ids.username.map(|v| KeyRef::new(IdKind::Username, b"", v)),
+                ids.cookie
+                    .map(|(n, v)| named(IdKind::Cookie, n, v, cookie_prefix)),
+                ids.token.map(KeyRef::token),
+                ids.api_key
+                    .map(|(n, v)| named(IdKind::ApiKey, n, v, api_key_prefixes)),
+                ids.username.map(KeyRef::username),
             ],
         }
     }
@@ -283,7 +302,7 @@ where
         req.username,
         scratch,
     );
-    let probe = Probe::new(&ids);
+    let probe = Probe::new(&ids, api);
     let mask = sw.deny_mask();
 
     let Some(api) = api else {
