@@ -554,33 +554,12 @@ impl Reader<'_> {
         enabled: u8,
         now: &mut impl FnMut() -> u64,
     ) -> Option<Source> {
-        if !self.has(IdKind::Ip) {
-            return None;
-        }
-        if let Some(s) = self.map.get(host).and_then(|m| m.active(enabled, now)) {
-            return Some(s);
-        }
-        let words = if crate::policy::ident::is_v4(addr) {
-            &self.list.prefixes[..2]
-        } else {
-            &self.list.prefixes[2..]
-        };
-        for (word, bits) in words.iter().enumerate().rev() {
-            let mut bits = bits.load(Relaxed);
-            while bits != 0 {
-                let top = 63 - bits.leading_zeros() as u8;
-                bits &= !(1u64 << top);
-                let buf = IpKeyBuf::new(IpNet::of(addr, word as u8 * 64 + top));
-                if let Some(s) = self
-                    .map
-                    .get(&buf.key())
-                    .and_then(|m| m.active(enabled, now))
-                {
-                    return Some(s);
-                }
-            }
-        }
-        None
+        let mut found = None;
+        self.each_ip(addr, host, |m| {
+            found = m.active(enabled, now);
+            found.is_some()
+        });
+        found
     }
 }
 
