@@ -379,6 +379,25 @@ fn identifier(id: *const ase_identifier) -> Result<Identifier, ase_result> {
     Ok(Identifier::new(kind, name, value)?)
 }
 
+/// The shape of every getter: checks the engine and the out pointer, computes
+/// the value, and writes it only on success.
+fn fill<T>(
+    engine: *const ase_engine,
+    out: *mut T,
+    f: impl FnOnce(&ase_engine) -> Result<T, ase_result>,
+) -> ase_result {
+    run(|| {
+        let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
+        if out.is_null() {
+            return Err(ASE_ERR_NULL_PARAMETER);
+        }
+        let v = f(e)?;
+        // SAFETY: checked non-NULL; the caller owns the out slot.
+        unsafe { out.write(v) };
+        Ok(())
+    })
+}
+
 /// Checks the engine and identifier of a list call, then runs `f` on them.
 fn with_id(
     engine: *const ase_engine,
@@ -611,15 +630,9 @@ pub extern "C" fn ase_switch_get(
     which: ase_switch,
     on_out: *mut bool,
 ) -> ase_result {
-    run(|| {
-        let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
+    fill(engine, on_out, |e| {
         let s = Switch::from_u32(which).ok_or(ASE_ERR_INVALID_ARGUMENT)?;
-        if on_out.is_null() {
-            return Err(ASE_ERR_NULL_PARAMETER);
-        }
-        // SAFETY: checked non-NULL; the caller owns the out slot.
-        unsafe { *on_out = e.node.engine().switch(s) };
-        Ok(())
+        Ok(e.node.engine().switch(s))
     })
 }
 
@@ -650,11 +663,7 @@ pub extern "C" fn ase_engine_stats(
     engine: *const ase_engine,
     stats_out: *mut ase_stats,
 ) -> ase_result {
-    run(|| {
-        let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
-        if stats_out.is_null() {
-            return Err(ASE_ERR_NULL_PARAMETER);
-        }
+    fill(engine, stats_out, |e| {
         let s = e.node.engine().stats();
         let out = ase_stats {
             checked: s.checked,
@@ -667,9 +676,7 @@ pub extern "C" fn ase_engine_stats(
             deny_entries: s.deny_entries,
             allow_entries: s.allow_entries,
         };
-        // SAFETY: checked non-NULL; the caller owns the out slot.
-        unsafe { *stats_out = out };
-        Ok(())
+        Ok(out)
     })
 }
 
@@ -730,11 +737,7 @@ pub extern "C" fn ase_abs_status(
     engine: *const ase_engine,
     status_out: *mut ase_abs_state,
 ) -> ase_result {
-    run(|| {
-        let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
-        if status_out.is_null() {
-            return Err(ASE_ERR_NULL_PARAMETER);
-        }
+    fill(engine, status_out, |e| {
         let eng = e.node.engine();
         let mut out = ase_abs_state {
             configured: false,
@@ -777,9 +780,7 @@ pub extern "C" fn ase_abs_status(
             out.traffic_sent = t.sent_records;
             out.traffic_dropped = t.dropped_full + t.dropped_failed;
         }
-        // SAFETY: checked non-NULL; the caller owns the out slot.
-        unsafe { *status_out = out };
-        Ok(())
+        Ok(out)
     })
 }
 
@@ -884,11 +885,7 @@ pub extern "C" fn ase_engine_health(
     engine: *const ase_engine,
     health_out: *mut ase_health,
 ) -> ase_result {
-    run(|| {
-        let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
-        if health_out.is_null() {
-            return Err(ASE_ERR_NULL_PARAMETER);
-        }
+    fill(engine, health_out, |e| {
         let h = e.node.health();
         let mut out = ase_health {
             store_ok: h.store_error.is_none(),
@@ -905,9 +902,7 @@ pub extern "C" fn ase_engine_health(
         if let Some(m) = &h.store_error {
             copy_message(&mut out.store_error, m, &[]);
         }
-        // SAFETY: checked non-NULL; the caller owns the out slot.
-        unsafe { *health_out = out };
-        Ok(())
+        Ok(out)
     })
 }
 

@@ -20,7 +20,7 @@ fn every_export_is_inside_the_panic_boundary() {
             .take_while(|c| c.is_alphanumeric() || *c == '_')
             .collect();
         assert!(
-            body.starts_with("boundary(") || body.starts_with("run("),
+            body.starts_with("boundary(") || body.starts_with("run(") || body.starts_with("fill("),
             "export {name} is not wrapped in the panic boundary"
         );
         n += 1;
