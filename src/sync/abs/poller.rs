@@ -530,19 +530,7 @@ impl Poller {
     pub fn stop(&self, wait: Duration) -> bool {
         lock(&self.inner.ctl).stop = true;
         self.inner.cv.notify_all();
-        let deadline = Instant::now() + wait;
-        let mut t = lock(&self.thread);
-        loop {
-            match t.as_ref() {
-                None => return true,
-                Some(h) if h.is_finished() => {
-                    let _ = t.take().map(JoinHandle::join);
-                    return true;
-                }
-                Some(_) if Instant::now() >= deadline => return false,
-                Some(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
+        crate::sync::join_within(&self.thread, wait)
     }
 }
 

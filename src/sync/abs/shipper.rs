@@ -748,19 +748,7 @@ impl Shipper {
         {
             let _ = tx.try_send(());
         }
-        let deadline = Instant::now() + wait;
-        let mut t = self.thread.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            match t.as_ref() {
-                None => return true,
-                Some(h) if h.is_finished() => {
-                    let _ = t.take().map(JoinHandle::join);
-                    return true;
-                }
-                Some(_) if Instant::now() >= deadline => return false,
-                Some(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
+        crate::sync::join_within(&self.thread, wait)
     }
 }
 
