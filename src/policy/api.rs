@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use serde::Deserialize;
 
+use super::bytes;
+use super::extract::HeaderPlan;
 use super::ident::{IdKind, KeyPrefix};
 
 /// A bad API JSON file.
@@ -327,6 +329,8 @@ pub struct Api {
     pub(crate) cookie_key: Option<KeyPrefix>,
     pub(crate) apikey_header_key: Option<KeyPrefix>,
     pub(crate) apikey_qs_key: Option<KeyPrefix>,
+    /// The request headers this API reads, prepared for one pass.
+    pub(crate) headers: HeaderPlan,
     /// Deception.
     pub decoy: Option<Decoy>,
     /// `enable_blocking` as written in the file.
@@ -505,7 +509,8 @@ impl Api {
         let apikey_header = opt(&m.apikey_header);
         let prefix =
             |kind, n: &Option<String>| n.as_ref().map(|n| KeyPrefix::new(kind, n.as_bytes()));
-        Ok(Api {
+        let mut api = Api {
+            headers: HeaderPlan::default(),
             cookie_key: prefix(IdKind::Cookie, &cookie),
             apikey_header_key: prefix(IdKind::ApiKey, &apikey_header),
             apikey_qs_key: prefix(IdKind::ApiKey, &apikey_qs),
@@ -523,7 +528,9 @@ impl Api {
             decoy,
             enable_blocking_default: m.enable_blocking,
             enable_blocking: AtomicBool::new(m.enable_blocking),
-        })
+        };
+        api.headers = HeaderPlan::of(&api);
+        Ok(api)
     }
 
     /// Whether blocking is on for this API (monitor mode when off).
@@ -619,22 +626,7 @@ impl<'a> NormPath<'a> {
     /// Cuts the query string and fragment off `uri`, decodes `%XX`, merges `//`
     /// and resolves `.` and `..` segments. Never allocates.
     pub fn new(uri: &'a [u8]) -> NormPath<'a> {
-        // One scan finds the end of the path and whether it needs work.
-        let mut end = uri.len();
-        let mut needs = false;
-        let mut prev = 0u8;
-        for (i, &c) in uri.iter().enumerate() {
-            match c {
-                b'?' | b'#' => {
-                    end = i;
-                    break;
-                }
-                b'%' => needs = true,
-                b'/' | b'.' if prev == b'/' => needs = true,
-                _ => {}
-            }
-            prev = c;
-        }
+        let (end, needs) = path_end(uri);
         let raw = &uri[..end];
         if raw.is_empty() {
             return NormPath::Borrowed(b"/");
@@ -670,6 +662,38 @@ impl<'a> NormPath<'a> {
             NormPath::Owned { buf, len } => &buf[..*len],
         }
     }
+}
+
+/// Where the path of `uri` ends (its `?` or `#`, else its length), and
+/// whether the path needs normalising: it holds a `%`, or a `/` followed by
+/// `/` or `.`. Eight bytes per step.
+fn path_end(uri: &[u8]) -> (usize, bool) {
+    let mut needs = 0u64;
+    // The 0x80 bit set when the byte before the current word is a `/`.
+    let mut carry = 0u64;
+    let mut i = 0;
+    while i < uri.len() {
+        let (w, valid) = if i + 8 <= uri.len() {
+            (bytes::word_at(uri, i), u64::MAX)
+        } else {
+            let n = uri.len() - i;
+            (bytes::short_word(&uri[i..]), (1u64 << (n * 8)) - 1)
+        };
+        let slash = bytes::bytes_eq(w, b'/') & valid;
+        let dot = bytes::bytes_eq(w, b'.') & valid;
+        let bad = bytes::bytes_eq(w, b'%') | ((slash << 8 | carry) & (slash | dot));
+        let stop = (bytes::bytes_eq(w, b'?') | bytes::bytes_eq(w, b'#')) & valid;
+        if stop != 0 {
+            // Only the bytes before the first stop count.
+            let before = (stop & stop.wrapping_neg()) - 1;
+            needs |= bad & before & valid;
+            return (i + stop.trailing_zeros() as usize / 8, needs != 0);
+        }
+        needs |= bad & valid;
+        carry = slash >> 56;
+        i += 8;
+    }
+    (uri.len(), needs != 0)
 }
 
 fn hex(c: u8) -> Option<u8> {
@@ -807,17 +831,31 @@ impl ApiSet {
 
     /// The API serving `host` (any case, port ignored) and normalised `path`.
     pub fn find(&self, host: &[u8], path: &[u8]) -> Option<&Api> {
-        let h = strip_port(host);
-        let mut buf = [0u8; 256];
-        if !h.is_empty() && h.len() <= buf.len() && !self.by_host.is_empty() {
-            let b = &mut buf[..h.len()];
-            b.copy_from_slice(h);
-            b.make_ascii_lowercase();
-            if let Some(i) = self.by_host.get(&*b).and_then(|g| g.find(path)) {
-                return Some(&self.apis[i]);
+        if !self.by_host.is_empty() {
+            let h = strip_port(host);
+            if let Some(g) = self.host_group(h) {
+                if let Some(i) = g.find(path) {
+                    return Some(&self.apis[i]);
+                }
             }
         }
         self.any_host.find(path).map(|i| &self.apis[i])
+    }
+
+    /// The group of APIs on exact host `h` (port already stripped). Hosts
+    /// come lowercase almost always: only one with a capital is copied.
+    fn host_group(&self, h: &[u8]) -> Option<&Group> {
+        if h.is_empty() || h.len() > 255 {
+            return None;
+        }
+        if !bytes::has_upper(h) {
+            return self.by_host.get(h);
+        }
+        let mut buf = [0u8; 255];
+        let b = &mut buf[..h.len()];
+        b.copy_from_slice(h);
+        b.make_ascii_lowercase();
+        self.by_host.get(&*b)
     }
 }
 
@@ -825,13 +863,16 @@ impl ApiSet {
 fn strip_port(host: &[u8]) -> &[u8] {
     let h = host.trim_ascii();
     let h = if h.first() == Some(&b'[') {
-        match h.iter().position(|&c| c == b']') {
+        match bytes::find_byte(h, b']') {
             Some(p) => &h[..=p],
             None => h,
         }
     } else {
-        match h.iter().rposition(|&c| c == b':') {
-            Some(p) => &h[..p],
+        // The last `:` starts the port; a name or an IPv4 address holds one
+        // at most, so the forward search almost always settles it.
+        match bytes::find_byte(h, b':') {
+            Some(p) if bytes::find_byte(&h[p + 1..], b':').is_none() => &h[..p],
+            Some(_) => h.iter().rposition(|&c| c == b':').map_or(h, |p| &h[..p]),
             None => h,
         }
     };
@@ -841,6 +882,41 @@ fn strip_port(host: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_end_matches_a_byte_loop() {
+        fn plain(uri: &[u8]) -> (usize, bool) {
+            let mut needs = false;
+            let mut prev = 0u8;
+            for (i, &c) in uri.iter().enumerate() {
+                match c {
+                    b'?' | b'#' => return (i, needs),
+                    b'%' => needs = true,
+                    b'/' | b'.' if prev == b'/' => needs = true,
+                    _ => {}
+                }
+                prev = c;
+            }
+            (uri.len(), needs)
+        }
+        let alphabet = b"/.?#%a/";
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..200_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let len = (state % 20) as usize;
+            let uri: Vec<u8> = (0..len)
+                .map(|k| alphabet[((state >> (k * 3 % 60)) % 7) as usize])
+                .collect();
+            assert_eq!(
+                path_end(&uri),
+                plain(&uri),
+                "{:?}",
+                String::from_utf8_lossy(&uri)
+            );
+        }
+    }
 
     /// The reference notes' full inline example: every field must parse.
     pub const FULL: &str = r#"{ "api_metadata": {

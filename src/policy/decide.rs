@@ -178,31 +178,29 @@ struct Probe<'a> {
 
 impl<'a> Probe<'a> {
     /// Keys are hashed from the API's precomputed prefixes when the name is
-    /// the API's (always, for identifiers [`extract`] found): only the value is
-    /// hashed per request. Any other name falls back to a full hash; both give
-    /// the same key.
+    /// the API's own (always, for identifiers [`extract`] found: it hands out
+    /// the prefix's name, so comparing the pointers settles it): only the
+    /// value is hashed per request. Any other name is hashed whole; both
+    /// give the same key.
     fn new(ids: &Ids<'a>, api: Option<&'a Api>) -> Probe<'a> {
-        let named = |kind, n: &'a [u8], v: &'a [u8], ps: [Option<&'a KeyPrefix>; 2]| match ps
-            .into_iter()
-            .flatten()
-            .find(|p| p.name() == n)
-        {
-            Some(p) => p.key(v),
-            None => KeyRef::new(kind, n, v),
+        let named = |kind, (n, v): (&'a [u8], &'a [u8]), p: Option<&'a KeyPrefix>| match p {
+            Some(p) if std::ptr::eq(p.name(), n) => p.key(v),
+            _ => KeyRef::new(kind, n, v),
         };
-        let api_key_prefixes = [
-            api.and_then(|a| a.apikey_header_key.as_ref()),
-            api.and_then(|a| a.apikey_qs_key.as_ref()),
-        ];
-        let cookie_prefix = [api.and_then(|a| a.cookie_key.as_ref()), None];
+        let api_key = ids.api_key.map(|(n, v)| {
+            let header = api.and_then(|a| a.apikey_header_key.as_ref());
+            let p = header
+                .filter(|p| std::ptr::eq(p.name(), n))
+                .or_else(|| api.and_then(|a| a.apikey_qs_key.as_ref()));
+            named(IdKind::ApiKey, (n, v), p)
+        });
         Probe {
             ip: ids.ip.map(|a| (a, IpKeyBuf::new(IpNet::of(a, 128)))),
             keys: [
                 ids.cookie
-                    .map(|(n, v)| named(IdKind::Cookie, n, v, cookie_prefix)),
+                    .map(|c| named(IdKind::Cookie, c, api.and_then(|a| a.cookie_key.as_ref()))),
                 ids.token.map(KeyRef::token),
-                ids.api_key
-                    .map(|(n, v)| named(IdKind::ApiKey, n, v, api_key_prefixes)),
+                api_key,
                 ids.username.map(KeyRef::username),
             ],
         }

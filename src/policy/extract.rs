@@ -11,6 +11,8 @@ use std::net::IpAddr;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::api::{Api, JwtLocation};
+use super::bytes::eq_words;
+use super::bytes::{eq_ignore_case, eq_lowered, find_byte, lower8, short_word, word_at};
 use super::ident::ip_to_u128;
 
 /// Request headers as name/value byte pairs, in the order received.
@@ -37,41 +39,6 @@ impl<const N: usize> Headers for [(&[u8], &[u8]); N] {
     fn at(&self, i: usize) -> (&[u8], &[u8]) {
         self[i]
     }
-}
-
-/// ASCII case-insensitive equality, eight bytes at a time: the same answer as
-/// `<[u8]>::eq_ignore_ascii_case` (bytes above 0x7f compare exactly), at a
-/// fraction of the cost for header names. The tail is zero-padded into one
-/// more word rather than compared byte by byte.
-#[inline]
-pub fn eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    // Lowercases the ASCII capitals of eight bytes at once.
-    #[inline(always)]
-    fn lower(x: u64) -> u64 {
-        const ONES: u64 = 0x0101_0101_0101_0101;
-        let low7 = x & (0x7f * ONES);
-        let ge_a = low7 + (0x80 - b'A' as u64) * ONES;
-        let gt_z = low7 + (0x7f - b'Z' as u64) * ONES;
-        let upper = ge_a & !gt_z & !x & (0x80 * ONES);
-        x | (upper >> 2)
-    }
-    #[inline(always)]
-    fn word(c: &[u8]) -> u64 {
-        let mut w = [0u8; 8];
-        w[..c.len()].copy_from_slice(c);
-        u64::from_le_bytes(w)
-    }
-    let mut ca = a.chunks_exact(8);
-    let mut cb = b.chunks_exact(8);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        if lower(word(x)) != lower(word(y)) {
-            return false;
-        }
-    }
-    lower(word(ca.remainder())) == lower(word(cb.remainder()))
 }
 
 /// The first value of header `name` (any case).
@@ -147,33 +114,44 @@ pub fn cookie<'h, H: Headers + ?Sized>(h: &'h H, name: &[u8]) -> Option<&'h [u8]
 /// The value of cookie `name` in one `Cookie` header value.
 ///
 /// For an ordinary name (not empty, no `=` or `;`, no surrounding
-/// whitespace: every name an API JSON gives) one pass jumps from `;` to `;`
-/// (memchr) and compares the name in place, instead of splitting and trimming
-/// every pair; other names take the general path. Both give the same answer.
+/// whitespace: every name an API JSON gives) one pass compares the name in
+/// place at the start of each pair and jumps from `;` to `;`, instead of
+/// splitting and trimming every pair; other names take the general path.
+/// Both give the same answer.
 fn cookie_in<'v>(v: &'v [u8], name: &[u8]) -> Option<&'v [u8]> {
-    let plain = !name.is_empty()
+    cookie_in_as(v, name, plain_cookie_name(name))
+}
+
+/// Whether a cookie name can take the fast path of [`cookie_in`].
+fn plain_cookie_name(name: &[u8]) -> bool {
+    !name.is_empty()
         && !name.iter().any(|&c| c == b'=' || c == b';')
-        && name.trim_ascii().len() == name.len();
+        && name.trim_ascii().len() == name.len()
+}
+
+/// [`cookie_in`] with `plain` = [`plain_cookie_name`]`(name)` known.
+#[inline]
+fn cookie_in_as<'v>(v: &'v [u8], name: &[u8], plain: bool) -> Option<&'v [u8]> {
     if !plain {
         return cookie_in_general(v, name);
     }
     let mut rest = v;
     loop {
-        let end = memchr::memchr(b';', rest).unwrap_or(rest.len());
-        let pair = &rest[..end];
-        if let Some(after) = pair.trim_ascii_start().strip_prefix(name) {
+        let pair = rest.trim_ascii_start();
+        let end = find_byte(pair, b';').unwrap_or(pair.len());
+        if pair.len() > name.len() && eq_words(&pair[..name.len()], name, |w| w, |w| w) {
             // `name` holds no `=`, so the first `=` of the pair follows it.
-            if let Some(val) = after.trim_ascii_start().strip_prefix(b"=") {
+            if let Some(val) = pair[name.len()..end].trim_ascii_start().strip_prefix(b"=") {
                 let val = val.trim_ascii();
                 if !val.is_empty() {
                     return Some(val);
                 }
             }
         }
-        if end == rest.len() {
+        if end == pair.len() {
             return None;
         }
-        rest = &rest[end + 1..];
+        rest = &pair[end + 1..];
     }
 }
 
@@ -392,9 +370,173 @@ pub fn jwt_username<'s>(jwt: &[u8], claim: &str, s: &'s mut Scratch) -> Option<&
     json_claim(json, claim, s.user.get_or_insert([0; 512]))
 }
 
+/// What a wanted header feeds: one bit per identifier source.
+mod slot {
+    pub const XFF: u8 = 1 << 0;
+    pub const AUTH: u8 = 1 << 1;
+    pub const COOKIE: u8 = 1 << 2;
+    pub const KEY: u8 = 1 << 3;
+    pub const USER: u8 = 1 << 4;
+    pub const JWT: u8 = 1 << 5;
+    pub const COUNT: usize = 6;
+}
+
+/// The headers one API reads, prepared when the API is loaded: each name in
+/// lowercase with the identifiers it feeds (one header may feed several),
+/// and a bit per name length, so most request headers are passed over on
+/// their length alone and the rest cost one lowering pass per candidate.
+#[derive(Clone, Debug, Default)]
+pub struct HeaderPlan {
+    names: Vec<Wanted>,
+    /// Bit `n`: a wanted name is `n` bytes long (`n < 64`).
+    lens: u64,
+    /// A wanted name is 64 bytes or longer.
+    long: bool,
+    /// Every slot some name feeds.
+    slots: u8,
+    /// The API's cookie name takes the fast path of [`cookie_in`].
+    plain_cookie: bool,
+}
+
+/// One wanted header name.
+#[derive(Clone, Debug)]
+struct Wanted {
+    /// Its first eight bytes (fewer, zero-padded, for a shorter name),
+    /// lowercase: most candidates of the right length differ here.
+    head: u64,
+    /// The whole name, lowercase.
+    name: Box<[u8]>,
+    /// The slots it feeds.
+    slots: u8,
+}
+
+/// The first eight bytes of `n` (all of a shorter one, zero-padded), lowercase.
+#[inline(always)]
+fn head_word(n: &[u8]) -> u64 {
+    lower8(if n.len() >= 8 {
+        word_at(n, 0)
+    } else {
+        short_word(n)
+    })
+}
+
+impl HeaderPlan {
+    /// The plan of `api`. `X-Forwarded-For` is always in it; a request
+    /// drops it when `enable_xff` is off.
+    pub fn of(api: &Api) -> HeaderPlan {
+        let mut p = HeaderPlan::default();
+        let mut want = |name: &[u8], s: u8| {
+            let lower = name.to_ascii_lowercase();
+            match p.names.iter_mut().find(|w| *w.name == *lower) {
+                Some(w) => w.slots |= s,
+                None => {
+                    if lower.len() < 64 {
+                        p.lens |= 1 << lower.len();
+                    } else {
+                        p.long = true;
+                    }
+                    p.names.push(Wanted {
+                        head: head_word(&lower),
+                        name: lower.into(),
+                        slots: s,
+                    });
+                }
+            }
+            p.slots |= s;
+        };
+        want(b"x-forwarded-for", slot::XFF);
+        let jwt = api.jwt.as_ref().map(|j| &j.location);
+        if api.oauth2_access_token || matches!(jwt, Some(JwtLocation::Bearer)) {
+            want(b"authorization", slot::AUTH);
+        }
+        if api.cookie_key.is_some() {
+            want(b"cookie", slot::COOKIE);
+        }
+        if let Some(k) = &api.apikey_header_key {
+            want(k.name(), slot::KEY);
+        }
+        if let Some(u) = &api.username_header {
+            want(u.as_bytes(), slot::USER);
+        }
+        if let Some(JwtLocation::Header(n)) = jwt {
+            want(n.as_bytes(), slot::JWT);
+        }
+        p.plain_cookie = (api.cookie_key.as_ref()).is_some_and(|c| plain_cookie_name(c.name()));
+        p
+    }
+
+    /// Whether a name of `len` bytes may be wanted.
+    #[inline(always)]
+    fn may_want(&self, len: usize) -> bool {
+        if len < 64 {
+            self.lens & 1 << len != 0
+        } else {
+            self.long
+        }
+    }
+
+    /// The slots header name `n` feeds among `need` (0 if none).
+    #[inline(always)]
+    fn slots_of(&self, n: &[u8], need: u8) -> u8 {
+        let head = head_word(n);
+        for w in &self.names {
+            if w.head == head
+                && w.name.len() == n.len()
+                && w.slots & need != 0
+                && (n.len() <= 8 || eq_lowered(&n[8..], &w.name[8..]))
+            {
+                return w.slots & need;
+            }
+        }
+        0
+    }
+}
+
+/// The first value of each header the plan wants, in one pass; the cookie
+/// is the named cookie from the first `Cookie` header that has it.
+fn scan_headers<'h, H: Headers + ?Sized>(
+    plan: &HeaderPlan,
+    mut need: u8,
+    cookie_name: &[u8],
+    h: &'h H,
+) -> [Option<&'h [u8]>; slot::COUNT] {
+    let mut vals = [None; slot::COUNT];
+    for i in 0..h.count() {
+        if need == 0 {
+            break;
+        }
+        let (n, v) = h.at(i);
+        if !plan.may_want(n.len()) {
+            continue;
+        }
+        let mut hit = plan.slots_of(n, need);
+        if hit == 0 {
+            continue;
+        }
+        if hit & slot::COOKIE != 0 {
+            vals[slot::COOKIE.trailing_zeros() as usize] =
+                cookie_in_as(v, cookie_name, plan.plain_cookie);
+            if vals[slot::COOKIE.trailing_zeros() as usize].is_none() {
+                hit &= !slot::COOKIE;
+            }
+        }
+        need &= !hit;
+        while hit != 0 {
+            let b = hit.trailing_zeros() as usize;
+            hit &= hit - 1;
+            if b != slot::COOKIE.trailing_zeros() as usize {
+                vals[b] = Some(v);
+            }
+        }
+    }
+    vals
+}
+
 /// Extracts every identifier `api` asks for. `client_ip` is the host's client
 /// address (already parsed); with `xff` the first `X-Forwarded-For` address
 /// replaces it when it parses. `host_user` is a user name the host passes in.
+/// Cookie and API-key names in the result are the API's own
+/// ([`KeyPrefix::name`]), so the list key can reuse its hashed prefix.
 pub fn extract<'a, H: Headers + ?Sized>(
     api: Option<&'a Api>,
     client_ip: Option<u128>,
@@ -404,102 +546,47 @@ pub fn extract<'a, H: Headers + ?Sized>(
     host_user: &'a [u8],
     s: &'a mut Scratch,
 ) -> Ids<'a> {
-    // One pass over the headers collects everything this API reads: the first
-    // occurrence of each named header, the cookie from any `Cookie` header.
-    let (cookie_name, key_name, user_name, jwt_name) = match api {
-        Some(a) => (
-            a.cookie.as_deref().map(str::as_bytes),
-            a.apikey_header.as_deref().map(str::as_bytes),
-            a.username_header.as_deref().map(str::as_bytes),
-            match a.jwt.as_ref().map(|j| &j.location) {
-                Some(JwtLocation::Header(n)) => Some(n.as_bytes()),
-                _ => None,
-            },
-        ),
-        None => (None, None, None, None),
-    };
-    let want_auth = api.is_some_and(|a| {
-        a.oauth2_access_token
-            || matches!(
-                a.jwt.as_ref().map(|j| &j.location),
-                Some(JwtLocation::Bearer)
-            )
-    });
-    let is = |n: &[u8], want: Option<&[u8]>| want.is_some_and(|w| eq_ignore_case(n, w));
-    let (mut xff_v, mut auth_v, mut key_v, mut user_v, mut jwt_v, mut cookie_v) =
-        (None, None, None, None, None, None);
-    // Lengths of the wanted names: most headers are rejected on length alone.
-    let mut lens = 0u64;
-    let mut long = false;
-    let mut want_len = |w: Option<&[u8]>| {
-        if let Some(w) = w {
-            if w.len() < 64 {
-                lens |= 1 << w.len();
-            } else {
-                long = true;
-            }
-        }
-    };
-    want_len(xff.then_some(b"x-forwarded-for"));
-    want_len(want_auth.then_some(b"authorization"));
-    want_len(cookie_name.map(|_| &b"cookie"[..]));
-    want_len(key_name);
-    want_len(user_name);
-    want_len(jwt_name);
-    for i in 0..h.count() {
-        let (n, v) = h.at(i);
-        if if n.len() < 64 {
-            lens & 1 << n.len() == 0
-        } else {
-            !long
-        } {
-            continue;
-        }
-        if xff && xff_v.is_none() && is(n, Some(b"x-forwarded-for")) {
-            xff_v = Some(v);
-        }
-        if want_auth && auth_v.is_none() && is(n, Some(b"authorization")) {
-            auth_v = Some(v);
-        }
-        if cookie_v.is_none() && cookie_name.is_some() && is(n, Some(b"cookie")) {
-            cookie_v = cookie_name.and_then(|c| cookie_in(v, c));
-        }
-        if key_v.is_none() && is(n, key_name) {
-            key_v = Some(v);
-        }
-        if user_v.is_none() && is(n, user_name) {
-            user_v = Some(v);
-        }
-        if jwt_v.is_none() && is(n, jwt_name) {
-            jwt_v = Some(v);
-        }
-    }
-    let xff_ip = xff_v
-        .and_then(|v| v.split(|&c| c == b',').next())
-        .and_then(|f| parse_ip(f, true));
-    let mut ids = Ids {
-        ip: xff_ip.or(client_ip),
-        ..Ids::default()
+    let first_xff = |v: Option<&[u8]>| {
+        v.and_then(|v| v.split(|&c| c == b',').next())
+            .and_then(|f| parse_ip(f, true))
     };
     let Some(api) = api else {
-        return ids;
+        let v = if xff {
+            header(h, b"x-forwarded-for")
+        } else {
+            None
+        };
+        return Ids {
+            ip: first_xff(v).or(client_ip),
+            ..Ids::default()
+        };
+    };
+    let plan = &api.headers;
+    let need = plan.slots & if xff { !0 } else { !slot::XFF };
+    let cookie_name = api.cookie_key.as_ref().map_or(&b""[..], |k| k.name());
+    let [xff_v, auth_v, cookie_v, key_v, user_v, jwt_v] = scan_headers(plan, need, cookie_name, h);
+    let mut ids = Ids {
+        ip: first_xff(xff_v).or(client_ip),
+        ..Ids::default()
     };
     let Scratch { qs, jwt, user } = s;
-    ids.cookie = cookie_v.zip(cookie_name).map(|(v, n)| (n, v));
+    ids.cookie = cookie_v.map(|v| (cookie_name, v));
     let auth_bearer = auth_v.and_then(strip_bearer);
     if api.oauth2_access_token {
         ids.token = auth_bearer;
     }
-    ids.api_key = key_v.zip(key_name).map(|(v, n)| (n, v.trim_ascii()));
+    ids.api_key = key_v
+        .zip(api.apikey_header_key.as_ref())
+        .map(|(v, k)| (k.name(), v.trim_ascii()));
     if ids.api_key.is_none() {
-        if let Some(name) = &api.apikey_qs {
-            if let Some(raw) = query_param(uri, name.as_bytes()) {
+        if let Some(k) = &api.apikey_qs_key {
+            if let Some(raw) = query_param(uri, k.name()) {
                 let v: &'a [u8] = match url_decode(raw, qs.get_or_insert([0; 1024])) {
                     Some(d) => d,
                     None => raw,
                 };
                 if !v.is_empty() {
-                    ids.api_key = Some((name.as_bytes(), v));
+                    ids.api_key = Some((k.name(), v));
                 }
             }
         }
@@ -544,6 +631,151 @@ mod tests {
             .collect()
     }
 
+    /// `extract` written the plain way: one lookup per header it wants
+    /// (first occurrence), the cookie from the first `Cookie` header that has
+    /// it. The one-pass version must agree on every request.
+    fn extract_plainly<'a>(
+        api: &'a Api,
+        client_ip: Option<u128>,
+        xff: bool,
+        uri: &'a [u8],
+        hs: &'a [(&'a [u8], &'a [u8])],
+        scratch: &'a mut Scratch,
+    ) -> Ids<'a> {
+        let xff_ip = if xff { xff_first(hs) } else { None };
+        let auth = header(hs, b"authorization").and_then(strip_bearer);
+        let jwt = api.jwt.as_ref().map(|j| &j.location);
+        let mut ids = Ids {
+            ip: xff_ip.or(client_ip),
+            ..Ids::default()
+        };
+        ids.cookie = api
+            .cookie
+            .as_ref()
+            .and_then(|c| cookie(hs, c.as_bytes()).map(|v| (c.as_bytes(), v)));
+        if api.oauth2_access_token {
+            ids.token = auth;
+        }
+        ids.api_key = api
+            .apikey_header
+            .as_ref()
+            .and_then(|k| header(hs, k.as_bytes()).map(|v| (k.as_bytes(), v.trim_ascii())));
+        if ids.api_key.is_none() {
+            if let Some(k) = &api.apikey_qs {
+                ids.api_key = query_param(uri, k.as_bytes())
+                    .filter(|v| !v.is_empty())
+                    .map(|v| (k.as_bytes(), v));
+            }
+        }
+        ids.username = api
+            .username_header
+            .as_ref()
+            .and_then(|u| header(hs, u.as_bytes()))
+            .map(|v| v.trim_ascii())
+            .filter(|v| !v.is_empty());
+        if ids.username.is_none() {
+            if let (Some(JwtLocation::Header(n)), Some(j)) = (jwt, &api.jwt) {
+                let t = header(hs, n.as_bytes()).map(|v| strip_bearer(v).unwrap_or(v));
+                ids.username = t.and_then(|t| jwt_username(t, &j.username, scratch));
+            }
+        }
+        ids
+    }
+
+    #[test]
+    fn one_pass_agrees_with_plain_lookups() {
+        // APIs whose wanted names collide, differ only in case, share a length
+        // or are longer than 64 bytes.
+        let long = format!("X-{}", "Long-Header-".repeat(6));
+        let apis = [
+            r#""cookie":"JSESSIONID","oauth2_access_token":true,"apikey_header":"X-API-KEY","username_header":"X-User""#.to_string(),
+            r#""cookie":"sid","apikey_header":"Authorization","username_header":"Cookie""#.to_string(),
+            r#""oauth2_access_token":true,"username_header":"x-forwarded-for","apikey_qs":"key""#.to_string(),
+            format!(r#""apikey_header":"{long}","username_header":"X-Userx","jwt":{{"location":"h:X-Api-Key","username":"u","clientid":"c"}}"#),
+            r#""cookie":"a b","apikey_header":"X-Api-Kez","apikey_qs":"k""#.to_string(),
+            String::new(),
+        ];
+        let names = [
+            "Cookie",
+            "cookie",
+            "COOKIE",
+            "Authorization",
+            "authorization",
+            "X-API-KEY",
+            "x-api-key",
+            "X-Api-Kez",
+            "X-User",
+            "x-user",
+            "X-Userx",
+            "X-Forwarded-For",
+            "x-forwarded-for",
+            "Host",
+            "Accept",
+            &long,
+            &long.to_lowercase(),
+            "",
+            "X-Use",
+        ];
+        let values = [
+            "",
+            " ",
+            "JSESSIONID=s1; sid=s2",
+            "sid=x; a b=y",
+            "Bearer t1",
+            "bearer  t2 ",
+            "Basic zz",
+            "10.0.0.1, 10.0.0.2",
+            "[2001:db8::1]:80",
+            "k1",
+            " k2 ",
+            "bob",
+            "JSESSIONID=",
+            "a=b",
+            // {"u":"carol"}
+            "Bearer h.eyJ1IjoiY2Fyb2wifQ.s",
+        ];
+        // A small deterministic generator: no dependency, same cases every run.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        for (i, body) in apis.iter().enumerate() {
+            let json = format!(
+                r#"{{"api_metadata":{{"url":"/a","hostname":"*"{}{body}}}}}"#,
+                if body.is_empty() { "" } else { "," }
+            );
+            let api = Api::parse(&format!("a{i}"), json.as_bytes()).unwrap();
+            for _ in 0..3000 {
+                let n = next(8);
+                let hs: Vec<(&[u8], &[u8])> = (0..n)
+                    .map(|_| {
+                        (
+                            names[next(names.len())].as_bytes(),
+                            values[next(values.len())].as_bytes(),
+                        )
+                    })
+                    .collect();
+                let uri: &[u8] = [&b"/a"[..], b"/a?key=q1", b"/a?k=&key=%41b", b"/a?k=z"][next(4)];
+                let xff = next(2) == 0;
+                let ip = Some(7);
+                let mut s = Scratch::default();
+                let got = extract(Some(&api), ip, xff, uri, &hs[..], b"", &mut s);
+                let mut s2 = Scratch::default();
+                let mut want = extract_plainly(&api, ip, xff, uri, &hs, &mut s2);
+                if let (Some((_, v)), Some((_, g))) = (want.api_key, got.api_key) {
+                    // The plain version does not decode the query string.
+                    if v.contains(&b'%') {
+                        want.api_key = got.api_key.filter(|_| g == b"Ab");
+                    }
+                }
+                assert_eq!(got, want, "api {i} headers {hs:?} uri {uri:?} xff {xff}");
+            }
+        }
+    }
+
     #[test]
     fn cookies_from_several_headers() {
         let hs = h(&[("Cookie", "a=1; b=2"), ("cookie", "JSESSIONID=abc ; c=3")]);
@@ -576,41 +808,6 @@ mod tests {
         assert!(parse_ip(b"1.2.3.4:80", false).is_none());
         assert!(parse_ip(b"junk", true).is_none());
         assert!(parse_ip(&[0xff, 0xfe], true).is_none());
-    }
-
-    #[test]
-    fn eq_ignore_case_matches_std_on_every_byte_pair() {
-        for a in 0..=255u8 {
-            for b in 0..=255u8 {
-                // Put the pair at every position of a 17-byte name (two chunks + rest).
-                for pos in [0, 7, 8, 16] {
-                    let mut x = *b"X-Forwarded-For-1";
-                    let mut y = *b"x-forwarded-for-1";
-                    x[pos] = a;
-                    y[pos] = b;
-                    assert_eq!(
-                        eq_ignore_case(&x, &y),
-                        x.eq_ignore_ascii_case(&y),
-                        "{a} {b} @{pos}"
-                    );
-                }
-            }
-        }
-        let x = b"X-Forwarded-For-12345";
-        let y = b"x-forwarded-for-12345";
-        for len in 0..=x.len() {
-            for i in 0..len {
-                let mut z = *y;
-                z[i] ^= 0x01;
-                assert_eq!(
-                    eq_ignore_case(&x[..len], &z[..len]),
-                    x[..len].eq_ignore_ascii_case(&z[..len])
-                );
-            }
-            assert!(eq_ignore_case(&x[..len], &y[..len]));
-        }
-        assert!(!eq_ignore_case(b"abc", b"abcd"));
-        assert!(eq_ignore_case(b"", b""));
     }
 
     #[test]

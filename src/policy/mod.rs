@@ -2,6 +2,7 @@
 //! parsing and the decision itself. No I/O, no threads, no `unsafe`.
 
 pub mod api;
+pub mod bytes;
 pub mod config;
 pub mod decide;
 pub mod extract;
