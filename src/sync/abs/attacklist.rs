@@ -58,6 +58,7 @@ use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::time::parse_rfc3339_ms;
 use crate::policy::ident::{IdKind, Identifier};
+use crate::policy::lists::entry_memory;
 
 /// What parsing needs besides the body.
 #[derive(Clone, Copy, Debug)]
@@ -80,6 +81,38 @@ pub struct AttackList {
     pub expired_items: u64,
     /// Where the first bad item was and why (never its value).
     pub first_bad: Option<String>,
+}
+
+/// What [`AttackList::limit_memory`] kept and dropped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryFit {
+    /// Estimated bytes the kept entries cost in the lists.
+    pub bytes: u64,
+    /// Entries dropped because they did not fit.
+    pub dropped: u64,
+}
+
+impl AttackList {
+    /// Keeps the entries, in list order, whose estimated memory in the lists
+    /// ([`entry_memory`]) fits in `budget` bytes (`attack_list_memory`), and
+    /// drops the rest from the first one that does not fit: a predictable
+    /// prefix, so the same list always keeps the same entries. An identifier
+    /// listed twice counts twice (the estimate errs on the safe side).
+    pub fn limit_memory(&mut self, budget: u64) -> MemoryFit {
+        let mut bytes = 0u64;
+        let mut keep = self.entries.len();
+        for (i, (id, _)) in self.entries.iter().enumerate() {
+            let cost = entry_memory(id.key_len());
+            if bytes + cost > budget {
+                keep = i;
+                break;
+            }
+            bytes += cost;
+        }
+        let dropped = (self.entries.len() - keep) as u64;
+        self.entries.truncate(keep);
+        MemoryFit { bytes, dropped }
+    }
 }
 
 /// Why a whole body was refused.
@@ -1138,6 +1171,37 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    #[test]
+    fn limit_memory_keeps_a_prefix_that_fits() {
+        let mut l = p(r#"{"ips": ["1.1.1.1", "2.2.2.2"], "tokens": ["t3"]}"#, &[]).unwrap();
+        let ip = entry_memory(20);
+        let all = 2 * ip + entry_memory(3 + 2);
+        assert_eq!(
+            l.clone().limit_memory(all),
+            MemoryFit {
+                bytes: all,
+                dropped: 0
+            }
+        );
+        let fit = l.limit_memory(all - 1);
+        assert_eq!(
+            fit,
+            MemoryFit {
+                bytes: 2 * ip,
+                dropped: 1
+            }
+        );
+        assert_eq!(ids(&l), vec!["ip 1.1.1.1 @0", "ip 2.2.2.2 @0"]);
+        assert_eq!(
+            l.limit_memory(0),
+            MemoryFit {
+                bytes: 0,
+                dropped: 2
+            }
+        );
+        assert!(l.entries.is_empty());
     }
 
     #[test]
