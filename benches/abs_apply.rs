@@ -1,5 +1,6 @@
-//! Applying a 1M-entry ABS attack list: parse and apply time, memory, and the
-//! `check` latency p99 while an apply is in flight compared with normal.
+//! Applying a 1M-entry ABS attack list: parse and apply time, memory (RSS, and
+//! the estimate `attack_list_memory` is checked against), and the `check`
+//! latency p99 while an apply is in flight compared with normal.
 //! Run: `cargo bench --bench abs_apply`. Figures go to docs/BENCHMARKS.md.
 
 use std::hint::black_box;
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use ase::engine::Engine;
 use ase::policy::Request;
 use ase::policy::ident::ip_to_u128;
+use ase::policy::lists::entry_memory;
 use ase::sync::abs::attacklist::{ParseOptions, parse};
 use ase::sync::abs::{AbsSink, AttackList};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -125,6 +127,11 @@ fn figures() {
     let parse_t = t.elapsed();
     let entries = list.entries.len();
     let rss2 = rss_kib();
+    let estimate: u64 = list
+        .entries
+        .iter()
+        .map(|(id, _)| entry_memory(id.key_len()))
+        .sum();
     let t = Instant::now();
     e.replace_abs(list.entries).unwrap();
     let apply_t = t.elapsed();
@@ -139,6 +146,12 @@ fn figures() {
         mib(rss1),
         mib(rss2),
         mib(rss3)
+    );
+    println!(
+        "ABS figures: estimated list memory {:.1} MiB ({:.1} bytes an entry), attack_list_memory {:.0} MiB",
+        estimate as f64 / 1048576.0,
+        estimate as f64 / entries as f64,
+        e.config().attack_list_memory as f64 / 1048576.0
     );
 
     let (p50, p99, max, n) = check_latency(&e, Duration::from_secs(3));

@@ -364,6 +364,16 @@ typedef struct ase_abs_state {
    Never holds a key or a token.
    */
   char last_error[ASE_MESSAGE_LEN];
+  /*
+   Entries of the list in force dropped because they did not fit in
+   `attack_list_memory` (the rest of the list, in list order).
+   */
+  uint64_t dropped_items;
+  /*
+   Estimated memory of the entries in force, in bytes: what is checked
+   against `attack_list_memory`.
+   */
+  uint64_t memory_bytes;
 } ase_abs_state;
 
 /*

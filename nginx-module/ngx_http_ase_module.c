@@ -888,6 +888,10 @@ ngx_http_ase_abs_metrics(u_char *p, ngx_http_ase_main_conf_t *amcf)
         "# HELP ase_abs_bad_items Unreadable items skipped in that list.\n"
         "# TYPE ase_abs_bad_items gauge\n"
         "ase_abs_bad_items %uL\n"
+        "# HELP ase_abs_dropped_items Entries of that list dropped:"
+        " over attack_list_memory.\n"
+        "# TYPE ase_abs_dropped_items gauge\n"
+        "ase_abs_dropped_items %uL\n"
         "# HELP ase_abs_syncs_total Good attack-list syncs"
         " (of the polling process).\n"
         "# TYPE ase_abs_syncs_total counter\n"
@@ -904,6 +908,7 @@ ngx_http_ase_abs_metrics(u_char *p, ngx_http_ase_main_conf_t *amcf)
         latest ? latest->last_success_ms / 1000 : 0,
         latest ? latest->entries : 0,
         latest ? latest->bad_items : 0,
+        latest ? latest->dropped_items : 0,
         latest ? latest->syncs : 0,
         latest ? latest->failures : 0,
         latest ? latest->consecutive_failures : 0);

@@ -335,7 +335,12 @@ impl Node {
                     AbsClient::new(&cfg.abs, ClientOptions::default()).map_err(NodeError::Abs)?;
                 let names = crate::sync::abs::poller::api_key_names(&self.engine);
                 let started = crate::engine::now_ms();
-                let r = sync_once(&client, &StoreAbsSink(store.clone()), &names);
+                let r = sync_once(
+                    &client,
+                    &StoreAbsSink(store.clone()),
+                    &names,
+                    cfg.attack_list_memory,
+                );
                 // Continue the host's counters from what was published last.
                 let mut st = shared::load(&store)?.map(|p| p.status).unwrap_or_default();
                 st.enabled = self.engine.switch(Switch::AbsAttack);

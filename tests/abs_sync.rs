@@ -188,6 +188,39 @@ fn abs_failures_keep_the_last_good_list_and_show_in_status() {
 }
 
 #[test]
+fn a_list_over_attack_list_memory_keeps_its_first_entries_and_counts_the_rest() {
+    // 64MB, the smallest budget, holds 508,400 IP entries of 132 bytes
+    // (policy::lists::entry_memory); the list has 510,000.
+    const N: u32 = 510_000;
+    const KEPT: u64 = (64 << 20) / 132;
+    let ips: Vec<String> = (0..N)
+        .map(|i| format!("\"10.{}.{}.{}\"", i >> 16, (i >> 8) & 255, i & 255))
+        .collect();
+    let abs = RefServer::start(&[]);
+    abs.set_list(&format!(r#"{{"ips": [{}]}}"#, ips.join(",")));
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write_config(dir.path(), &[&abs.addr], "enable_ssl=false\n");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("attack_list_memory=64MB\n");
+    std::fs::write(&conf, text).unwrap();
+    let e = Arc::new(ase::engine::Engine::open(&conf).unwrap());
+    let mut opts = fast_poller();
+    opts.client.max_body = 16 << 20;
+    opts.client.request_timeout = Duration::from_secs(30);
+    let p = poller(&e, opts);
+    let st = p.sync_now(Some(Duration::from_secs(60))).unwrap();
+    assert_eq!(st.last_error, None);
+    assert_eq!(
+        (st.entries, st.dropped_items, st.memory_bytes),
+        (KEPT, N as u64 - KEPT, KEPT * 132)
+    );
+    let ip = |i: u64| format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
+    assert!(blocked(&e, &ip(0), &[]) && blocked(&e, &ip(KEPT - 1), &[]));
+    assert!(!blocked(&e, &ip(KEPT), &[]) && !blocked(&e, &ip(N as u64 - 1), &[]));
+    assert_eq!(e.stats().deny_entries, KEPT);
+}
+
+#[test]
 fn wrong_keys_are_refused_and_reported_without_the_keys() {
     let abs = RefServer::start(&["--access-key", "other_ak", "--secret-key", "other_sk"]);
     abs.set_list(r#"{"ips": ["10.1.1.1"]}"#);

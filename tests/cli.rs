@@ -763,6 +763,12 @@ fn sync_abs_fetches_now_and_status_shows_the_sync() {
         "{st}"
     );
     assert_eq!(status_line(&st, "abs entries"), "2");
+    assert_eq!(status_line(&st, "abs dropped entries"), "0");
+    // ASE's line; two small entries are well under 0.01 MB.
+    assert_eq!(
+        status_line(&st, "attack list memory"),
+        "configured 128.00 MB, used 0.00 MB, free 128.00 MB"
+    );
     assert_eq!(status_line(&st, "abs last error"), "none");
     assert_eq!(status_line(&st, "abs consecutive failures"), "0");
     assert_eq!(status_line(&st, "abs blacklist"), "2");

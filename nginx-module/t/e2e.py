@@ -860,6 +860,7 @@ http {{
         entries = int(st["abs entries"])  # test_abs_attack_list's list
         assert entries >= 5 and int(st["abs blacklist"]) == entries, st
         assert m["ase_abs_entries"] == entries, m
+        assert m["ase_abs_dropped_items"] == 0, m
         assert time.time() - m["ase_abs_last_success_timestamp_seconds"] < 30, m
         assert m["ase_abs_consecutive_failures"] == 0, m
         assert m["ase_abs_traffic_sent_total"] > 0, m

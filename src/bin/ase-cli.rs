@@ -626,10 +626,18 @@ impl Ctx<'_> {
             ),
             (
                 "attack list memory",
-                format!(
-                    "configured {:.2} MB",
-                    cfg.attack_list_memory as f64 / (1u64 << 20) as f64
-                ),
+                // ASE's line. Used: the estimate for the ABS list in force,
+                // the part of the lists the budget bounds.
+                {
+                    let mb = |b: u64| b as f64 / (1u64 << 20) as f64;
+                    let used = abs.map_or(0, |a| a.memory_bytes);
+                    format!(
+                        "configured {:.2} MB, used {:.2} MB, free {:.2} MB",
+                        mb(cfg.attack_list_memory),
+                        mb(used),
+                        mb(cfg.attack_list_memory.saturating_sub(used))
+                    )
+                },
             ),
             ("fail mode", fail_mode.to_string()),
             ("state store", st.path().display().to_string()),
@@ -640,6 +648,10 @@ impl Ctx<'_> {
             ("last abs sync", last_sync),
             ("abs last attempt", last_attempt),
             ("abs entries", abs.map_or(0, |a| a.entries).to_string()),
+            (
+                "abs dropped entries",
+                abs.map_or(0, |a| a.dropped_items).to_string(),
+            ),
             (
                 "abs last error",
                 abs.and_then(|a| a.last_error.clone())
@@ -701,6 +713,12 @@ impl Ctx<'_> {
         );
         if st.bad_items > 0 {
             line.push_str(&format!(" ({} unreadable items skipped)", st.bad_items));
+        }
+        if st.dropped_items > 0 {
+            line.push_str(&format!(
+                " ({} entries dropped: over attack_list_memory)",
+                st.dropped_items
+            ));
         }
         writeln!(self.out, "{line}")?;
         let on = self

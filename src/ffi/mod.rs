@@ -756,6 +756,8 @@ pub extern "C" fn ase_abs_status(
             traffic_sent: 0,
             traffic_dropped: 0,
             last_error: [0; ASE_MESSAGE_LEN],
+            dropped_items: 0,
+            memory_bytes: 0,
         };
         if let Some(st) = e.node.abs_status() {
             out.configured = true;
@@ -768,6 +770,8 @@ pub extern "C" fn ase_abs_status(
             out.entries = st.entries;
             out.bad_items = st.bad_items;
             out.expired_items = st.expired_items;
+            out.dropped_items = st.dropped_items;
+            out.memory_bytes = st.memory_bytes;
             out.syncs = st.syncs;
             out.failures = st.failures;
             if let Some(m) = &st.last_error {

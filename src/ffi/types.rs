@@ -351,6 +351,12 @@ pub struct ase_abs_state {
     /// Why the last sync failed, NUL-terminated; empty after a good sync.
     /// Never holds a key or a token.
     pub last_error: [std::ffi::c_char; ASE_MESSAGE_LEN],
+    /// Entries of the list in force dropped because they did not fit in
+    /// `attack_list_memory` (the rest of the list, in list order).
+    pub dropped_items: u64,
+    /// Estimated memory of the entries in force, in bytes: what is checked
+    /// against `attack_list_memory`.
+    pub memory_bytes: u64,
 }
 
 /// State of the engine's shared state, from `ase_engine_health`.

@@ -73,7 +73,9 @@ pub struct Config {
     pub enable_ase_detected_attack: bool,
     /// Client IP from the first `X-Forwarded-For` address (`enable_xff`, default false).
     pub enable_xff: bool,
-    /// Memory budget for the lists in bytes (`attack_list_memory`, default 128MB).
+    /// Memory budget of the ABS attack list in bytes (`attack_list_memory`,
+    /// default 128MB): entries beyond it are dropped at each sync
+    /// (`sync::abs::sync_once`).
     pub attack_list_memory: u64,
     /// Directory of API JSON files (default `api/` beside ase.conf).
     pub api_dir: PathBuf,

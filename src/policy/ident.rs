@@ -243,6 +243,16 @@ impl Identifier {
         })
     }
 
+    /// Length in bytes of [`Identifier::key`], without building it: kind and
+    /// name length (3), then the name and value, or for an IP the prefix
+    /// length and the 16-byte address.
+    pub fn key_len(&self) -> usize {
+        3 + match self.kind {
+            IdKind::Ip => 17,
+            _ => self.name.len() + self.value.len(),
+        }
+    }
+
     /// The list key of this identifier.
     pub fn key(&self) -> Key {
         match self.kind {
@@ -608,6 +618,23 @@ impl BuildHasher for PrehashedState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_len_is_the_length_of_the_key() {
+        for (kind, name, value) in [
+            (IdKind::Ip, "", "1.2.3.4"),
+            (IdKind::Ip, "", "2001:db8::/32"),
+            (IdKind::Cookie, "JSESSIONID", "abc"),
+            (IdKind::Token, "", "t"),
+            (IdKind::ApiKey, "X-Api-Key", "k"),
+            (IdKind::Username, "", "bob smith"),
+        ] {
+            let id = Identifier::new(kind, name, value).unwrap();
+            let k = id.key();
+            let (_, n, v) = k.parts();
+            assert_eq!(id.key_len(), 3 + n.len() + v.len(), "{id}");
+        }
+    }
 
     #[test]
     fn ip_parsing_and_canonical_text() {

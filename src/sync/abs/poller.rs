@@ -111,6 +111,12 @@ pub struct AbsStatus {
     pub bad_items: u64,
     /// Items of the last good list that had already expired.
     pub expired_items: u64,
+    /// Entries of the last good list dropped because they did not fit in
+    /// `attack_list_memory`.
+    pub dropped_items: u64,
+    /// Estimated memory of the entries in force, in bytes (see
+    /// [`crate::policy::lists::entry_memory`]).
+    pub memory_bytes: u64,
     /// Failures since the last success.
     pub consecutive_failures: u32,
     /// Successful syncs since start.
@@ -142,6 +148,8 @@ impl AbsStatus {
                 self.entries = r.entries;
                 self.bad_items = r.bad_items;
                 self.expired_items = r.expired_items;
+                self.dropped_items = r.dropped_items;
+                self.memory_bytes = r.memory_bytes;
                 self.consecutive_failures = 0;
                 self.syncs += 1;
             }
@@ -182,6 +190,10 @@ pub struct SyncReport {
     pub bad_items: u64,
     /// Items skipped as expired.
     pub expired_items: u64,
+    /// Entries dropped because they did not fit in `attack_list_memory`.
+    pub dropped_items: u64,
+    /// Estimated memory of the entries handed to the sink, in bytes.
+    pub memory_bytes: u64,
 }
 
 /// The names an unnamed ABS API key is listed under: every `apikey_header` and
@@ -201,13 +213,25 @@ pub fn api_key_names(engine: &Engine) -> Vec<String> {
 
 /// Fetches, parses and applies the attack list once, on the calling thread.
 /// A body that does not parse fails over to the next endpoint.
+///
+/// The entries that fit in `memory_budget` bytes (`attack_list_memory`) are
+/// applied, in list order, and the rest dropped ([`AttackList::limit_memory`]):
+/// ABS decides how long its list is, and this bounds what it can make every
+/// process on the host hold. The budget is the ABS list's alone: manual and
+/// real-time entries are not counted, so a flood of detections cannot push
+/// ABS entries out and a large ABS list cannot refuse an operator's entry.
+/// Dropped entries are counted in the report and in a warning on stderr
+/// (nginx's error log for its workers), with the budget and the counts only.
+///
+/// [`AttackList::limit_memory`]: super::AttackList::limit_memory
 pub fn sync_once(
     client: &AbsClient,
     sink: &dyn AbsSink,
     api_key_names: &[String],
+    memory_budget: u64,
 ) -> Result<SyncReport, String> {
     let now = now_ms();
-    let (endpoint, list) = client
+    let (endpoint, mut list) = client
         .fetch_attacklist_with(now, |body| {
             parse(
                 &body,
@@ -219,11 +243,26 @@ pub fn sync_once(
             .map_err(|e| e.to_string())
         })
         .map_err(|e| e.to_string())?;
+    let fit = list.limit_memory(memory_budget);
+    if fit.dropped > 0 {
+        let mb = |b: u64| b as f64 / (1u64 << 20) as f64;
+        eprintln!(
+            "ase: warning: the ABS attack list does not fit in attack_list_memory \
+             ({:.2} MB): {} entries kept (about {:.2} MB), {} dropped; raise \
+             attack_list_memory to apply them all",
+            mb(memory_budget),
+            list.entries.len(),
+            mb(fit.bytes),
+            fit.dropped
+        );
+    }
     let report = SyncReport {
         endpoint,
         entries: list.entries.len() as u64,
         bad_items: list.bad_items,
         expired_items: list.expired_items,
+        dropped_items: fit.dropped,
+        memory_bytes: fit.bytes,
     };
     sink.replace_abs(list.entries)
         .map_err(|e| format!("applying the attack list: {e}"))?;
@@ -330,7 +369,12 @@ impl Inner {
 
     fn sync(&self, st: &mut LoopState) {
         let started = now_ms();
-        let r = sync_once(&self.client, &*self.sink, &self.api_key_names);
+        let r = sync_once(
+            &self.client,
+            &*self.sink,
+            &self.api_key_names,
+            self.engine.config().attack_list_memory,
+        );
         match &r {
             Ok(_) => {
                 st.failures = 0;
