@@ -169,47 +169,46 @@ impl<'e> Decision<'e> {
     }
 }
 
-/// The request's identifiers as list keys, hashed once and probed against
-/// both lists.
-struct Probe<'a> {
-    ip: Option<(u128, IpKeyBuf)>,
-    keys: [Option<KeyRef<'a>>; 4],
+/// The request's identifiers, probed against both lists (one map) in a
+/// fixed order: IP, cookie, token, API key, user name. Each key is hashed
+/// only when its kind is listed at all, and probed as soon as it is made.
+struct Probe<'i, 'a> {
+    ids: &'i Ids<'a>,
+    api: Option<&'a Api>,
+    /// Only the IP (unknown-API pass mode).
+    ip_only: bool,
 }
 
-impl<'a> Probe<'a> {
-    /// Keys are hashed from the API's precomputed prefixes when the name is
-    /// the API's own (always, for identifiers [`extract`] found: it hands out
-    /// the prefix's name, so comparing the pointers settles it): only the
-    /// value is hashed per request. Any other name is hashed whole; both
-    /// give the same key.
-    fn new(ids: &Ids<'a>, api: Option<&'a Api>) -> Probe<'a> {
-        let named = |kind, (n, v): (&'a [u8], &'a [u8]), p: Option<&'a KeyPrefix>| match p {
+impl<'a> Probe<'_, 'a> {
+    /// The list key of a named identifier. Keys are hashed from the API's
+    /// precomputed prefix when the name is the API's own (always, for
+    /// identifiers [`extract`] found: it hands out the prefix's name, so
+    /// comparing the pointers settles it): only the value is hashed per
+    /// request. Any other name is hashed whole; both give the same key.
+    fn named(kind: IdKind, (n, v): (&'a [u8], &'a [u8]), p: Option<&'a KeyPrefix>) -> KeyRef<'a> {
+        match p {
             Some(p) if std::ptr::eq(p.name(), n) => p.key(v),
             _ => KeyRef::new(kind, n, v),
-        };
-        let api_key = ids.api_key.map(|(n, v)| {
-            let header = api.and_then(|a| a.apikey_header_key.as_ref());
-            let p = header
-                .filter(|p| std::ptr::eq(p.name(), n))
-                .or_else(|| api.and_then(|a| a.apikey_qs_key.as_ref()));
-            named(IdKind::ApiKey, (n, v), p)
-        });
-        Probe {
-            ip: ids.ip.map(|a| (a, IpKeyBuf::new(IpNet::of(a, 128)))),
-            keys: [
-                ids.cookie
-                    .map(|c| named(IdKind::Cookie, c, api.and_then(|a| a.cookie_key.as_ref()))),
-                ids.token.map(KeyRef::token),
-                api_key,
-                ids.username.map(KeyRef::username),
-            ],
         }
     }
 
-    fn ip_only(&self) -> Probe<'a> {
-        Probe {
-            ip: self.ip,
-            keys: [None; 4],
+    fn key(&self, kind: IdKind) -> Option<KeyRef<'a>> {
+        let ids = self.ids;
+        let api = self.api;
+        match kind {
+            IdKind::Ip => None,
+            IdKind::Cookie => ids.cookie.map(|c| {
+                Probe::named(IdKind::Cookie, c, api.and_then(|a| a.cookie_key.as_ref()))
+            }),
+            IdKind::Token => ids.token.map(KeyRef::token),
+            IdKind::ApiKey => ids.api_key.map(|(n, v)| {
+                let header = api.and_then(|a| a.apikey_header_key.as_ref());
+                let p = header
+                    .filter(|p| std::ptr::eq(p.name(), n))
+                    .or_else(|| api.and_then(|a| a.apikey_qs_key.as_ref()));
+                Probe::named(IdKind::ApiKey, (n, v), p)
+            }),
+            IdKind::Username => ids.username.map(KeyRef::username),
         }
     }
 
@@ -232,15 +231,22 @@ impl<'a> Probe<'a> {
             }
             false
         };
-        if let Some((addr, host)) = &self.ip {
-            r.each_ip(*addr, &host.key(), |m| see(IdKind::Ip, m, &mut out));
+        if let Some(addr) = self.ids.ip {
+            let host = IpKeyBuf::new(IpNet::of(addr, 128));
+            r.each_ip(addr, &host.key(), |m| see(IdKind::Ip, m, &mut out));
             if out.allowed.is_some() {
                 return out;
             }
         }
-        for k in self.keys.iter().flatten() {
-            if let Some(m) = r.get(k) {
-                if see(k.kind(), m, &mut out) {
+        if self.ip_only {
+            return out;
+        }
+        for kind in [IdKind::Cookie, IdKind::Token, IdKind::ApiKey, IdKind::Username] {
+            if !r.has(kind) {
+                continue;
+            }
+            if let Some(m) = self.key(kind).and_then(|k| r.get(&k)) {
+                if see(kind, m, &mut out) {
                     return out;
                 }
             }
@@ -300,8 +306,12 @@ where
         req.username,
         scratch,
     );
-    let probe = Probe::new(&ids, api);
     let mask = sw.deny_mask();
+    let probe = Probe {
+        ids: &ids,
+        api,
+        ip_only: api.is_none(),
+    };
 
     let Some(api) = api else {
         let mode = req.unknown_api.unwrap_or(default_unknown);
@@ -318,7 +328,7 @@ where
             );
         }
         // Pass mode: the client IP still meets the lists.
-        let found = probe.ip_only().scan(lists, mask, now);
+        let found = probe.scan(lists, mask, now);
         if let (None, Some((kind, src))) = (found.allowed, found.denied) {
             return (blocked(None, kind, src), None);
         }

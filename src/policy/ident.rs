@@ -12,7 +12,7 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::OnceLock;
 
-use foldhash::fast::FoldHasher;
+use super::bytes::{lower8, short_word, word_at};
 
 /// The kind of a client identifier. The numbering is part of the C ABI.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -277,12 +277,68 @@ impl fmt::Display for Identifier {
     }
 }
 
-fn seed() -> &'static foldhash::fast::RandomState {
-    // One random seed per process: keys come from clients, so the hash must
-    // not be predictable (hash flooding). foldhash is the fastest seeded hash
-    // measured for these short keys (see docs/BENCHMARKS.md).
-    static SEED: OnceLock<foldhash::fast::RandomState> = OnceLock::new();
-    SEED.get_or_init(foldhash::fast::RandomState::default)
+/// The per-process secret of the key hash. Keys come from clients, so the
+/// hash must not be predictable (hash flooding): the secret is drawn from
+/// std's `RandomState` (operating-system randomness) once per process.
+fn secret() -> [u64; 3] {
+    static SECRET: OnceLock<[u64; 3]> = OnceLock::new();
+    *SECRET.get_or_init(|| {
+        let rs = std::collections::hash_map::RandomState::new();
+        std::array::from_fn(|i| rs.hash_one(i as u64) | 1)
+    })
+}
+
+/// The 128-bit product of `a` and `b`, its halves folded together.
+#[inline(always)]
+fn fold(a: u64, b: u64) -> u64 {
+    let r = a as u128 * b as u128;
+    r as u64 ^ (r >> 64) as u64
+}
+
+/// The hash of `v` under `seed` (the hash of a key's constant part) and the
+/// process secret `k`: folded multiplies over 16 bytes per step, in the
+/// manner of wyhash and foldhash, with `f` applied to every eight-byte word
+/// (ASCII lowercasing for API-key names). A value of up to 16 bytes costs
+/// two loads and two multiplies; the length is mixed in last, so values
+/// that differ only in zero padding differ.
+#[inline]
+fn hash_bytes(seed: u64, k: [u64; 2], v: &[u8], f: impl Fn(u64) -> u64) -> u64 {
+    let n = v.len();
+    let mut acc = seed;
+    let (a, b) = if n <= 16 {
+        if n >= 8 {
+            (f(word_at(v, 0)), f(word_at(v, n - 8)))
+        } else {
+            (f(short_word(v)), 0)
+        }
+    } else {
+        let mut i = 0;
+        while n - i > 16 {
+            acc = fold(f(word_at(v, i)) ^ k[0], f(word_at(v, i + 8)) ^ acc);
+            i += 16;
+        }
+        (f(word_at(v, n - 16)), f(word_at(v, n - 8)))
+    };
+    // The length goes into the last multiply, not into a lane the data is
+    // XORed into: there a length difference could cancel a data difference.
+    fold(fold(a ^ k[0], b ^ acc ^ k[1]), k[0] ^ n as u64)
+}
+
+/// The hash of a key's constant part: kind and name (API-key names compare
+/// case-insensitively, so they are hashed lowercase).
+fn prefix_hash(kind: IdKind, name: &[u8]) -> u64 {
+    let [k0, k1, k2] = secret();
+    let seed = fold(k2 ^ kind as u64, k1);
+    if kind == IdKind::ApiKey {
+        hash_bytes(seed, [k0, k1], name, lower8)
+    } else {
+        hash_bytes(seed, [k0, k1], name, |w| w)
+    }
+}
+
+fn hash_parts(kind: IdKind, name: &[u8], value: &[u8]) -> u64 {
+    let [k0, k1, _] = secret();
+    hash_bytes(prefix_hash(kind, name), [k0, k1], value, |w| w)
 }
 
 /// A borrowed identifier key, as probed on the request path. The hash is
@@ -296,46 +352,14 @@ pub struct KeyRef<'a> {
     hash: u64,
 }
 
-/// A seeded hasher fed a key's constant part: kind, name, name length.
-fn prefix_state(kind: IdKind, name: &[u8]) -> FoldHasher<'static> {
-    let mut h = seed().build_hasher();
-    h.write_u8(kind as u8);
-    if kind == IdKind::ApiKey {
-        // API-key names compare case-insensitively: hash them lowercase, in
-        // 64-byte chunks so a copy is needed only for chunks with capitals.
-        for chunk in name.chunks(64) {
-            if chunk.iter().any(u8::is_ascii_uppercase) {
-                let mut buf = [0u8; 64];
-                let b = &mut buf[..chunk.len()];
-                b.copy_from_slice(chunk);
-                b.make_ascii_lowercase();
-                h.write(b);
-            } else {
-                h.write(chunk);
-            }
-        }
-    } else {
-        h.write(name);
-    }
-    h.write_usize(name.len());
-    h
-}
-
-fn hash_parts(kind: IdKind, name: &[u8], value: &[u8]) -> u64 {
-    let mut h = prefix_state(kind, name);
-    h.write(value);
-    h.finish()
-}
-
-/// The constant part of a key (kind and name) already fed to the seeded
-/// hasher, so a request hashes only the value: the per-request cost of a key
-/// is one `write` and `finish` instead of four writes and the seed lookup.
-/// The hash is the same as [`KeyRef::new`]'s, so stored keys need no change.
+/// The constant part of a key (kind and name) hashed once, so a request
+/// hashes only the value. The hash is the same as [`KeyRef::new`]'s.
 #[derive(Clone)]
 pub struct KeyPrefix {
     kind: IdKind,
     name: Box<[u8]>,
-    state: FoldHasher<'static>,
+    seed: u64,
+    secret: [u64; 2],
 }
 
 impl fmt::Debug for KeyPrefix {
@@ -350,10 +374,12 @@ impl fmt::Debug for KeyPrefix {
 impl KeyPrefix {
     /// The prefix of keys of `kind` named `name` (empty for unnamed kinds).
     pub fn new(kind: IdKind, name: &[u8]) -> KeyPrefix {
+        let [k0, k1, _] = secret();
         KeyPrefix {
             kind,
             name: name.into(),
-            state: prefix_state(kind, name),
+            seed: prefix_hash(kind, name),
+            secret: [k0, k1],
         }
     }
 
@@ -367,13 +393,11 @@ impl KeyPrefix {
     /// `KeyRef::new(kind, name, value)`.
     #[inline]
     pub fn key<'a>(&'a self, value: &'a [u8]) -> KeyRef<'a> {
-        let mut h = self.state.clone();
-        h.write(value);
         KeyRef {
             kind: self.kind,
             name: &self.name,
             value,
-            hash: h.finish(),
+            hash: hash_bytes(self.seed, self.secret, value, |w| w),
         }
     }
 }
@@ -383,15 +407,20 @@ impl KeyPrefix {
 struct Fixed {
     token: KeyPrefix,
     username: KeyPrefix,
-    ip: [FoldHasher<'static>; 129],
+    ip: [u64; 129],
+    secret: [u64; 2],
 }
 
 fn fixed() -> &'static Fixed {
     static FIXED: OnceLock<Fixed> = OnceLock::new();
-    FIXED.get_or_init(|| Fixed {
-        token: KeyPrefix::new(IdKind::Token, b""),
-        username: KeyPrefix::new(IdKind::Username, b""),
-        ip: std::array::from_fn(|l| prefix_state(IdKind::Ip, &[l as u8])),
+    FIXED.get_or_init(|| {
+        let [k0, k1, _] = secret();
+        Fixed {
+            token: KeyPrefix::new(IdKind::Token, b""),
+            username: KeyPrefix::new(IdKind::Username, b""),
+            ip: std::array::from_fn(|l| prefix_hash(IdKind::Ip, &[l as u8])),
+            secret: [k0, k1],
+        }
     })
 }
 
@@ -461,13 +490,12 @@ impl IpKeyBuf {
     /// are hashed per probe.
     #[inline]
     pub fn key(&self) -> KeyRef<'_> {
-        let mut h = fixed().ip[self.len[0] as usize].clone();
-        h.write(&self.addr);
+        let f = fixed();
         KeyRef {
             kind: IdKind::Ip,
             name: &self.len,
             value: &self.addr,
-            hash: h.finish(),
+            hash: hash_bytes(f.ip[self.len[0] as usize], f.secret, &self.addr, |w| w),
         }
     }
 }
@@ -692,6 +720,63 @@ mod tests {
         assert_eq!(u.to_string(), "username your name");
         let c = Identifier::new(IdKind::Cookie, "JSESSIONID", "cookie_1.4").unwrap();
         assert_eq!(c.to_string(), "cookie JSESSIONID cookie_1.4");
+    }
+
+    #[test]
+    fn key_hash_spreads_values_of_every_length() {
+        // Values that differ in one byte, in zero padding or in length must
+        // not collide, and the low and high bits (the maps' index and tag)
+        // must both vary.
+        let mut seen = std::collections::HashSet::new();
+        let mut low = std::collections::HashSet::new();
+        let mut high = std::collections::HashSet::new();
+        let mut n = 0;
+        for len in 0..48usize {
+            for i in 0..len.max(1) {
+                for b in [0u8, 1, b'a', 0x80, 0xff] {
+                    let mut v = vec![b'x'; len];
+                    if len > 0 {
+                        v[i] = b;
+                    }
+                    let h = KeyRef::new(IdKind::Token, b"", &v).hash;
+                    if seen.insert(h) {
+                        n += 1;
+                    }
+                    low.insert(h & 0xfff);
+                    high.insert(h >> 52);
+                }
+            }
+        }
+        let distinct: std::collections::HashSet<Vec<u8>> = (0..48usize)
+            .flat_map(|len| {
+                (0..len.max(1)).flat_map(move |i| {
+                    [0u8, 1, b'a', 0x80, 0xff].into_iter().map(move |b| {
+                        let mut v = vec![b'x'; len];
+                        if len > 0 {
+                            v[i] = b;
+                        }
+                        v
+                    })
+                })
+            })
+            .collect();
+        assert_eq!(n, distinct.len(), "a collision among {} values", distinct.len());
+        assert!(low.len() > 2000 && high.len() > 2000, "{} {}", low.len(), high.len());
+        // Sequential values (as feeds and tests produce) fill table slots
+        // like random ones: 200k values over 2^18 slots occupy about 140k.
+        for fmt in [|i: u32| format!("tok{i:024}"), |i: u32| format!("10.0.{i}")] {
+            let slots: std::collections::HashSet<u64> = (0..200_000)
+                .map(|i| KeyRef::new(IdKind::Token, b"", fmt(i).as_bytes()).hash & 0x3_ffff)
+                .collect();
+            assert!(slots.len() > 135_000, "{} slots", slots.len());
+        }
+        // The same value under another kind or name is another key.
+        let t = KeyRef::new(IdKind::Token, b"", b"v").hash;
+        assert_ne!(t, KeyRef::new(IdKind::Username, b"", b"v").hash);
+        assert_ne!(
+            KeyRef::new(IdKind::Cookie, b"a", b"bv").hash,
+            KeyRef::new(IdKind::Cookie, b"ab", b"v").hash
+        );
     }
 
     #[test]
