@@ -366,9 +366,9 @@ impl Engine {
     /// Unix ms): the new list is built aside and swapped in at once.
     pub fn replace_source(&self, source: Source, entries: &[(Identifier, u64)]) {
         let _w = self.lock();
-        let next = self.lists.load().copy_without(source.bit(), entries.len());
+        let mut next = self.lists.load().copy_without(source.bit(), entries.len());
         for (id, exp) in entries {
-            next.add(id.key(), source, *exp);
+            next.add_unshared(id.key(), source, *exp);
         }
         retire(self.lists.swap(Arc::new(next)));
     }

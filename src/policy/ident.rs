@@ -528,6 +528,11 @@ impl Key {
         }
     }
 
+    /// The precomputed hash, equal to that of the matching [`KeyRef`].
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+
     /// The key of an IP network.
     pub fn ip(net: IpNet) -> Key {
         Key::new(IpKeyBuf::new(net).key())

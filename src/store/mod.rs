@@ -905,7 +905,7 @@ impl Store {
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
-            let lists = IdMap::with_capacity((nd + na) as usize);
+            let mut lists = IdMap::with_capacity((nd + na) as usize);
             let mut st = tx.prepare(
                 "SELECT list, kind, name, value, source, expiry FROM entries \
                  WHERE expiry = 0 OR expiry > ?1 ORDER BY id",
@@ -926,10 +926,10 @@ impl Store {
                 };
                 match (list, key, source) {
                     (Some(List::Deny), Some(key), Some(s)) => {
-                        lists.add(key, s, expiry as u64);
+                        lists.add_unshared(key, s, expiry as u64);
                     }
                     (Some(List::Allow), Some(key), Some(_)) => {
-                        lists.add_allow(key, expiry as u64);
+                        lists.add_allow_unshared(key, expiry as u64);
                     }
                     _ => loaded.skipped += 1,
                 }
