@@ -217,16 +217,39 @@ pub mod proto {
 
     /// The bit of a scheme word, any case.
     pub fn bit(s: &[u8]) -> u8 {
-        if s.eq_ignore_ascii_case(b"http") {
+        if s.len() > 5 {
+            return 0;
+        }
+        // One lowercased word against the four names (zero-padded; the
+        // length tells `http` from `http\0`).
+        let w = (s.len(), super::bytes::lower8(super::bytes::short_word(s)));
+        let name = |n: &[u8]| (n.len(), super::bytes::short_word(n));
+        if w == name(b"http") {
             HTTP
-        } else if s.eq_ignore_ascii_case(b"https") {
+        } else if w == name(b"https") {
             HTTPS
-        } else if s.eq_ignore_ascii_case(b"ws") {
+        } else if w == name(b"ws") {
             WS
-        } else if s.eq_ignore_ascii_case(b"wss") {
+        } else if w == name(b"wss") {
             WSS
         } else {
             0
+        }
+    }
+}
+
+/// A method of up to seven bytes as one word: its bytes, and its length in
+/// the top byte (so `GET` and `GET\0` differ).
+fn method_word(m: &[u8]) -> Option<u64> {
+    (m.len() < 8).then(|| bytes::short_word(m) | (m.len() as u64) << 56)
+}
+
+impl Pattern {
+    /// Whether `method` (exact, case-sensitive) is in `methods_allowed`.
+    pub fn allows_method(&self, method: &[u8]) -> bool {
+        match method_word(method) {
+            Some(w) => self.method_words.contains(&w),
+            None => self.methods.iter().any(|m| m.as_bytes() == method),
         }
     }
 }
@@ -262,6 +285,9 @@ pub struct Pattern {
     pub redirect: Option<Redirect>,
     /// Allowed methods, exact; empty = not enforced.
     pub methods: Vec<String>,
+    /// The methods of up to seven bytes as one word each ([`method_word`]):
+    /// a request's method is compared without a `memcmp` call.
+    pub(crate) method_words: Vec<u64>,
     /// Allowed media types, lowercase; empty = not enforced.
     pub content_types: Vec<String>,
     /// The answer to a violation (default `403 Forbidden`).
@@ -424,6 +450,10 @@ impl Api {
                 Some(Pattern {
                     protocols,
                     redirect,
+                    method_words: methods
+                        .iter()
+                        .filter_map(|m| method_word(m.as_bytes()))
+                        .collect(),
                     methods,
                     content_types,
                     error: Response {
@@ -791,6 +821,9 @@ impl Group {
 pub struct ApiSet {
     apis: Vec<Api>,
     by_host: HashMap<Box<[u8]>, Group, foldhash::fast::RandomState>,
+    /// Bit `n`: some exact host is `n` bytes long, so a request host of
+    /// another length skips the host map.
+    host_lens: [u64; 4],
     any_host: Group,
 }
 
@@ -803,6 +836,8 @@ impl ApiSet {
             let g = if a.hostname == "*" {
                 &mut set.any_host
             } else {
+                let n = a.hostname.len().min(255);
+                set.host_lens[n / 64] |= 1 << (n % 64);
                 set.by_host.entry(a.hostname.as_bytes().into()).or_default()
             };
             if let Some(j) = g.add(&a.url, i) {
@@ -845,7 +880,8 @@ impl ApiSet {
     /// The group of APIs on exact host `h` (port already stripped). Hosts
     /// come lowercase almost always: only one with a capital is copied.
     fn host_group(&self, h: &[u8]) -> Option<&Group> {
-        if h.is_empty() || h.len() > 255 {
+        if h.is_empty() || h.len() > 255 || self.host_lens[h.len() / 64] & 1 << (h.len() % 64) == 0
+        {
             return None;
         }
         if !bytes::has_upper(h) {
@@ -882,6 +918,37 @@ fn strip_port(host: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn methods_match_exactly_whatever_their_length() {
+        let j = r#"{"api_metadata":{"url":"/m","hostname":"*",
+            "api_pattern_enforcement":{"methods_allowed":["GET","PROPFIND","DELETE"]}}}"#;
+        let a = Api::parse("m", j.as_bytes()).unwrap();
+        let p = a.pattern.as_ref().unwrap();
+        for (m, ok) in [
+            ("GET", true),
+            ("PROPFIND", true),
+            ("DELETE", true),
+            ("get", false),
+            ("GE", false),
+            ("GETX", false),
+            ("GET\0", false),
+            ("PROPFINDX", false),
+            ("", false),
+        ] {
+            assert_eq!(p.allows_method(m.as_bytes()), ok, "{m:?}");
+        }
+        for (s, b) in [
+            ("http", proto::HTTP),
+            ("HTTPS", proto::HTTPS),
+            ("Ws", proto::WS),
+        ] {
+            assert_eq!(proto::bit(s.as_bytes()), b, "{s}");
+        }
+        for s in ["", "htt", "httpss", "wsss", "http\0"] {
+            assert_eq!(proto::bit(s.as_bytes()), 0, "{s:?}");
+        }
+    }
 
     #[test]
     fn path_end_matches_a_byte_loop() {

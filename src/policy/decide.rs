@@ -197,9 +197,9 @@ impl<'a> Probe<'_, 'a> {
         let api = self.api;
         match kind {
             IdKind::Ip => None,
-            IdKind::Cookie => ids.cookie.map(|c| {
-                Probe::named(IdKind::Cookie, c, api.and_then(|a| a.cookie_key.as_ref()))
-            }),
+            IdKind::Cookie => ids
+                .cookie
+                .map(|c| Probe::named(IdKind::Cookie, c, api.and_then(|a| a.cookie_key.as_ref()))),
             IdKind::Token => ids.token.map(KeyRef::token),
             IdKind::ApiKey => ids.api_key.map(|(n, v)| {
                 let header = api.and_then(|a| a.apikey_header_key.as_ref());
@@ -241,7 +241,12 @@ impl<'a> Probe<'_, 'a> {
         if self.ip_only {
             return out;
         }
-        for kind in [IdKind::Cookie, IdKind::Token, IdKind::ApiKey, IdKind::Username] {
+        for kind in [
+            IdKind::Cookie,
+            IdKind::Token,
+            IdKind::ApiKey,
+            IdKind::Username,
+        ] {
             if !r.has(kind) {
                 continue;
             }
@@ -368,7 +373,11 @@ where
 
     // 7. Pattern enforcement.
     if let Some(p) = &api.pattern {
-        let scheme = proto::bit(req.scheme);
+        let scheme = if p.protocols != 0 {
+            proto::bit(req.scheme)
+        } else {
+            0
+        };
         let violation = if p.protocols != 0 && scheme & p.protocols == 0 {
             if let (Some(r), proto::HTTP) = (&p.redirect, scheme) {
                 let d = Decision {
@@ -382,7 +391,7 @@ where
                 return (monitor(d, blocking), None);
             }
             Some((Reason::Protocol, Source::InvalidProtocol))
-        } else if !p.methods.is_empty() && !p.methods.iter().any(|m| m.as_bytes() == req.method) {
+        } else if !p.methods.is_empty() && !p.allows_method(req.method) {
             Some((Reason::Method, Source::InvalidMethod))
         } else if !p.content_types.is_empty()
             && header(req.headers, b"content-type").is_some_and(|ct| {

@@ -765,8 +765,18 @@ mod tests {
                 })
             })
             .collect();
-        assert_eq!(n, distinct.len(), "a collision among {} values", distinct.len());
-        assert!(low.len() > 2000 && high.len() > 2000, "{} {}", low.len(), high.len());
+        assert_eq!(
+            n,
+            distinct.len(),
+            "a collision among {} values",
+            distinct.len()
+        );
+        assert!(
+            low.len() > 2000 && high.len() > 2000,
+            "{} {}",
+            low.len(),
+            high.len()
+        );
         // Sequential values (as feeds and tests produce) fill table slots
         // like random ones: 200k values over 2^18 slots occupy about 140k.
         for fmt in [|i: u32| format!("tok{i:024}"), |i: u32| format!("10.0.{i}")] {
