@@ -214,6 +214,8 @@ pub mod proto {
     pub const WS: u8 = 4;
     /// `wss`
     pub const WSS: u8 = 8;
+    /// Every scheme.
+    pub const ANY: u8 = HTTP | HTTPS | WS | WSS;
 
     /// The bit of a scheme word, any case.
     pub fn bit(s: &[u8]) -> u8 {
@@ -325,7 +327,9 @@ pub struct Decoy {
     pub subpaths: Vec<String>,
 }
 
-/// One API, compiled from its JSON.
+/// One API, compiled from its JSON. The fields are for reading: what the
+/// request path uses (header plan, key prefixes, method words) is prepared
+/// from them by [`Api::parse`], so changing one afterwards has no effect.
 #[derive(Debug)]
 pub struct Api {
     /// The name: the file name without `.json`.
@@ -823,7 +827,7 @@ pub struct ApiSet {
     by_host: HashMap<Box<[u8]>, Group, foldhash::fast::RandomState>,
     /// Bit `n`: some exact host is `n` bytes long, so a request host of
     /// another length skips the host map.
-    host_lens: [u64; 4],
+    host_lens: [u64; 5],
     any_host: Group,
 }
 
@@ -836,7 +840,7 @@ impl ApiSet {
             let g = if a.hostname == "*" {
                 &mut set.any_host
             } else {
-                let n = a.hostname.len().min(255);
+                let n = a.hostname.len().min(256);
                 set.host_lens[n / 64] |= 1 << (n % 64);
                 set.by_host.entry(a.hostname.as_bytes().into()).or_default()
             };
@@ -880,14 +884,14 @@ impl ApiSet {
     /// The group of APIs on exact host `h` (port already stripped). Hosts
     /// come lowercase almost always: only one with a capital is copied.
     fn host_group(&self, h: &[u8]) -> Option<&Group> {
-        if h.is_empty() || h.len() > 255 || self.host_lens[h.len() / 64] & 1 << (h.len() % 64) == 0
+        if h.is_empty() || h.len() > 256 || self.host_lens[h.len() / 64] & 1 << (h.len() % 64) == 0
         {
             return None;
         }
         if !bytes::has_upper(h) {
             return self.by_host.get(h);
         }
-        let mut buf = [0u8; 255];
+        let mut buf = [0u8; 256];
         let b = &mut buf[..h.len()];
         b.copy_from_slice(h);
         b.make_ascii_lowercase();
@@ -918,6 +922,24 @@ fn strip_port(host: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exact_hosts_of_every_length_up_to_256_match() {
+        for len in [1, 17, 63, 64, 65, 255, 256] {
+            let host = "a".repeat(len);
+            let api = |name: &str, h: &str| {
+                let j = format!(r#"{{"api_metadata":{{"url":"/x","hostname":"{h}"}}}}"#);
+                Api::parse(name, j.as_bytes()).unwrap()
+            };
+            let set = ApiSet::new(vec![api("exact", &host), api("any", "*")]).unwrap();
+            let found = |h: &str| set.find(h.as_bytes(), b"/x").map(|a| a.name.as_str());
+            assert_eq!(found(&host), Some("exact"), "{len}");
+            assert_eq!(found(&host.to_uppercase()), Some("exact"), "{len}");
+            assert_eq!(found(&format!("{host}:8080")), Some("exact"), "{len}");
+            assert_eq!(found(&format!("{host}.")), Some("exact"), "{len}");
+            assert_eq!(found(&format!("{host}b")), Some("any"), "{len}");
+        }
+    }
 
     #[test]
     fn methods_match_exactly_whatever_their_length() {

@@ -1,7 +1,8 @@
 //! Byte-string helpers for the request path, eight bytes at a time (SWAR):
 //! case-insensitive comparison and byte search over the short strings of
 //! header names, cookies, hosts and paths, without a `memcpy` or `memcmp`
-//! call per comparison. Every helper has a test against the plain version.
+//! call per comparison. The tests compare them with the plain versions,
+//! directly or through the functions built on them.
 
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGH: u64 = 0x8080_8080_8080_8080;

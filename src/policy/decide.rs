@@ -373,10 +373,11 @@ where
 
     // 7. Pattern enforcement.
     if let Some(p) = &api.pattern {
+        // Read only when the API restricts schemes.
         let scheme = if p.protocols != 0 {
             proto::bit(req.scheme)
         } else {
-            0
+            proto::ANY
         };
         let violation = if p.protocols != 0 && scheme & p.protocols == 0 {
             if let (Some(r), proto::HTTP) = (&p.redirect, scheme) {

@@ -280,8 +280,8 @@ impl fmt::Display for Identifier {
 /// The per-process secret of the key hash. Keys come from clients, so the
 /// hash must not be predictable (hash flooding): the secret is drawn from
 /// std's `RandomState` (operating-system randomness) once per process.
-fn secret() -> [u64; 3] {
-    static SECRET: OnceLock<[u64; 3]> = OnceLock::new();
+fn secret() -> [u64; 4] {
+    static SECRET: OnceLock<[u64; 4]> = OnceLock::new();
     *SECRET.get_or_init(|| {
         let rs = std::collections::hash_map::RandomState::new();
         std::array::from_fn(|i| rs.hash_one(i as u64) | 1)
@@ -302,7 +302,7 @@ fn fold(a: u64, b: u64) -> u64 {
 /// two loads and two multiplies; the length is mixed in last, so values
 /// that differ only in zero padding differ.
 #[inline]
-fn hash_bytes(seed: u64, k: [u64; 2], v: &[u8], f: impl Fn(u64) -> u64) -> u64 {
+fn hash_bytes(seed: u64, k: [u64; 3], v: &[u8], f: impl Fn(u64) -> u64) -> u64 {
     let n = v.len();
     let mut acc = seed;
     let (a, b) = if n <= 16 {
@@ -321,24 +321,25 @@ fn hash_bytes(seed: u64, k: [u64; 2], v: &[u8], f: impl Fn(u64) -> u64) -> u64 {
     };
     // The length goes into the last multiply, not into a lane the data is
     // XORed into: there a length difference could cancel a data difference.
-    fold(fold(a ^ k[0], b ^ acc ^ k[1]), k[0] ^ n as u64)
+    // Its own secret word, so no lane shares the length multiplier's.
+    fold(fold(a ^ k[0], b ^ acc ^ k[1]), k[2] ^ n as u64)
 }
 
 /// The hash of a key's constant part: kind and name (API-key names compare
 /// case-insensitively, so they are hashed lowercase).
 fn prefix_hash(kind: IdKind, name: &[u8]) -> u64 {
-    let [k0, k1, k2] = secret();
-    let seed = fold(k2 ^ kind as u64, k1);
+    let [k0, k1, k2, k3] = secret();
+    let seed = fold(k3 ^ kind as u64, k1);
     if kind == IdKind::ApiKey {
-        hash_bytes(seed, [k0, k1], name, lower8)
+        hash_bytes(seed, [k0, k1, k2], name, lower8)
     } else {
-        hash_bytes(seed, [k0, k1], name, |w| w)
+        hash_bytes(seed, [k0, k1, k2], name, |w| w)
     }
 }
 
 fn hash_parts(kind: IdKind, name: &[u8], value: &[u8]) -> u64 {
-    let [k0, k1, _] = secret();
-    hash_bytes(prefix_hash(kind, name), [k0, k1], value, |w| w)
+    let [k0, k1, k2, _] = secret();
+    hash_bytes(prefix_hash(kind, name), [k0, k1, k2], value, |w| w)
 }
 
 /// A borrowed identifier key, as probed on the request path. The hash is
@@ -359,7 +360,7 @@ pub struct KeyPrefix {
     kind: IdKind,
     name: Box<[u8]>,
     seed: u64,
-    secret: [u64; 2],
+    secret: [u64; 3],
 }
 
 impl fmt::Debug for KeyPrefix {
@@ -374,12 +375,12 @@ impl fmt::Debug for KeyPrefix {
 impl KeyPrefix {
     /// The prefix of keys of `kind` named `name` (empty for unnamed kinds).
     pub fn new(kind: IdKind, name: &[u8]) -> KeyPrefix {
-        let [k0, k1, _] = secret();
+        let [k0, k1, k2, _] = secret();
         KeyPrefix {
             kind,
             name: name.into(),
             seed: prefix_hash(kind, name),
-            secret: [k0, k1],
+            secret: [k0, k1, k2],
         }
     }
 
@@ -408,18 +409,18 @@ struct Fixed {
     token: KeyPrefix,
     username: KeyPrefix,
     ip: [u64; 129],
-    secret: [u64; 2],
+    secret: [u64; 3],
 }
 
 fn fixed() -> &'static Fixed {
     static FIXED: OnceLock<Fixed> = OnceLock::new();
     FIXED.get_or_init(|| {
-        let [k0, k1, _] = secret();
+        let [k0, k1, k2, _] = secret();
         Fixed {
             token: KeyPrefix::new(IdKind::Token, b""),
             username: KeyPrefix::new(IdKind::Username, b""),
             ip: std::array::from_fn(|l| prefix_hash(IdKind::Ip, &[l as u8])),
-            secret: [k0, k1],
+            secret: [k0, k1, k2],
         }
     })
 }
