@@ -107,7 +107,8 @@ fn an_expired_entry_stops_blocking_before_the_next_sync() {
             ..fast_poller()
         },
     );
-    p.sync_now(WAIT).unwrap();
+    // The poller's own first sync may run before or together with this one.
+    let syncs = p.sync_now(WAIT).unwrap().syncs;
     assert!(blocked(&e, "10.9.9.9", &[]));
     assert!(eventually(Duration::from_secs(10), || !blocked(
         &e,
@@ -118,7 +119,7 @@ fn an_expired_entry_stops_blocking_before_the_next_sync() {
         blocked(&e, "10.9.9.8", &[]),
         "the entry without expiry stays"
     );
-    assert_eq!(p.status().syncs, 1, "no sync happened in between");
+    assert_eq!(p.status().syncs, syncs, "no sync happened in between");
 }
 
 #[test]
