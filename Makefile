@@ -28,6 +28,7 @@ check-header:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --lib
 
 test-rust:
 	$(CARGO) test --release

@@ -536,7 +536,7 @@ fn scan_headers<'h, H: Headers + ?Sized>(
 /// address (already parsed); with `xff` the first `X-Forwarded-For` address
 /// replaces it when it parses. `host_user` is a user name the host passes in.
 /// Cookie and API-key names in the result are the API's own
-/// ([`KeyPrefix::name`]), so the list key can reuse its hashed prefix.
+/// ([`KeyPrefix::name`](crate::policy::ident::KeyPrefix::name)), so the list key can reuse its hashed prefix.
 pub fn extract<'a, H: Headers + ?Sized>(
     api: Option<&'a Api>,
     client_ip: Option<u128>,

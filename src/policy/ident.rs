@@ -426,7 +426,7 @@ fn fixed() -> &'static Fixed {
 }
 
 impl<'a> KeyRef<'a> {
-    /// A key for a named or plain identifier. IP keys are made with [`KeyRef::ip`].
+    /// A key for a named or plain identifier. IP keys are made with [`IpKeyBuf::key`].
     pub fn new(kind: IdKind, name: &'a [u8], value: &'a [u8]) -> KeyRef<'a> {
         KeyRef {
             kind,

@@ -1,10 +1,11 @@
 //! The allow and deny lists.
 //!
 //! An [`IdMap`] is a lock-free concurrent hash map (papaya) from identifier
-//! key to [`Meta`]: readers never wait, a single insert or removal costs the
-//! same whatever the size of the list, and its incremental resizing has no
-//! stop-the-world pause. Bulk replacement (an ABS list of a million entries)
-//! builds a new map aside and the engine swaps it in whole.
+//! key to [`Meta`]: readers never wait, and a single insert or removal costs
+//! the same whatever the size of the list (amortised: the map resizes on the
+//! writer's thread, once per doubling, and readers never wait for it). Bulk
+//! replacement (an ABS list of a million entries) builds a new map aside and
+//! the engine swaps it in whole.
 //!
 //! A request probes the map once per identifier and once per listed IP
 //! range length, and almost every probe misses. So a blocked Bloom filter

@@ -10,7 +10,7 @@
 //! Durability: WAL mode with `synchronous=FULL` syncs the log on every commit,
 //! so a change whose call returned survives `kill -9` and power loss. Writers
 //! take the write lock up front (`BEGIN IMMEDIATE`) and wait up to
-//! [`BUSY_TIMEOUT`] for it, so two writers never fail each other; readers
+//! `BUSY_TIMEOUT` for it, so two writers never fail each other; readers
 //! never wait in WAL mode.
 //!
 //! Ownership: nginx workers run unprivileged while operators run `ase-cli` as
