@@ -186,6 +186,23 @@ impl Meta {
         })
     }
 
+    /// This entry with the bits in `mask` (deny sources and/or [`ALLOW`])
+    /// taken off, and their expiries with them.
+    fn without(&self, mask: u8) -> Meta {
+        let mut m = *self;
+        m.sources &= !mask;
+        if mask & Source::Manual.bit() != 0 {
+            m.manual_exp = 0;
+        }
+        if mask & Source::Abs.bit() != 0 {
+            m.abs_exp = 0;
+        }
+        if mask & ALLOW != 0 {
+            m.allow_exp = 0;
+        }
+        m
+    }
+
     /// Whether any listing of this entry (deny or allow) is unexpired at `now`.
     pub fn alive(&self, now: u64) -> bool {
         self.active(Source::ANY, &mut || now).is_some() || self.allowed(&mut || now)
@@ -499,18 +516,7 @@ impl IdMap {
                 } else if left == 0 {
                     papaya::Operation::Remove
                 } else {
-                    let mut n = *v;
-                    n.sources = left;
-                    if mask & Source::Manual.bit() != 0 {
-                        n.manual_exp = 0;
-                    }
-                    if mask & Source::Abs.bit() != 0 {
-                        n.abs_exp = 0;
-                    }
-                    if mask & ALLOW != 0 {
-                        n.allow_exp = 0;
-                    }
-                    papaya::Operation::Insert(n)
+                    papaya::Operation::Insert(v.without(mask))
                 }
             }
         });
@@ -600,17 +606,7 @@ impl IdMap {
         {
             let nm = n.map.pin();
             for (k, meta) in &items {
-                let mut meta = **meta;
-                meta.sources &= !mask;
-                if mask & Source::Abs.bit() != 0 {
-                    meta.abs_exp = 0;
-                }
-                if mask & Source::Manual.bit() != 0 {
-                    meta.manual_exp = 0;
-                }
-                if mask & ALLOW != 0 {
-                    meta.allow_exp = 0;
-                }
+                let mut meta = meta.without(mask);
                 meta.seq = n.seq.fetch_add(1, Relaxed);
                 if let Some(net) = k.ip_net() {
                     n.note_ip_net(net);
