@@ -172,11 +172,10 @@ impl<'e> Decision<'e> {
 /// The request's identifiers, probed against both lists (one map) in a
 /// fixed order: IP, cookie, token, API key, user name. Each key is hashed
 /// only when its kind is listed at all, and probed as soon as it is made.
+/// For an unknown API, [`extract`] finds only the IP, so only the IP is probed.
 struct Probe<'i, 'a> {
     ids: &'i Ids<'a>,
     api: Option<&'a Api>,
-    /// Only the IP (unknown-API pass mode).
-    ip_only: bool,
 }
 
 impl<'a> Probe<'_, 'a> {
@@ -237,9 +236,6 @@ impl<'a> Probe<'_, 'a> {
             if out.allowed.is_some() {
                 return out;
             }
-        }
-        if self.ip_only {
-            return out;
         }
         for kind in [
             IdKind::Cookie,
@@ -312,11 +308,7 @@ where
         scratch,
     );
     let mask = sw.deny_mask();
-    let probe = Probe {
-        ids: &ids,
-        api,
-        ip_only: api.is_none(),
-    };
+    let probe = Probe { ids: &ids, api };
 
     let Some(api) = api else {
         let mode = req.unknown_api.unwrap_or(default_unknown);
