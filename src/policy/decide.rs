@@ -7,7 +7,7 @@
 use super::api::{Api, ApiSet, NormPath, Response, media_type, proto};
 use super::config::UnknownApi;
 use super::extract::{Headers, Ids, Scratch, extract, header};
-use super::ident::{IdKind, IpKeyBuf, IpNet, KeyPrefix, KeyRef};
+use super::ident::{IdKind, KeyPrefix, KeyRef};
 use super::lists::{IdMap, Meta, Source};
 
 /// What the host must do.
@@ -184,6 +184,7 @@ impl<'a> Probe<'_, 'a> {
     /// identifiers [`extract`] found: it hands out the prefix's name, so
     /// comparing the pointers settles it): only the value is hashed per
     /// request. Any other name is hashed whole; both give the same key.
+    #[inline(always)]
     fn named(kind: IdKind, (n, v): (&'a [u8], &'a [u8]), p: Option<&'a KeyPrefix>) -> KeyRef<'a> {
         match p {
             Some(p) if std::ptr::eq(p.name(), n) => p.key(v),
@@ -191,6 +192,9 @@ impl<'a> Probe<'_, 'a> {
         }
     }
 
+    /// Inlined into [`Probe::scan`]'s unrolled loop, where `kind` is a
+    /// constant and the match folds away.
+    #[inline(always)]
     fn key(&self, kind: IdKind) -> Option<KeyRef<'a>> {
         let ids = self.ids;
         let api = self.api;
@@ -231,8 +235,7 @@ impl<'a> Probe<'_, 'a> {
             false
         };
         if let Some(addr) = self.ids.ip {
-            let host = IpKeyBuf::new(IpNet::of(addr, 128));
-            r.each_ip(addr, &host.key(), |m| see(IdKind::Ip, m, &mut out));
+            r.each_ip(addr, |m| see(IdKind::Ip, m, &mut out));
             if out.allowed.is_some() {
                 return out;
             }

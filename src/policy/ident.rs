@@ -12,7 +12,7 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::OnceLock;
 
-use super::bytes::{lower8, short_word, word_at};
+use super::bytes::{self, lower8, short_word, word_at};
 
 /// The kind of a client identifier. The numbering is part of the C ABI.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -185,6 +185,20 @@ impl IpNet {
             len,
         }
     }
+
+    /// The hash of this network's list key, taken from the address itself:
+    /// a request probes its address and each listed range length without
+    /// writing key bytes, unless the filter lets the probe through.
+    #[inline(always)]
+    pub fn key_hash(self) -> u64 {
+        let f = fixed();
+        let [k0, k1, k2] = f.secret;
+        let seed = f.ip[self.len.min(128) as usize];
+        fold(
+            fold((self.addr >> 64) as u64 ^ k0, self.addr as u64 ^ seed ^ k1),
+            k2 ^ 16,
+        )
+    }
 }
 
 impl fmt::Display for IpNet {
@@ -338,6 +352,10 @@ fn prefix_hash(kind: IdKind, name: &[u8]) -> u64 {
 }
 
 fn hash_parts(kind: IdKind, name: &[u8], value: &[u8]) -> u64 {
+    if let (IdKind::Ip, &[len], Ok(addr)) = (kind, name, <[u8; 16]>::try_from(value)) {
+        let addr = u128::from_be_bytes(addr);
+        return IpNet { addr, len }.key_hash();
+    }
     let [k0, k1, k2, _] = secret();
     hash_bytes(prefix_hash(kind, name), [k0, k1, k2], value, |w| w)
 }
@@ -460,12 +478,14 @@ impl<'a> KeyRef<'a> {
 
     fn eq_key(&self, k: &Key) -> bool {
         let (kind, name, value) = k.parts();
+        // Not `==`: an empty name would reach `bcmp` with a dangling pointer
+        // (see `bytes::same`).
         kind == self.kind
-            && value == self.value
+            && bytes::same(value, self.value)
             && if kind == IdKind::ApiKey {
-                name.eq_ignore_ascii_case(self.name)
+                bytes::eq_ignore_case(name, self.name)
             } else {
-                name == self.name
+                bytes::same(name, self.name)
             }
     }
 }
@@ -486,17 +506,18 @@ impl IpKeyBuf {
         }
     }
 
-    /// A borrowed key over these bytes. The kind and length byte come from a
-    /// precomputed hasher state per prefix length: only the 16 address bytes
-    /// are hashed per probe.
+    /// A borrowed key over these bytes, hashed as [`IpNet::key_hash`].
     #[inline]
     pub fn key(&self) -> KeyRef<'_> {
-        let f = fixed();
+        let net = IpNet {
+            addr: u128::from_be_bytes(self.addr),
+            len: self.len[0],
+        };
         KeyRef {
             kind: IdKind::Ip,
             name: &self.len,
             value: &self.addr,
-            hash: hash_bytes(f.ip[self.len[0] as usize], f.secret, &self.addr, |w| w),
+            hash: net.key_hash(),
         }
     }
 }

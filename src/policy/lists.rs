@@ -541,6 +541,7 @@ impl IdMap {
     }
 
     /// The entry for a key, if listed.
+    #[inline(always)]
     pub fn get(&self, key: &KeyRef<'_>) -> Option<Meta> {
         self.reader().get(key)
     }
@@ -563,8 +564,7 @@ impl IdMap {
         enabled: u8,
         now: &mut impl FnMut() -> u64,
     ) -> Option<Source> {
-        let host = IpKeyBuf::new(IpNet::of(addr, 128));
-        self.reader().lookup_ip(addr, &host.key(), enabled, now)
+        self.reader().lookup_ip(addr, enabled, now)
     }
 
     /// Starts a series of lookups (one request). The map is pinned by the
@@ -906,6 +906,7 @@ impl<'l> Reader<'l> {
     }
 
     /// The entry for a key, if listed.
+    #[inline(always)]
     pub fn get(&self, key: &KeyRef<'_>) -> Option<Meta> {
         if !self.has(key.kind()) {
             return None;
@@ -923,13 +924,24 @@ impl<'l> Reader<'l> {
         self.get(key)?.active(enabled, now)
     }
 
-    /// Calls `f` with the entry of `addr` (whose host key is `host`) and of each
-    /// listed range containing it, longest prefix first, until `f` returns true.
-    pub fn each_ip(&self, addr: u128, host: &KeyRef<'_>, mut f: impl FnMut(Meta) -> bool) {
+    /// One probe for an IP network: hashed from the address, its key bytes
+    /// written only when the filter lets the probe through.
+    #[inline(always)]
+    fn probe_ip(&self, net: IpNet) -> Option<Meta> {
+        if self.maybe(net.key_hash()) {
+            self.probe_map(&IpKeyBuf::new(net).key())
+        } else {
+            None
+        }
+    }
+
+    /// Calls `f` with the entry of `addr` and of each listed range containing
+    /// it, longest prefix first, until `f` returns true.
+    pub fn each_ip(&self, addr: u128, mut f: impl FnMut(Meta) -> bool) {
         if !self.has(IdKind::Ip) {
             return;
         }
-        if self.probe(host).is_some_and(&mut f) {
+        if self.probe_ip(IpNet::of(addr, 128)).is_some_and(&mut f) {
             return;
         }
         let words = if crate::policy::ident::is_v4(addr) {
@@ -942,25 +954,26 @@ impl<'l> Reader<'l> {
             while bits != 0 {
                 let top = 63 - bits.leading_zeros() as u8;
                 bits &= !(1u64 << top);
-                let buf = IpKeyBuf::new(IpNet::of(addr, word as u8 * 64 + top));
-                if self.probe(&buf.key()).is_some_and(&mut f) {
+                if self
+                    .probe_ip(IpNet::of(addr, word as u8 * 64 + top))
+                    .is_some_and(&mut f)
+                {
                     return;
                 }
             }
         }
     }
 
-    /// The first active source listing `addr` (whose host key is `host`) or a
-    /// listed range containing it, longest prefix first.
+    /// The first active source listing `addr` or a listed range containing
+    /// it, longest prefix first.
     pub fn lookup_ip(
         &self,
         addr: u128,
-        host: &KeyRef<'_>,
         enabled: u8,
         now: &mut impl FnMut() -> u64,
     ) -> Option<Source> {
         let mut found = None;
-        self.each_ip(addr, host, |m| {
+        self.each_ip(addr, |m| {
             found = m.active(enabled, now);
             found.is_some()
         });
@@ -1155,9 +1168,8 @@ mod tests {
                 let want = (0..=128)
                     .filter(|&len| nets.contains(&IpNet::of(*a, len)))
                     .count();
-                let host = IpKeyBuf::new(IpNet::of(*a, 128));
                 let mut seen = 0;
-                r.each_ip(*a, &host.key(), |_| {
+                r.each_ip(*a, |_| {
                     seen += 1;
                     false
                 });
