@@ -192,39 +192,14 @@ impl<'a> Probe<'_, 'a> {
         }
     }
 
-    /// Inlined into [`Probe::scan`]'s unrolled loop, where `kind` is a
-    /// constant and the match folds away.
-    #[inline(always)]
-    fn key(&self, kind: IdKind) -> Option<KeyRef<'a>> {
-        let ids = self.ids;
-        let api = self.api;
-        match kind {
-            IdKind::Ip => None,
-            IdKind::Cookie => ids
-                .cookie
-                .map(|c| Probe::named(IdKind::Cookie, c, api.and_then(|a| a.cookie_key.as_ref()))),
-            IdKind::Token => ids.token.map(KeyRef::token),
-            IdKind::ApiKey => ids.api_key.map(|(n, v)| {
-                let header = api.and_then(|a| a.apikey_header_key.as_ref());
-                let p = header
-                    .filter(|p| std::ptr::eq(p.name(), n))
-                    .or_else(|| api.and_then(|a| a.apikey_qs_key.as_ref()));
-                Probe::named(IdKind::ApiKey, (n, v), p)
-            }),
-            IdKind::Username => ids.username.map(KeyRef::username),
-        }
-    }
-
     /// One probe per identifier (and per listed IP range length) answers both
     /// lists: the first allow-listed identifier, else the first identifier
     /// with an active deny source within `mask`.
     fn scan(&self, lists: &IdMap, mask: u8, now: &mut impl FnMut() -> u64) -> Scan {
         let r = lists.reader();
         let mut out = Scan::default();
-        if r.is_empty() {
-            return out;
-        }
-        let mut see = |kind: IdKind, m: Meta, out: &mut Scan| {
+        let mut see = |kind: IdKind, m: Option<Meta>, out: &mut Scan| {
+            let Some(m) = m else { return false };
             if m.allowed(now) {
                 out.allowed = Some(kind);
                 return true;
@@ -234,25 +209,48 @@ impl<'a> Probe<'_, 'a> {
             }
             false
         };
-        if let Some(addr) = self.ids.ip {
-            r.each_ip(addr, |m| see(IdKind::Ip, m, &mut out));
+        let ids = self.ids;
+        let api = self.api;
+        // Each kind is checked for entries before its key is hashed; the
+        // keys are written out here, kind by kind, so that each probe
+        // compiles to a hash and one filter load.
+        if let Some(addr) = ids.ip {
+            r.each_ip(addr, |m| see(IdKind::Ip, Some(m), &mut out));
             if out.allowed.is_some() {
                 return out;
             }
         }
-        for kind in [
-            IdKind::Cookie,
-            IdKind::Token,
-            IdKind::ApiKey,
-            IdKind::Username,
-        ] {
-            if !r.has(kind) {
-                continue;
-            }
-            if let Some(m) = self.key(kind).and_then(|k| r.get(&k)) {
-                if see(kind, m, &mut out) {
+        if let Some(c) = ids.cookie {
+            if r.has(IdKind::Cookie) {
+                let p = api.and_then(|a| a.cookie_key.as_ref());
+                let m = r.probe(&Probe::named(IdKind::Cookie, c, p));
+                if see(IdKind::Cookie, m, &mut out) {
                     return out;
                 }
+            }
+        }
+        if let Some(t) = ids.token {
+            if r.has(IdKind::Token) && see(IdKind::Token, r.probe(&KeyRef::token(t)), &mut out) {
+                return out;
+            }
+        }
+        if let Some((n, v)) = ids.api_key {
+            if r.has(IdKind::ApiKey) {
+                let header = api.and_then(|a| a.apikey_header_key.as_ref());
+                let p = header
+                    .filter(|p| std::ptr::eq(p.name(), n))
+                    .or_else(|| api.and_then(|a| a.apikey_qs_key.as_ref()));
+                let m = r.probe(&Probe::named(IdKind::ApiKey, (n, v), p));
+                if see(IdKind::ApiKey, m, &mut out) {
+                    return out;
+                }
+            }
+        }
+        if let Some(u) = ids.username {
+            if r.has(IdKind::Username)
+                && see(IdKind::Username, r.probe(&KeyRef::username(u)), &mut out)
+            {
+                return out;
             }
         }
         out

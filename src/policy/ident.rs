@@ -315,7 +315,7 @@ fn fold(a: u64, b: u64) -> u64 {
 /// (ASCII lowercasing for API-key names). A value of up to 16 bytes costs
 /// two loads and two multiplies; the length is mixed in last, so values
 /// that differ only in zero padding differ.
-#[inline]
+#[inline(always)]
 fn hash_bytes(seed: u64, k: [u64; 3], v: &[u8], f: impl Fn(u64) -> u64) -> u64 {
     let n = v.len();
     let mut acc = seed;

@@ -869,8 +869,9 @@ impl<'l> Reader<'l> {
     }
 
     /// One probe: the filter first, the map only if it may hold the key.
+    /// Unlike [`Reader::get`], it does not check that the kind is listed.
     #[inline(always)]
-    fn probe(&self, key: &KeyRef<'_>) -> Option<Meta> {
+    pub fn probe(&self, key: &KeyRef<'_>) -> Option<Meta> {
         if self.maybe(key.hash()) {
             self.probe_map(key)
         } else {
