@@ -12,7 +12,7 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
 
 use super::api::{Api, JwtLocation};
 use super::bytes::eq_words;
-use super::bytes::{eq_ignore_case, eq_lowered, find_byte, lower8, short_word, word_at};
+use super::bytes::{eq_lowered, find_byte, lower8, short_word, word_at};
 use super::ident::ip_to_u128;
 
 /// Request headers as name/value byte pairs, in the order received.
@@ -177,8 +177,11 @@ pub fn bearer<H: Headers + ?Sized>(h: &H) -> Option<&[u8]> {
 }
 
 fn strip_bearer(v: &[u8]) -> Option<&[u8]> {
+    const BEARER: u64 = u64::from_le_bytes(*b"bearer \0");
+    const SEVEN: u64 = (1 << 56) - 1;
     let v = v.trim_ascii();
-    if v.len() > 7 && eq_ignore_case(&v[..6], b"bearer") && v[6] == b' ' {
+    // `Bearer ` in any case, as one word.
+    if v.len() > 7 && lower8(word_at(v, 0)) & SEVEN == BEARER {
         let t = v[7..].trim_ascii();
         (!t.is_empty()).then_some(t)
     } else {
@@ -388,6 +391,11 @@ mod slot {
 #[derive(Clone, Debug, Default)]
 pub struct HeaderPlan {
     names: Vec<Wanted>,
+    /// `names` indexed by a multiplicative hash of a name's head word and
+    /// length: a candidate header is compared with one wanted name, not
+    /// each in turn. `None` if no multiplier tried spreads the names (never
+    /// seen; the names are then scanned).
+    index: Option<NameIndex>,
     /// Bit `n`: a wanted name is `n` bytes long (`n < 64`).
     lens: u64,
     /// A wanted name is 64 bytes or longer.
@@ -396,6 +404,45 @@ pub struct HeaderPlan {
     slots: u8,
     /// The API's cookie name takes the fast path of [`cookie_in`].
     plain_cookie: bool,
+}
+
+/// The slot table of [`HeaderPlan::index`].
+#[derive(Clone, Debug)]
+struct NameIndex {
+    mult: u64,
+    /// Position in `names` plus one; 0 is an empty slot.
+    slot: [u8; 16],
+}
+
+impl NameIndex {
+    #[inline(always)]
+    fn at(mult: u64, head: u64, len: usize) -> usize {
+        (head.wrapping_add(len as u64).wrapping_mul(mult) >> 60) as usize
+    }
+
+    /// A multiplier that gives every name its own slot, tried from a fixed
+    /// sequence (the names are the operator's; a request's header name costs
+    /// one comparison whatever slot it lands in).
+    fn of(names: &[Wanted]) -> Option<NameIndex> {
+        let mut mult = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..256 {
+            let mut slot = [0u8; 16];
+            let spread = names.iter().enumerate().all(|(i, w)| {
+                let s = &mut slot[NameIndex::at(mult, w.head, w.name.len())];
+                let free = *s == 0;
+                *s = i as u8 + 1;
+                free
+            });
+            if spread {
+                return Some(NameIndex { mult, slot });
+            }
+            mult = mult
+                .wrapping_add(0x9e37_79b9_7f4a_7c15)
+                .wrapping_mul(0xbf58_476d_1ce4_e5b9)
+                | 1;
+        }
+        None
+    }
 }
 
 /// One wanted header name.
@@ -408,6 +455,18 @@ struct Wanted {
     name: Box<[u8]>,
     /// The slots it feeds.
     slots: u8,
+}
+
+impl Wanted {
+    /// The slots among `need` this name feeds if it is `n` (whose
+    /// [`head_word`] is `head`), else 0.
+    #[inline(always)]
+    fn slots_of(&self, head: u64, n: &[u8], need: u8) -> u8 {
+        let is = self.head == head
+            && self.name.len() == n.len()
+            && (n.len() <= 8 || eq_lowered(&n[8..], &self.name[8..]));
+        if is { self.slots & need } else { 0 }
+    }
 }
 
 /// The first eight bytes of `n` (all of a shorter one, zero-padded), lowercase.
@@ -462,6 +521,7 @@ impl HeaderPlan {
             want(n.as_bytes(), slot::JWT);
         }
         p.plain_cookie = (api.cookie_key.as_ref()).is_some_and(|c| plain_cookie_name(c.name()));
+        p.index = NameIndex::of(&p.names);
         p
     }
 
@@ -479,16 +539,21 @@ impl HeaderPlan {
     #[inline(always)]
     fn slots_of(&self, n: &[u8], need: u8) -> u8 {
         let head = head_word(n);
-        for w in &self.names {
-            if w.head == head
-                && w.name.len() == n.len()
-                && w.slots & need != 0
-                && (n.len() <= 8 || eq_lowered(&n[8..], &w.name[8..]))
-            {
-                return w.slots & need;
-            }
+        let Some(ix) = &self.index else {
+            return self
+                .names
+                .iter()
+                .map(|w| w.slots_of(head, n, need))
+                .find(|&s| s != 0)
+                .unwrap_or(0);
+        };
+        match ix.slot[NameIndex::at(ix.mult, head, n.len())] {
+            0 => 0,
+            i => self
+                .names
+                .get(i as usize - 1)
+                .map_or(0, |w| w.slots_of(head, n, need)),
         }
-        0
     }
 }
 
@@ -694,6 +759,70 @@ mod tests {
             }
         }
         ids
+    }
+
+    #[test]
+    fn bearer_prefix_matches_plain_definition() {
+        // The plain rule: trimmed, "bearer" in any case, one space, then a
+        // token that is not empty once trimmed.
+        let plain = |v: &[u8]| -> Option<Vec<u8>> {
+            let v = v.trim_ascii();
+            if v.len() > 7 && v[..6].eq_ignore_ascii_case(b"bearer") && v[6] == b' ' {
+                let t = v[7..].trim_ascii();
+                (!t.is_empty()).then(|| t.to_vec())
+            } else {
+                None
+            }
+        };
+        let mut cases: Vec<Vec<u8>> = Vec::new();
+        for prefix in [
+            "Bearer", "bearer", "BEARER", "bEaReR", "Bearer:", "Bearex", "Beare", "Basic",
+        ] {
+            for sep in ["", " ", "  ", "\t", ":"] {
+                for token in ["", "t", "abc.def", " x ", "\u{e9}"] {
+                    for lead in ["", " ", "\t "] {
+                        cases.push(format!("{lead}{prefix}{sep}{token}").into_bytes());
+                    }
+                }
+            }
+        }
+        // Every byte in each of the first eight positions.
+        for pos in 0..8 {
+            for b in 0..=255u8 {
+                let mut v = b"Bearer tok".to_vec();
+                v[pos] = b;
+                cases.push(v);
+            }
+        }
+        for v in &cases {
+            assert_eq!(
+                strip_bearer(v).map(<[u8]>::to_vec),
+                plain(v),
+                "{:?}",
+                String::from_utf8_lossy(v)
+            );
+        }
+    }
+
+    #[test]
+    fn name_index_gives_each_wanted_name_its_own_slot() {
+        let j = r#"{"api_metadata":{"url":"/n","hostname":"*","cookie":"SID","oauth2_access_token":true,
+            "apikey_header":"X-Api-Key","username_header":"X-User",
+            "jwt":{"location":"h:X-Jwt","username":"sub"}}}"#;
+        let api = Api::parse("n", j.as_bytes()).unwrap();
+        let plan = &api.headers;
+        let ix = plan.index.as_ref().expect("index built");
+        let used = ix.slot.iter().filter(|&&s| s != 0).count();
+        assert_eq!(used, plan.names.len());
+        for (i, w) in plan.names.iter().enumerate() {
+            assert_eq!(
+                ix.slot[NameIndex::at(ix.mult, w.head, w.name.len())] as usize,
+                i + 1
+            );
+            assert_eq!(plan.slots_of(&w.name.to_ascii_uppercase(), !0), w.slots);
+        }
+        assert_eq!(plan.slots_of(b"x-userx", !0), 0);
+        assert_eq!(plan.slots_of(b"accept", !0), 0);
     }
 
     #[test]
