@@ -476,13 +476,24 @@ impl<'a> KeyRef<'a> {
         self.hash
     }
 
+    /// Compares against the stored layout directly (`[kind][name length
+    /// u16 LE][name][value]`): the kind and name length are one three-byte
+    /// compare and the total length settles the value's.
+    #[inline]
     fn eq_key(&self, k: &Key) -> bool {
-        let (kind, name, value) = k.parts();
-        // Not `==`: an empty name would reach `bcmp` with a dangling pointer
-        // (see `bytes::same`).
-        kind == self.kind
-            && bytes::same(value, self.value)
-            && if kind == IdKind::ApiKey {
+        let b = &*k.bytes;
+        let n = self.name.len();
+        if b.len() != 3 + n + self.value.len()
+            || b[..3] != [self.kind as u8, n as u8, (n >> 8) as u8]
+            || n > u16::MAX as usize
+        {
+            return false;
+        }
+        // Not `==` on the name: an empty one would reach `bcmp` with a
+        // dangling pointer (see `bytes::same`).
+        let (name, value) = b[3..].split_at(n);
+        bytes::same(value, self.value)
+            && if self.kind == IdKind::ApiKey {
                 bytes::eq_ignore_case(name, self.name)
             } else {
                 bytes::same(name, self.name)
