@@ -559,6 +559,11 @@ impl HeaderPlan {
 
 /// The first value of each header the plan wants, in one pass; the cookie
 /// is the named cookie from the first `Cookie` header that has it.
+///
+/// Kept out of line: inlined into `Engine::check`, this loop's speed moved
+/// by 20 ns with unrelated edits elsewhere in that function (its code
+/// placement); on its own it runs at the faster of those speeds.
+#[inline(never)]
 fn scan_headers<'h, H: Headers + ?Sized>(
     plan: &HeaderPlan,
     mut need: u8,
