@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use serde::Deserialize;
@@ -248,11 +249,22 @@ fn method_word(m: &[u8]) -> Option<u64> {
 
 impl Pattern {
     /// Whether `method` (exact, case-sensitive) is in `methods_allowed`.
+    /// Inline, with the rare long method out of line: the common case is a
+    /// word built from the method and a scan of a few words, no call.
+    #[inline]
     pub fn allows_method(&self, method: &[u8]) -> bool {
         match method_word(method) {
             Some(w) => self.method_words.contains(&w),
-            None => self.methods.iter().any(|m| m.as_bytes() == method),
+            None => self.allows_long_method(method),
         }
+    }
+
+    /// [`Pattern::allows_method`] for a method of eight bytes or more (never
+    /// empty, so `==` may call `memcmp`).
+    #[cold]
+    #[inline(never)]
+    fn allows_long_method(&self, method: &[u8]) -> bool {
+        self.methods.iter().any(|m| m.as_bytes() == method)
     }
 }
 
@@ -622,11 +634,15 @@ fn trim_slash(s: &str) -> &str {
 }
 
 /// Whether `path` is `base` or below it on a `/` boundary (`/` is above everything).
+/// The boundary byte is checked before the bytes, as it settles most
+/// misses, and the bytes are compared with [`bytes::same`], not `memcmp`.
+#[inline]
 pub fn under(path: &[u8], base: &[u8]) -> bool {
-    if base == b"/" {
+    let n = base.len();
+    if n == 1 && base[0] == b'/' {
         return true;
     }
-    path.starts_with(base) && (path.len() == base.len() || path[base.len()] == b'/')
+    n <= path.len() && (n == path.len() || path[n] == b'/') && bytes::same(&path[..n], base)
 }
 
 /// The media type of a `Content-Type` value: before any `;`, trimmed.
@@ -658,7 +674,10 @@ pub const NORM_CAP: usize = 2048;
 
 impl<'a> NormPath<'a> {
     /// Cuts the query string and fragment off `uri`, decodes `%XX`, merges `//`
-    /// and resolves `.` and `..` segments. Never allocates.
+    /// and resolves `.` and `..` segments. Never allocates. Inline, with the
+    /// copy out of line: most paths need none, and then this is one scan
+    /// without the copy's stack frame.
+    #[inline]
     pub fn new(uri: &'a [u8]) -> NormPath<'a> {
         let (end, needs) = path_end(uri);
         let raw = &uri[..end];
@@ -668,6 +687,13 @@ impl<'a> NormPath<'a> {
         if !needs || raw[0] != b'/' || raw.len() > NORM_CAP {
             return NormPath::Borrowed(raw);
         }
+        NormPath::normalised(raw)
+    }
+
+    /// The normalised copy of `raw` (at most [`NORM_CAP`] bytes, starting
+    /// with `/`).
+    #[inline(never)]
+    fn normalised(raw: &[u8]) -> NormPath<'a> {
         let mut buf = [0u8; NORM_CAP];
         let mut i = 0;
         let mut d = 0;
@@ -700,34 +726,56 @@ impl<'a> NormPath<'a> {
 
 /// Where the path of `uri` ends (its `?` or `#`, else its length), and
 /// whether the path needs normalising: it holds a `%`, or a `/` followed by
-/// `/` or `.`. Eight bytes per step.
+/// `/` or `.`. Eight bytes per step; a last partial word is the last eight
+/// bytes shifted down, so its top bytes are zero, and zero is none of the
+/// bytes looked for.
+#[inline(always)]
 fn path_end(uri: &[u8]) -> (usize, bool) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let n = uri.len();
     let mut needs = 0u64;
     // The 0x80 bit set when the byte before the current word is a `/`.
     let mut carry = 0u64;
     let mut i = 0;
-    while i < uri.len() {
-        let (w, valid) = if i + 8 <= uri.len() {
-            (bytes::word_at(uri, i), u64::MAX)
+    while i < n {
+        let w = if i + 8 <= n {
+            bytes::word_at(uri, i)
+        } else if n >= 8 {
+            bytes::word_at(uri, n - 8) >> ((i + 8 - n) * 8)
         } else {
-            let n = uri.len() - i;
-            (bytes::short_word(&uri[i..]), (1u64 << (n * 8)) - 1)
+            bytes::short_word(uri)
         };
-        let slash = bytes::bytes_eq(w, b'/') & valid;
-        let dot = bytes::bytes_eq(w, b'.') & valid;
-        let bad = bytes::bytes_eq(w, b'%') | ((slash << 8 | carry) & (slash | dot));
-        let stop = (bytes::bytes_eq(w, b'?') | bytes::bytes_eq(w, b'#')) & valid;
+        // `.` and `/` differ only in their low bit: one test finds both, and
+        // the low bit, moved to the top of its byte, tells them apart. With
+        // the low bit set, no byte is 1 after the XOR, so the short test's
+        // borrow marks no byte falsely.
+        let slash_dot = first_eq(w | ONES, b'/') & HIGH;
+        let slash = slash_dot & w << 7;
+        let stop = (first_eq(w, b'?') | first_eq(w, b'#')) & HIGH;
+        // A false `%` lies after a true one, so it changes no answer.
+        let bad = (first_eq(w, b'%') & HIGH) | ((slash << 8 | carry) & slash_dot);
         if stop != 0 {
             // Only the bytes before the first stop count.
             let before = (stop & stop.wrapping_neg()) - 1;
-            needs |= bad & before & valid;
+            needs |= bad & before;
             return (i + stop.trailing_zeros() as usize / 8, needs != 0);
         }
-        needs |= bad & valid;
+        needs |= bad;
         carry = slash >> 56;
         i += 8;
     }
-    (uri.len(), needs != 0)
+    (n, needs != 0)
+}
+
+/// The bytes of `w` equal to `b` by the short zero-byte test (the 0x80 bit
+/// of each, among other bits): exact up to the first one; past it, the
+/// subtraction's borrow may mark a byte that is not `b`. Cheaper than
+/// [`bytes::bytes_eq`] where only the first match counts.
+#[inline(always)]
+fn first_eq(w: u64, b: u8) -> u64 {
+    let x = w ^ (b as u64 * 0x0101_0101_0101_0101);
+    x.wrapping_sub(0x0101_0101_0101_0101) & !x
 }
 
 fn hex(c: u8) -> Option<u8> {
@@ -786,49 +834,234 @@ fn fold_segments(p: &mut [u8]) -> usize {
     out
 }
 
-#[derive(Debug, Default)]
+/// The per-set secret of the matching hash. Hosts and paths come from
+/// clients, so where they land in a table must not be predictable (hash
+/// flooding): the secret is drawn from std's `RandomState` (operating-system
+/// randomness) when a set is built.
+fn new_secret() -> [u64; 4] {
+    let rs = std::collections::hash_map::RandomState::new();
+    std::array::from_fn(|i| rs.hash_one(i as u64) | 1)
+}
+
+/// The 128-bit product of `a` and `b`, its halves folded together.
+#[inline(always)]
+fn fold(a: u64, b: u64) -> u64 {
+    let r = a as u128 * b as u128;
+    r as u64 ^ (r >> 64) as u64
+}
+
+/// A table key as read for hashing: its hash, its length and two words. A
+/// key of up to 16 bytes is wholly in the words (the first and the last
+/// eight bytes, or one zero-padded word and a zero), so comparing words and
+/// length compares keys, without reading the stored key's bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Lookup {
+    hash: u64,
+    len: usize,
+    a: u64,
+    b: u64,
+}
+
+/// Reads and hashes `buf[..len]` under secret `k`, with `f` applied to every
+/// eight-byte word (ASCII lowercasing for hosts): folded multiplies over 16
+/// bytes per step, in the manner of wyhash and foldhash. It takes the whole
+/// buffer rather than the prefix because a prefix shorter than eight bytes of
+/// a longer buffer is one word load and a mask, where a short slice needs
+/// the branches of [`bytes::short_word`]; both give the same zero-padded
+/// word, so a url reads the same as a path prefix holding it. The length
+/// goes into the last multiply, so prefixes that differ only in zero
+/// padding hash apart.
+#[inline(always)]
+fn lookup(k: &[u64; 4], buf: &[u8], len: usize, f: impl Fn(u64) -> u64) -> Lookup {
+    let v = &buf[..len];
+    let mut acc = k[3];
+    let (a, b) = if len <= 16 {
+        if len >= 8 {
+            (f(bytes::word_at(v, 0)), f(bytes::word_at(v, len - 8)))
+        } else if buf.len() >= 8 {
+            // `len` is below 8: the mask keeps its bytes, zeroes the rest.
+            let keep = (1u64 << (len * 8)) - 1;
+            (f(bytes::word_at(buf, 0) & keep), 0)
+        } else {
+            (f(bytes::short_word(v)), 0)
+        }
+    } else {
+        let mut i = 0;
+        while len - i > 16 {
+            acc = fold(
+                f(bytes::word_at(v, i)) ^ k[0],
+                f(bytes::word_at(v, i + 8)) ^ acc,
+            );
+            i += 16;
+        }
+        (
+            f(bytes::word_at(v, len - 16)),
+            f(bytes::word_at(v, len - 8)),
+        )
+    };
+    Lookup {
+        hash: fold(fold(a ^ k[0], b ^ acc ^ k[1]), k[2] ^ len as u64),
+        len,
+        a,
+        b,
+    }
+}
+
+/// One entry of a [`Table`]: a key as read by [`lookup`], the key itself
+/// (compared only past 16 bytes) and its value (an index), or [`EMPTY`] as
+/// the value of a free slot.
+#[derive(Debug)]
+struct Slot {
+    lookup: Lookup,
+    key: Box<[u8]>,
+    val: usize,
+}
+
+/// The value of a free [`Slot`].
+const EMPTY: usize = usize::MAX;
+
+/// A read-only open-addressing table from byte strings to indexes, built
+/// once per configuration: a lookup compares the stored hash, then length
+/// and words, and only a key longer than 16 bytes with the caller's
+/// comparison (exact for paths, case-insensitive for hosts), never through
+/// `memcmp` on an empty slice. At most half the slots are used, so probe
+/// runs stay short and every lookup ends at a free slot.
+#[derive(Debug)]
+struct Table {
+    /// A power of two of them, at least one free.
+    slots: Box<[Slot]>,
+}
+
+impl Table {
+    /// A table of `entries` (key, its [`Lookup`], value), keys distinct.
+    fn new(entries: &[(&[u8], Lookup, usize)]) -> Table {
+        let cap = (entries.len() * 2).next_power_of_two().max(1);
+        let free = Lookup {
+            hash: 0,
+            len: 0,
+            a: 0,
+            b: 0,
+        };
+        let mut slots: Box<[Slot]> = (0..cap)
+            .map(|_| Slot {
+                lookup: free,
+                key: Box::default(),
+                val: EMPTY,
+            })
+            .collect();
+        let mask = cap - 1;
+        for &(key, lookup, val) in entries {
+            let mut i = lookup.hash as usize & mask;
+            while slots[i].val != EMPTY {
+                i = (i + 1) & mask;
+            }
+            slots[i] = Slot {
+                lookup,
+                key: key.into(),
+                val,
+            };
+        }
+        Table { slots }
+    }
+
+    /// The value of the key read as `p`; `long_eq` compares a key of more
+    /// than 16 bytes.
+    #[inline(always)]
+    fn get(&self, p: &Lookup, long_eq: impl Fn(&[u8]) -> bool) -> Option<usize> {
+        let mask = self.slots.len() - 1;
+        let mut i = p.hash as usize & mask;
+        loop {
+            let s = &self.slots[i];
+            if s.val == EMPTY {
+                return None;
+            }
+            if s.lookup == *p && (p.len <= 16 || long_eq(&s.key)) {
+                return Some(s.val);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+}
+
+/// The APIs of one host (or of `*`), by url.
+#[derive(Debug)]
 struct Group {
-    by_url: HashMap<Box<[u8]>, usize, foldhash::fast::RandomState>,
-    /// Distinct url lengths, longest first.
-    lens: Vec<usize>,
+    /// url -> API index.
+    by_url: Table,
+    /// Distinct url lengths, longest first: the candidate prefixes of a
+    /// path, each looked up once.
+    lens: Box<[usize]>,
 }
 
 impl Group {
-    fn find(&self, path: &[u8]) -> Option<usize> {
-        for &l in &self.lens {
+    /// The group of `urls` (url, API index), urls distinct.
+    fn new(k: &[u64; 4], urls: &[(&[u8], usize)]) -> Group {
+        let entries: Vec<_> = urls
+            .iter()
+            .map(|&(u, i)| (u, lookup(k, u, u.len(), |w| w), i))
+            .collect();
+        let mut lens: Vec<usize> = urls.iter().map(|(u, _)| u.len()).collect();
+        lens.sort_unstable_by(|a, b| b.cmp(a));
+        lens.dedup();
+        Group {
+            by_url: Table::new(&entries),
+            lens: lens.into(),
+        }
+    }
+
+    /// The API of the longest url that is `path` or a prefix of it ending
+    /// at a `/` (url `/` matches any path starting with `/`).
+    #[inline(always)]
+    fn find(&self, k: &[u64; 4], path: &[u8]) -> Option<usize> {
+        for &l in self.lens.iter() {
             if l > path.len() {
                 continue;
             }
-            let cand = &path[..l];
+            // Urls are never empty: `path[..l]` is not either.
             let boundary = l == path.len() || path[l] == b'/' || l == 1;
             if boundary {
-                if let Some(&i) = self.by_url.get(cand) {
+                let p = lookup(k, path, l, |w| w);
+                if let Some(i) = self.by_url.get(&p, |u| bytes::same(&path[..l], u)) {
                     return Some(i);
                 }
             }
         }
         None
     }
-
-    fn add(&mut self, url: &str, i: usize) -> Option<usize> {
-        let prev = self.by_url.insert(url.as_bytes().into(), i);
-        if !self.lens.contains(&url.len()) {
-            self.lens.push(url.len());
-            self.lens.sort_unstable_by(|a, b| b.cmp(a));
-        }
-        prev
-    }
 }
 
 /// All APIs of a configuration, indexed for matching.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ApiSet {
     apis: Vec<Api>,
-    by_host: HashMap<Box<[u8]>, Group, foldhash::fast::RandomState>,
+    /// The secret of the matching hash ([`lookup`]).
+    k: [u64; 4],
+    /// Exact host, lowercase -> index in `groups`.
+    by_host: Table,
+    /// Whether `by_host` holds any host: without one, the request's host is
+    /// not even read.
+    has_hosts: bool,
     /// Bit `n`: some exact host is `n` bytes long, so a request host of
-    /// another length skips the host map.
+    /// another length skips the host table.
     host_lens: [u64; 5],
+    /// The groups of the exact hosts.
+    groups: Vec<Group>,
     any_host: Group,
+}
+
+impl Default for ApiSet {
+    fn default() -> ApiSet {
+        let k = new_secret();
+        ApiSet {
+            apis: Vec::new(),
+            k,
+            by_host: Table::new(&[]),
+            has_hosts: false,
+            host_lens: [0; 5],
+            groups: Vec::new(),
+            any_host: Group::new(&k, &[]),
+        }
+    }
 }
 
 impl ApiSet {
@@ -836,15 +1069,12 @@ impl ApiSet {
     pub fn new(mut apis: Vec<Api>) -> Result<ApiSet, ApiError> {
         apis.sort_by(|a, b| a.name.cmp(&b.name));
         let mut set = ApiSet::default();
+        // Host ("*" for any) -> its urls and their API indexes.
+        let mut by_host: HashMap<&[u8], Vec<_>> = HashMap::new();
+        let mut seen: HashMap<(&[u8], &[u8]), usize> = HashMap::new();
         for (i, a) in apis.iter().enumerate() {
-            let g = if a.hostname == "*" {
-                &mut set.any_host
-            } else {
-                let n = a.hostname.len().min(256);
-                set.host_lens[n / 64] |= 1 << (n % 64);
-                set.by_host.entry(a.hostname.as_bytes().into()).or_default()
-            };
-            if let Some(j) = g.add(&a.url, i) {
+            let (h, u) = (a.hostname.as_bytes(), a.url.as_bytes());
+            if let Some(&j) = seen.get(&(h, u)) {
                 return Err(ApiError {
                     api: a.name.clone(),
                     message: format!(
@@ -853,7 +1083,24 @@ impl ApiSet {
                     ),
                 });
             }
+            seen.insert((h, u), i);
+            by_host.entry(h).or_default().push((u, i));
         }
+        let k = set.k;
+        let mut entries = Vec::new();
+        for (h, urls) in &by_host {
+            let g = Group::new(&k, urls);
+            if *h == b"*" {
+                set.any_host = g;
+            } else {
+                let n = h.len().min(256);
+                set.host_lens[n / 64] |= 1 << (n % 64);
+                entries.push((*h, lookup(&k, h, h.len(), bytes::lower8), set.groups.len()));
+                set.groups.push(g);
+            }
+        }
+        set.by_host = Table::new(&entries);
+        set.has_hosts = !entries.is_empty();
         set.apis = apis;
         Ok(set)
     }
@@ -870,36 +1117,34 @@ impl ApiSet {
 
     /// The API serving `host` (any case, port ignored) and normalised `path`.
     pub fn find(&self, host: &[u8], path: &[u8]) -> Option<&Api> {
-        if !self.by_host.is_empty() {
+        if self.has_hosts {
             let h = strip_port(host);
             if let Some(g) = self.host_group(h) {
-                if let Some(i) = g.find(path) {
+                if let Some(i) = g.find(&self.k, path) {
                     return Some(&self.apis[i]);
                 }
             }
         }
-        self.any_host.find(path).map(|i| &self.apis[i])
+        self.any_host.find(&self.k, path).map(|i| &self.apis[i])
     }
 
-    /// The group of APIs on exact host `h` (port already stripped). Hosts
-    /// come lowercase almost always: only one with a capital is copied.
+    /// The group of APIs on exact host `h` (port already stripped). The
+    /// host is hashed and compared lowercased word by word, so one with a
+    /// capital costs no copy.
+    #[inline]
     fn host_group(&self, h: &[u8]) -> Option<&Group> {
         if h.is_empty() || h.len() > 256 || self.host_lens[h.len() / 64] & 1 << (h.len() % 64) == 0
         {
             return None;
         }
-        if !bytes::has_upper(h) {
-            return self.by_host.get(h);
-        }
-        let mut buf = [0u8; 256];
-        let b = &mut buf[..h.len()];
-        b.copy_from_slice(h);
-        b.make_ascii_lowercase();
-        self.by_host.get(&*b)
+        let p = lookup(&self.k, h, h.len(), bytes::lower8);
+        let g = self.by_host.get(&p, |key| bytes::eq_lowered(h, key))?;
+        Some(&self.groups[g])
     }
 }
 
 /// `example.com:8080` -> `example.com`; `[::1]:80` -> `[::1]`; a trailing dot is dropped.
+#[inline]
 fn strip_port(host: &[u8]) -> &[u8] {
     let h = host.trim_ascii();
     let h = if h.first() == Some(&b'[') {
@@ -908,15 +1153,44 @@ fn strip_port(host: &[u8]) -> &[u8] {
             None => h,
         }
     } else {
-        // The last `:` starts the port; a name or an IPv4 address holds one
-        // at most, so the forward search almost always settles it.
-        match bytes::find_byte(h, b':') {
-            Some(p) if bytes::find_byte(&h[p + 1..], b':').is_none() => &h[..p],
-            Some(_) => h.iter().rposition(|&c| c == b':').map_or(h, |p| &h[..p]),
+        // The last `:` starts the port (an unbracketed IPv6 address keeps
+        // all but its last group, as it always has).
+        match last_colon(h) {
+            Some(p) => &h[..p],
             None => h,
         }
     };
     h.strip_suffix(b".").unwrap_or(h)
+}
+
+/// The position of the last `:` in `h`: eight bytes per step from the end,
+/// as a host has none almost always and so is read whole; `memrchr` for
+/// long ones.
+#[inline]
+fn last_colon(h: &[u8]) -> Option<usize> {
+    let n = h.len();
+    let top = |z: u64| (63 - z.leading_zeros() as usize) / 8;
+    if n > 64 {
+        return memchr::memrchr(b':', h);
+    }
+    if n < 8 {
+        // The zero padding is never a `:`.
+        let z = bytes::bytes_eq(bytes::short_word(h), b':');
+        return (z != 0).then(|| top(z));
+    }
+    let mut at = n - 8;
+    loop {
+        let z = bytes::bytes_eq(bytes::word_at(h, at), b':');
+        if z != 0 {
+            return Some(at + top(z));
+        }
+        if at == 0 {
+            return None;
+        }
+        // The last step overlaps bytes already searched: they hold no `:`,
+        // so a `:` found lies before them.
+        at = at.saturating_sub(8);
+    }
 }
 
 #[cfg(test)]
@@ -988,15 +1262,17 @@ mod tests {
             }
             (uri.len(), needs)
         }
-        let alphabet = b"/.?#%a/";
+        // `$`, `"` and `>` are one below `%`, `#` and `?`: where the short
+        // zero-byte test can mark falsely.
+        let alphabet = b"/.?#%a/$\">";
         let mut state = 0x9e37_79b9_7f4a_7c15_u64;
         for _ in 0..200_000 {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            let len = (state % 20) as usize;
+            let len = (state % 30) as usize;
             let uri: Vec<u8> = (0..len)
-                .map(|k| alphabet[((state >> (k * 3 % 60)) % 7) as usize])
+                .map(|k| alphabet[((state >> (k * 5 % 60)) % alphabet.len() as u64) as usize])
                 .collect();
             assert_eq!(
                 path_end(&uri),
@@ -1005,6 +1281,320 @@ mod tests {
                 String::from_utf8_lossy(&uri)
             );
         }
+    }
+
+    /// A small deterministic generator for the differential tests.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+            xs[self.below(xs.len())]
+        }
+        fn chance(&mut self, percent: usize) -> bool {
+            self.below(100) < percent
+        }
+    }
+
+    /// Plain path normalisation, written from the rules rather than from
+    /// [`NormPath`]: cut at `?`/`#`; paths not starting with `/` or longer
+    /// than [`NORM_CAP`] as they are; else decode `%XX`, then drop empty
+    /// and `.` segments, let `..` remove the segment before, and keep a
+    /// trailing `/` when the last segment was empty, `.` or `..`.
+    fn plain_norm(uri: &[u8]) -> Vec<u8> {
+        let end = uri
+            .iter()
+            .position(|&c| c == b'?' || c == b'#')
+            .unwrap_or(uri.len());
+        let raw = &uri[..end];
+        if raw.is_empty() {
+            return b"/".to_vec();
+        }
+        if raw[0] != b'/' || raw.len() > NORM_CAP {
+            return raw.to_vec();
+        }
+        let mut dec = Vec::new();
+        let mut i = 0;
+        while i < raw.len() {
+            if raw[i] == b'%' && i + 2 < raw.len() {
+                let hex = std::str::from_utf8(&raw[i + 1..i + 3]).ok();
+                if let Some(b) = hex
+                    .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    dec.push(b);
+                    i += 3;
+                    continue;
+                }
+            }
+            dec.push(raw[i]);
+            i += 1;
+        }
+        let segs: Vec<&[u8]> = dec[1..].split(|&c| c == b'/').collect();
+        let mut stack: Vec<&[u8]> = Vec::new();
+        let mut trailing = false;
+        for (i, s) in segs.iter().enumerate() {
+            let last = i + 1 == segs.len();
+            match *s {
+                b"" | b"." => trailing = last,
+                b".." => {
+                    stack.pop();
+                    trailing = last;
+                }
+                _ => {
+                    stack.push(s);
+                    trailing = false;
+                }
+            }
+        }
+        let mut out = b"/".to_vec();
+        out.extend(stack.join(&b'/'));
+        if trailing && !stack.is_empty() {
+            out.push(b'/');
+        }
+        out
+    }
+
+    /// Plain host matching: trim; a bracketed literal up to its `]`, else
+    /// cut at the last `:`; one trailing dot off; lowercase; exact hosts of
+    /// up to 256 bytes only.
+    fn plain_host(host: &[u8]) -> Option<Vec<u8>> {
+        let mut h = host.trim_ascii().to_vec();
+        if h.first() == Some(&b'[') {
+            if let Some(p) = h.iter().position(|&c| c == b']') {
+                h.truncate(p + 1);
+            }
+        } else if let Some(p) = h.iter().rposition(|&c| c == b':') {
+            h.truncate(p);
+        }
+        if h.last() == Some(&b'.') {
+            h.pop();
+        }
+        h.make_ascii_lowercase();
+        (!h.is_empty() && h.len() <= 256).then_some(h)
+    }
+
+    /// Plain url matching: url `/` takes any path starting with `/`, any
+    /// other url itself and what lies below it on a `/` boundary.
+    fn plain_url_matches(url: &[u8], path: &[u8]) -> bool {
+        if url == b"/" {
+            return path.first() == Some(&b'/');
+        }
+        path.starts_with(url) && (path.len() == url.len() || path[url.len()] == b'/')
+    }
+
+    /// The plain matcher: among the APIs of the exact host, else of `*`,
+    /// the one with the longest matching url.
+    fn plain_find<'a>(apis: &'a [Api], host: &[u8], path: &[u8]) -> Option<&'a str> {
+        let best = |exact: &dyn Fn(&Api) -> bool| {
+            apis.iter()
+                .filter(|a| exact(a) && plain_url_matches(a.url.as_bytes(), path))
+                .max_by_key(|a| a.url.len())
+                .map(|a| a.name.as_str())
+        };
+        let h = plain_host(host);
+        let on_host = h.as_ref().and_then(|h| {
+            best(&|a: &Api| a.hostname != "*" && a.hostname.as_bytes() == h.as_slice())
+        });
+        on_host.or_else(|| best(&|a: &Api| a.hostname == "*"))
+    }
+
+    fn plain_under(path: &[u8], base: &[u8]) -> bool {
+        base == b"/"
+            || path.starts_with(base) && (path.len() == base.len() || path[base.len()] == b'/')
+    }
+
+    const SEGS: &[&str] = &["a", "b", "ab", "api57", "x", "A", "items"];
+
+    fn gen_url(r: &mut Rng) -> String {
+        let mut u = String::new();
+        for _ in 0..r.below(4) {
+            u.push('/');
+            u.push_str(r.pick(SEGS));
+        }
+        if u.is_empty() || r.chance(10) {
+            u.push('/');
+        }
+        if r.chance(3) {
+            u.push_str("%2Fb");
+        }
+        u
+    }
+
+    fn gen_host(r: &mut Rng) -> String {
+        match r.below(10) {
+            0..=3 => "*".into(),
+            4..=6 => {
+                let labels = ["a", "b", "shop", "Ab", "x-1", "1", "example", "com"];
+                let n = 1 + r.below(3);
+                (0..n)
+                    .map(|_| r.pick(&labels))
+                    .collect::<Vec<_>>()
+                    .join(".")
+            }
+            7 => r
+                .pick(&["[::1]", "10.0.0.1", "[2001:db8::1]", "a.", "a:80", "::1"])
+                .into(),
+            _ => {
+                // Lengths around word and table limits, up to past 256.
+                let n = r.pick(&[
+                    "1", "7", "8", "9", "16", "17", "63", "64", "65", "255", "256", "257",
+                ]);
+                let n: usize = n.parse().unwrap();
+                (0..n).map(|i| if i % 5 == 4 { '.' } else { 'a' }).collect()
+            }
+        }
+    }
+
+    /// A request host from a configured one: capitals, a port, a trailing
+    /// dot, spaces, a bracketed address, or a near miss.
+    fn gen_req_host(r: &mut Rng, hosts: &[String]) -> String {
+        let mut h = if r.chance(85) {
+            hosts[r.below(hosts.len())].clone()
+        } else {
+            r.pick(&["", "[::1]:80", "[::1", "::1", "[::1]", "other", ":80", "."])
+                .into()
+        };
+        if r.chance(30) {
+            h = h
+                .chars()
+                .map(|c| {
+                    if r.chance(50) {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+        }
+        match r.below(12) {
+            0 => h.push_str(":8080"),
+            1 => h.push('.'),
+            2 => h.push_str(".:443"),
+            3 => h.push(':'),
+            4 => h = format!(" {h}\t"),
+            5 => h.push('a'),
+            6 => {
+                h.pop();
+            }
+            7 => h.push_str(":80."),
+            8 => h.push_str(".."),
+            _ => {}
+        }
+        h
+    }
+
+    fn gen_uri(r: &mut Rng) -> String {
+        let parts = [
+            "a", "b", "ab", "api57", "x", "A", "items", "", ".", "..", "%2F", "%2f", "%61", "%",
+            "%4", "a%2Fb", "%2e%2E", "42",
+        ];
+        let mut u = String::new();
+        if !r.chance(5) {
+            u.push('/');
+        }
+        for i in 0..r.below(6) {
+            if i > 0 {
+                u.push('/');
+            }
+            u.push_str(r.pick(&parts));
+        }
+        match r.below(8) {
+            0 => u.push_str("?page=/a/../b"),
+            1 => u.push_str("#x/y"),
+            2 => u.push('/'),
+            3 => u.insert(u.len() / 2, '?'),
+            _ => {}
+        }
+        if r.chance(1) {
+            u = format!("/a{}", "/b".repeat(1100));
+        }
+        u
+    }
+
+    #[test]
+    fn norm_path_matches_a_plain_normaliser() {
+        let mut r = Rng(0x2545_f491_4f6c_dd1d);
+        for _ in 0..200_000 {
+            let uri = gen_uri(&mut r);
+            assert_eq!(
+                NormPath::new(uri.as_bytes()).as_bytes(),
+                plain_norm(uri.as_bytes()),
+                "{uri:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn find_matches_a_plain_matcher() {
+        let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+        let (mut exact, mut any, mut none) = (0, 0, 0);
+        for round in 0..1500 {
+            let n = 1 + r.below(if round % 10 == 0 { 60 } else { 12 });
+            let mut jsons = Vec::new();
+            for _ in 0..n {
+                let (host, url) = (gen_host(&mut r), gen_url(&mut r));
+                let decoys: Vec<String> = (0..r.below(3)).map(|_| gen_url(&mut r)).collect();
+                jsons.push(format!(
+                    r#"{{"api_metadata":{{"url":"{url}","hostname":"{host}",
+                    "decoy_config":{{"decoy_enabled":true,"decoy_subpaths":{decoys:?}}}}}}}"#
+                ));
+            }
+            let parse = |js: &[String]| -> Vec<Api> {
+                js.iter()
+                    .enumerate()
+                    .map(|(i, j)| Api::parse(&format!("api{i}"), j.as_bytes()).unwrap())
+                    .collect()
+            };
+            // The same host and url twice is an error; the test goes on
+            // with the first of each.
+            let mut keys = std::collections::HashSet::new();
+            let unique: Vec<String> = parse(&jsons)
+                .into_iter()
+                .zip(&jsons)
+                .filter(|(a, _)| keys.insert((a.hostname.clone(), a.url.clone())))
+                .map(|(_, j)| j.clone())
+                .collect();
+            if unique.len() < jsons.len() {
+                assert!(ApiSet::new(parse(&jsons)).is_err());
+            }
+            let apis = parse(&unique);
+            let hosts: Vec<String> = apis.iter().map(|a| a.hostname.clone()).collect();
+            let set = ApiSet::new(apis).unwrap();
+            for _ in 0..200 {
+                let host = gen_req_host(&mut r, &hosts);
+                let uri = gen_uri(&mut r);
+                let path = NormPath::new(uri.as_bytes());
+                let path = path.as_bytes();
+                let got = set.find(host.as_bytes(), path);
+                let want = plain_find(set.apis(), host.as_bytes(), path);
+                assert_eq!(got.map(|a| a.name.as_str()), want, "{host:?} {uri:?}");
+                match got {
+                    Some(a) if a.hostname == "*" => any += 1,
+                    Some(_) => exact += 1,
+                    None => none += 1,
+                }
+                if let Some(a) = got {
+                    let subs = &a.decoy.as_ref().unwrap().subpaths;
+                    let plain =
+                        subs.is_empty() || subs.iter().any(|s| plain_under(path, s.as_bytes()));
+                    assert_eq!(a.is_decoy(path), plain, "{uri:?} {subs:?}");
+                }
+            }
+        }
+        // Every outcome is common enough to be tested.
+        assert!(
+            exact > 20_000 && any > 20_000 && none > 20_000,
+            "{exact} {any} {none}"
+        );
     }
 
     /// The reference notes' full inline example: every field must parse.
