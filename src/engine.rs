@@ -17,7 +17,7 @@ use arc_swap::ArcSwap;
 use crate::config::{LoadError, load};
 use crate::policy::decide::{Decision, Detection, Reason, Request, Switches, decide};
 use crate::policy::extract::{Headers, Scratch};
-use crate::policy::ident::{IdKind, Identifier, IpNet, Key};
+use crate::policy::ident::{IdKind, Identifier, IpNet, Key, KeyRef};
 use crate::policy::lists::{ALLOW, IdMap, Meta, Source};
 use crate::policy::{ApiSet, Config};
 
@@ -277,15 +277,22 @@ impl Engine {
     }
 
     /// Lists a detection's identifiers under its source (lock-free insert), then
-    /// hands them to the sink.
+    /// hands them to the sink. The keys are made from the request's bytes, so
+    /// a token or cookie that is not UTF-8 is blocked on its next request too;
+    /// the sink (the store) gets the identifiers in text, with such bytes
+    /// replaced.
     fn record(&self, deny: &IdMap, det: Detection<'_>) {
         let mut ids: Vec<Identifier> = Vec::with_capacity(3);
+        let mut keys: Vec<Key> = Vec::with_capacity(3);
         if let Some(ip) = det.ids.ip {
-            ids.push(Key::ip(IpNet::of(ip, 128)).identifier());
+            let key = Key::ip(IpNet::of(ip, 128));
+            ids.push(key.identifier());
+            keys.push(key);
         }
         if let Some(t) = det.ids.token {
             if let Ok(id) = Identifier::new(IdKind::Token, "", &String::from_utf8_lossy(t)) {
                 ids.push(id);
+                keys.push(Key::new(KeyRef::token(t)));
             }
         }
         if let Some((n, v)) = det.ids.cookie {
@@ -295,10 +302,11 @@ impl Engine {
                 &String::from_utf8_lossy(v),
             ) {
                 ids.push(id);
+                keys.push(Key::new(KeyRef::new(IdKind::Cookie, n, v)));
             }
         }
-        for id in &ids {
-            deny.add(id.key(), det.source, 0);
+        for key in keys {
+            deny.add(key, det.source, 0);
         }
         self.counters.detections.fetch_add(1, Relaxed);
         if let Some(sink) = self.sink.get() {
@@ -428,4 +436,48 @@ fn retire(mut old: Arc<IdMap>) {
 /// The index of a reason in [`Stats::blocked`] / [`Stats::would_block`].
 pub fn reason_index(r: Reason) -> usize {
     r as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Action, Api};
+
+    #[test]
+    fn a_recorded_token_or_cookie_that_is_not_utf8_blocks_its_next_request() {
+        let conf = crate::policy::config::parse_ase_conf(
+            "enable_ase_detected_attack=true\n",
+            Path::new("/etc/ase/ase.conf"),
+        )
+        .unwrap();
+        let j = r#"{"api_metadata":{"url":"/shop","hostname":"*","cookie":"SID",
+            "oauth2_access_token":true,
+            "api_pattern_enforcement":{"methods_allowed":["GET"]}}}"#;
+        let api = Api::parse("shop", j.as_bytes()).unwrap();
+        let e = Engine::new(conf, ApiSet::new(vec![api]).unwrap());
+        let req =
+            |method: &'static [u8], ip: &str, h: &'static [(&'static [u8], &'static [u8])]| {
+                let hs: Vec<(&[u8], &[u8])> = h.to_vec();
+                let r = Request {
+                    client_ip: crate::policy::extract::parse_ip(ip.as_bytes(), false),
+                    method,
+                    scheme: b"https",
+                    host: b"shop.example.com",
+                    uri: b"/shop/x",
+                    headers: &hs[..],
+                    username: b"",
+                    unknown_api: None,
+                };
+                e.check(&r).action
+            };
+        const TOKEN: &[(&[u8], &[u8])] = &[(b"Authorization", b"Bearer t\xff\xfe1")];
+        const COOKIE: &[(&[u8], &[u8])] = &[(b"Cookie", b"SID=s\xc3\x28")];
+        // A method violation records the token (and the cookie) of the request.
+        assert_eq!(req(b"DELETE", "10.0.0.1", TOKEN), Action::Respond);
+        assert_eq!(req(b"DELETE", "10.0.0.2", COOKIE), Action::Respond);
+        // From other addresses, the same raw bytes are now blocked.
+        assert_eq!(req(b"GET", "10.0.0.3", TOKEN), Action::Block);
+        assert_eq!(req(b"GET", "10.0.0.4", COOKIE), Action::Block);
+        assert_eq!(req(b"GET", "10.0.0.5", &[]), Action::Allow);
+    }
 }

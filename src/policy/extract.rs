@@ -387,14 +387,15 @@ mod slot {
 /// The headers one API reads, prepared when the API is loaded: each name in
 /// lowercase with the identifiers it feeds (one header may feed several),
 /// and a bit per name length, so most request headers are passed over on
-/// their length alone and the rest cost one lowering pass per candidate.
+/// their length alone and the rest cost one slot lookup and one comparison.
 #[derive(Clone, Debug, Default)]
 pub struct HeaderPlan {
     names: Vec<Wanted>,
     /// `names` indexed by a multiplicative hash of a name's head word and
     /// length: a candidate header is compared with one wanted name, not
-    /// each in turn. `None` if no multiplier tried spreads the names (never
-    /// seen; the names are then scanned).
+    /// each in turn. `None` when no multiplier tried gives each name its own
+    /// slot, which is certain for two names with the same first eight bytes
+    /// and length (`X-Client-Id`, `X-Client-Ip`): the names are then scanned.
     index: Option<NameIndex>,
     /// Bit `n`: a wanted name is `n` bytes long (`n < 64`).
     lens: u64,
@@ -842,6 +843,9 @@ mod tests {
             format!(r#""apikey_header":"{long}","username_header":"X-Userx","jwt":{{"location":"h:X-Api-Key","username":"u","clientid":"c"}}"#),
             r#""cookie":"a b","apikey_header":"X-Api-Kez","apikey_qs":"k""#.to_string(),
             r#""apikey_qs":"key","jwt":{"location":"h:authorization:bearer","username":"u","clientid":"c"}"#.to_string(),
+            // Two names with the same first eight bytes and length: no slot
+            // table can tell them apart, so the plan scans its names.
+            r#""apikey_header":"X-Client-Ip","username_header":"X-Client-Id""#.to_string(),
             String::new(),
         ];
         let names = [
@@ -864,6 +868,9 @@ mod tests {
             &long.to_lowercase(),
             "",
             "X-Use",
+            "X-Client-Ip",
+            "x-client-id",
+            "X-Client-Iq",
         ];
         let values = [
             "",
@@ -891,12 +898,14 @@ mod tests {
             state ^= state << 17;
             (state % n as u64) as usize
         };
+        let mut scanned = 0;
         for (i, body) in apis.iter().enumerate() {
             let json = format!(
                 r#"{{"api_metadata":{{"url":"/a","hostname":"*"{}{body}}}}}"#,
                 if body.is_empty() { "" } else { "," }
             );
             let api = Api::parse(&format!("a{i}"), json.as_bytes()).unwrap();
+            scanned += usize::from(api.headers.index.is_none());
             for _ in 0..3000 {
                 let n = next(8);
                 let hs: Vec<(&[u8], &[u8])> = (0..n)
@@ -917,6 +926,7 @@ mod tests {
                 assert_eq!(got, want, "api {i} headers {hs:?} uri {uri:?} xff {xff}");
             }
         }
+        assert_eq!(scanned, 1, "only the X-Client-Id/Ip plan scans its names");
     }
 
     #[test]

@@ -409,7 +409,8 @@ impl KeyPrefix {
     }
 
     /// The key of `value` under this prefix: equal, hash included, to
-    /// `KeyRef::new(kind, name, value)`.
+    /// `KeyRef::new(kind, name, value)` (for named and plain kinds; IP keys
+    /// have no prefix and are hashed by [`IpNet::key_hash`]).
     #[inline]
     pub fn key<'a>(&'a self, value: &'a [u8]) -> KeyRef<'a> {
         KeyRef {
