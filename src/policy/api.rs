@@ -13,14 +13,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use serde::Deserialize;
 
 use super::bytes;
 use super::extract::HeaderPlan;
-use super::ident::{IdKind, KeyPrefix};
+use super::ident::{IdKind, KeyPrefix, fold, random_secret};
 
 /// A bad API JSON file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -834,22 +833,6 @@ fn fold_segments(p: &mut [u8]) -> usize {
     out
 }
 
-/// The per-set secret of the matching hash. Hosts and paths come from
-/// clients, so where they land in a table must not be predictable (hash
-/// flooding): the secret is drawn from std's `RandomState` (operating-system
-/// randomness) when a set is built.
-fn new_secret() -> [u64; 4] {
-    let rs = std::collections::hash_map::RandomState::new();
-    std::array::from_fn(|i| rs.hash_one(i as u64) | 1)
-}
-
-/// The 128-bit product of `a` and `b`, its halves folded together.
-#[inline(always)]
-fn fold(a: u64, b: u64) -> u64 {
-    let r = a as u128 * b as u128;
-    r as u64 ^ (r >> 64) as u64
-}
-
 /// A table key as read for hashing: its hash, its length and two words. A
 /// key of up to 16 bytes is wholly in the words (the first and the last
 /// eight bytes, or one zero-padded word and a zero), so comparing words and
@@ -1051,7 +1034,10 @@ pub struct ApiSet {
 
 impl Default for ApiSet {
     fn default() -> ApiSet {
-        let k = new_secret();
+        // Hosts and paths come from clients, so where they land in a table
+        // must not be predictable (hash flooding): each set draws its own
+        // secret.
+        let k = random_secret();
         ApiSet {
             apis: Vec::new(),
             k,

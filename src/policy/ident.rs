@@ -291,20 +291,24 @@ impl fmt::Display for Identifier {
     }
 }
 
+/// Four odd secret words for a folded-multiply hash, drawn from std's
+/// `RandomState` (operating-system randomness).
+pub(crate) fn random_secret() -> [u64; 4] {
+    let rs = std::collections::hash_map::RandomState::new();
+    std::array::from_fn(|i| rs.hash_one(i as u64) | 1)
+}
+
 /// The per-process secret of the key hash. Keys come from clients, so the
-/// hash must not be predictable (hash flooding): the secret is drawn from
-/// std's `RandomState` (operating-system randomness) once per process.
+/// hash must not be predictable (hash flooding): the secret is drawn once
+/// per process.
 fn secret() -> [u64; 4] {
     static SECRET: OnceLock<[u64; 4]> = OnceLock::new();
-    *SECRET.get_or_init(|| {
-        let rs = std::collections::hash_map::RandomState::new();
-        std::array::from_fn(|i| rs.hash_one(i as u64) | 1)
-    })
+    *SECRET.get_or_init(random_secret)
 }
 
 /// The 128-bit product of `a` and `b`, its halves folded together.
 #[inline(always)]
-fn fold(a: u64, b: u64) -> u64 {
+pub(crate) fn fold(a: u64, b: u64) -> u64 {
     let r = a as u128 * b as u128;
     r as u64 ^ (r >> 64) as u64
 }
@@ -525,11 +529,18 @@ impl IpKeyBuf {
             addr: u128::from_be_bytes(self.addr),
             len: self.len[0],
         };
+        self.key_hashed(net.key_hash())
+    }
+
+    /// [`IpKeyBuf::key`] with the hash the caller already has: it must be
+    /// the [`IpNet::key_hash`] of the network these bytes were made from.
+    #[inline]
+    pub(crate) fn key_hashed(&self, hash: u64) -> KeyRef<'_> {
         KeyRef {
             kind: IdKind::Ip,
             name: &self.len,
             value: &self.addr,
-            hash: net.key_hash(),
+            hash,
         }
     }
 }

@@ -932,8 +932,9 @@ impl<'l> Reader<'l> {
     /// written only when the filter lets the probe through.
     #[inline(always)]
     fn probe_ip(&self, net: IpNet) -> Option<Meta> {
-        if self.maybe(net.key_hash()) {
-            self.probe_map(&IpKeyBuf::new(net).key())
+        let hash = net.key_hash();
+        if self.maybe(hash) {
+            self.probe_map(&IpKeyBuf::new(net).key_hashed(hash))
         } else {
             None
         }
