@@ -8,7 +8,7 @@ use std::path::Path;
 
 use ase::engine::Engine;
 use ase::policy::decide::{Action, Request};
-use ase::policy::extract::parse_ip;
+use ase::policy::extract::{extract, parse_ip};
 use ase::policy::{Api, ApiSet, IdKind, Identifier, Source};
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -187,11 +187,56 @@ fn bench(c: &mut Criterion) {
             }
             return;
         }
+        // `ASE_BENCH_TRACE=NAME` prints that case's mean time per check in
+        // each of 40 windows of 0.25 s, in one process: slow windows next to
+        // fast ones point at the machine (another tenant on the same core),
+        // not at the code or its layout; the fastest windows are the code's.
+        // `ASE_BENCH_TRACE=extract` does the same for identifier extraction
+        // alone, on the first case's request.
+        match std::env::var("ASE_BENCH_TRACE").as_deref() {
+            Ok(t) if t == name => {
+                return trace(|| {
+                    black_box(e.check(black_box(&req)));
+                });
+            }
+            Ok("extract") => {
+                let api = e.apis().find(req.host, b"/api57/items/42");
+                let mut s = ase::policy::Scratch::default();
+                return trace(|| {
+                    let ids = extract(
+                        black_box(api),
+                        req.client_ip,
+                        false,
+                        req.uri,
+                        &hs[..],
+                        b"",
+                        &mut s,
+                    );
+                    black_box(ids.cookie);
+                });
+            }
+            _ => {}
+        }
         g.bench_function(name, |b| {
             b.iter(|| black_box(e.check(black_box(&req))).action)
         });
     }
     g.finish();
+}
+
+/// Runs `f` in 40 windows of 0.25 s and prints each window's mean time per call.
+fn trace(mut f: impl FnMut()) {
+    for _ in 0..40 {
+        let (start, mut n) = (std::time::Instant::now(), 0u32);
+        while start.elapsed() < std::time::Duration::from_millis(250) {
+            for _ in 0..1000 {
+                f();
+            }
+            n += 1000;
+        }
+        print!("{:.0} ", start.elapsed().as_nanos() as f64 / f64::from(n));
+    }
+    println!();
 }
 
 criterion_group! {

@@ -584,6 +584,37 @@ fn hostile_requests_do_not_break_anything() {
     expect(&d, Action::Allow, Reason::None, 0);
 }
 
+/// The longest listable value (`MAX_FIELD` bytes) still blocks for every
+/// kind; a request value one byte longer cannot be listed, so it is not
+/// probed and is allowed, also when it starts with a listed value.
+#[test]
+fn values_up_to_max_field_match_and_longer_ones_are_not_probed() {
+    let long = "v".repeat(ase::policy::ident::MAX_FIELD);
+    let longer = format!("{long}v");
+    let e = on();
+    deny(&e, IdKind::Cookie, "JSESSIONID", &long);
+    deny(&e, IdKind::Token, "", &long);
+    deny(&e, IdKind::ApiKey, "X-API-KEY", &long);
+    deny(&e, IdKind::Username, "", &long);
+    // Header, and what goes before the value in it.
+    let cases = [
+        ("Cookie", "JSESSIONID="),
+        ("Authorization", "Bearer "),
+        ("X-API-KEY", ""),
+        ("x-username-header", ""),
+    ];
+    for (header, before) in cases {
+        let d = get("/shopapi")
+            .h(header, &format!("{before}{long}"))
+            .check(&e);
+        expect(&d, Action::Block, Reason::DenyList, 403);
+        let d = get("/shopapi")
+            .h(header, &format!("{before}{longer}"))
+            .check(&e);
+        expect(&d, Action::Allow, Reason::None, 0);
+    }
+}
+
 #[test]
 fn counters_count_by_reason() {
     let e = on();

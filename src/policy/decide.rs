@@ -7,7 +7,7 @@
 use super::api::{Api, ApiSet, NormPath, Response, media_type, proto};
 use super::config::UnknownApi;
 use super::extract::{Headers, Ids, Scratch, extract, header};
-use super::ident::{IdKind, KeyPrefix, KeyRef};
+use super::ident::{IdKind, KeyPrefix, KeyRef, MAX_FIELD};
 use super::lists::{IdMap, Meta, Source};
 
 /// What the host must do.
@@ -221,7 +221,7 @@ impl<'a> Probe<'_, 'a> {
             }
         }
         if let Some(c) = ids.cookie {
-            if r.has(IdKind::Cookie) {
+            if r.has(IdKind::Cookie) && listable(c.1) {
                 let p = api.and_then(|a| a.cookie_key.as_ref());
                 let m = r.probe(&Probe::named(IdKind::Cookie, c, p));
                 if see(IdKind::Cookie, m, &mut out) {
@@ -230,12 +230,15 @@ impl<'a> Probe<'_, 'a> {
             }
         }
         if let Some(t) = ids.token {
-            if r.has(IdKind::Token) && see(IdKind::Token, r.probe(&KeyRef::token(t)), &mut out) {
+            if r.has(IdKind::Token)
+                && listable(t)
+                && see(IdKind::Token, r.probe(&KeyRef::token(t)), &mut out)
+            {
                 return out;
             }
         }
         if let Some((n, v)) = ids.api_key {
-            if r.has(IdKind::ApiKey) {
+            if r.has(IdKind::ApiKey) && listable(v) {
                 let header = api.and_then(|a| a.apikey_header_key.as_ref());
                 let p = header
                     .filter(|p| std::ptr::eq(p.name(), n))
@@ -248,6 +251,7 @@ impl<'a> Probe<'_, 'a> {
         }
         if let Some(u) = ids.username {
             if r.has(IdKind::Username)
+                && listable(u)
                 && see(IdKind::Username, r.probe(&KeyRef::username(u)), &mut out)
             {
                 return out;
@@ -255,6 +259,15 @@ impl<'a> Probe<'_, 'a> {
         }
         out
     }
+}
+
+/// Whether a request's identifier value could be listed at all: no entry's
+/// value is longer than [`MAX_FIELD`] (`Identifier::new` refuses one, and
+/// every list entry is made through it), so a longer one is not hashed and
+/// probed. This bounds a check's hashing whatever a client sends.
+#[inline(always)]
+fn listable(value: &[u8]) -> bool {
+    value.len() <= MAX_FIELD
 }
 
 /// What one scan of the lists found.

@@ -486,17 +486,23 @@ impl<'a> KeyRef<'a> {
     /// compare and the total length settles the value's.
     #[inline]
     fn eq_key(&self, k: &Key) -> bool {
-        let b = &*k.bytes;
         let n = self.name.len();
-        if b.len() != 3 + n + self.value.len()
-            || b[..3] != [self.kind as u8, n as u8, (n >> 8) as u8]
+        let Some((head, rest)) = k.bytes.split_first_chunk::<3>() else {
+            return false;
+        };
+        if rest.len() != n + self.value.len()
+            || *head != [self.kind as u8, n as u8, (n >> 8) as u8]
             || n > u16::MAX as usize
         {
             return false;
         }
-        // Not `==` on the name: an empty one would reach `bcmp` with a
-        // dangling pointer (see `bytes::same`).
-        let (name, value) = b[3..].split_at(n);
+        // Token and user-name keys have no name: one comparison. Not `==`
+        // on the name: an empty one would reach `bcmp` with a dangling
+        // pointer (see `bytes::same`).
+        if n == 0 {
+            return bytes::same(rest, self.value);
+        }
+        let (name, value) = rest.split_at(n);
         bytes::same(value, self.value)
             && if self.kind == IdKind::ApiKey {
                 bytes::eq_ignore_case(name, self.name)
