@@ -208,11 +208,11 @@ fn bench(c: &mut Criterion) {
                         req.client_ip,
                         false,
                         req.uri,
-                        &hs[..],
+                        black_box(&hs[..]),
                         b"",
                         &mut s,
                     );
-                    black_box(ids.cookie);
+                    black_box(ids);
                 });
             }
             _ => {}

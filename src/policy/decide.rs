@@ -262,9 +262,10 @@ impl<'a> Probe<'_, 'a> {
 }
 
 /// Whether a request's identifier value could be listed at all: no entry's
-/// value is longer than [`MAX_FIELD`] (`Identifier::new` refuses one, and
-/// every list entry is made through it), so a longer one is not hashed and
-/// probed. This bounds a check's hashing whatever a client sends.
+/// value is longer than [`MAX_FIELD`] (every entry is made from a checked
+/// identifier: `Identifier::new`, or a store row checked by
+/// `Identifier::check`), so a longer one is not hashed and probed. This
+/// bounds a check's hashing whatever a client sends.
 #[inline(always)]
 fn listable(value: &[u8]) -> bool {
     value.len() <= MAX_FIELD

@@ -583,12 +583,14 @@ struct Found<'h> {
 /// The first value of each header the plan wants, in one pass; the cookie
 /// is the named cookie from the first `Cookie` header that has it.
 ///
-/// Each value is kept in a variable of its own, not in an array indexed by
-/// slot: an array lives on the stack, written a word at a time and copied
-/// out sixteen bytes at a time, and a load that spans two smaller pending
-/// stores cannot take its data from them (store-to-load forwarding fails)
-/// and waits for them to reach the cache. That cost about 20 ns a check,
-/// whatever the headers were.
+/// The values go in named fields, written in place in the caller's `Found`
+/// a word at a time and read back a word at a time. They used to go in an
+/// array indexed by slot bit: it lived in this function's frame, was
+/// written a word at a time (`None` only writes the pointer word) and copied
+/// out sixteen bytes at a time, and a load that spans two smaller stores
+/// still pending cannot take its data from them (store-to-load forwarding
+/// fails): it waits for them to reach the cache. That cost 7-10 ns a check,
+/// whatever the headers were (docs/BENCHMARKS.md).
 ///
 /// Kept out of line: inlined into `Engine::check`, this loop's speed moved
 /// by 20 ns with unrelated edits elsewhere in that function (its code

@@ -236,15 +236,7 @@ impl Identifier {
     /// Validates and canonicalises an identifier. IP values are parsed (CIDR allowed)
     /// and printed back canonically; names are required exactly for cookie and api_key.
     pub fn new(kind: IdKind, name: &str, value: &str) -> Result<Identifier, IdError> {
-        if value.is_empty() {
-            return Err(IdError::EmptyValue);
-        }
-        if name.len() > MAX_FIELD || value.len() > MAX_FIELD {
-            return Err(IdError::TooLong);
-        }
-        if kind.has_name() == name.is_empty() {
-            return Err(IdError::BadName);
-        }
+        Identifier::check(kind, name, value)?;
         let value = if kind == IdKind::Ip {
             IpNet::parse(value)?.to_string()
         } else {
@@ -255,6 +247,23 @@ impl Identifier {
             name: name.to_string(),
             value,
         })
+    }
+
+    /// The checks of [`Identifier::new`] but the IP syntax, for callers
+    /// that build a key from text without an `Identifier` (the store's
+    /// reload): the request path relies on no listed value being longer
+    /// than [`MAX_FIELD`].
+    pub fn check(kind: IdKind, name: &str, value: &str) -> Result<(), IdError> {
+        if value.is_empty() {
+            return Err(IdError::EmptyValue);
+        }
+        if name.len() > MAX_FIELD || value.len() > MAX_FIELD {
+            return Err(IdError::TooLong);
+        }
+        if kind.has_name() == name.is_empty() {
+            return Err(IdError::BadName);
+        }
+        Ok(())
     }
 
     /// Length in bytes of [`Identifier::key`], without building it: kind and
@@ -496,9 +505,9 @@ impl<'a> KeyRef<'a> {
         {
             return false;
         }
-        // Token and user-name keys have no name: one comparison. Not `==`
-        // on the name: an empty one would reach `bcmp` with a dangling
-        // pointer (see `bytes::same`).
+        // Token and user-name keys have no name: one comparison. Never
+        // `==` on these slices: an empty one would reach `bcmp` with a
+        // dangling pointer (see `bytes::same`).
         if n == 0 {
             return bytes::same(rest, self.value);
         }

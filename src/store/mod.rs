@@ -336,8 +336,11 @@ fn now_ms() -> u64 {
     crate::engine::now_ms()
 }
 
-/// The list key of a stored row, built without an intermediate [`Identifier`].
+/// The list key of a stored row, built without an intermediate
+/// [`Identifier`] but checked as one: a row another writer made with an
+/// empty or too long value is skipped, as `Identifier::new` would refuse it.
 fn row_key(kind: IdKind, name: &str, value: &str) -> Option<Key> {
+    Identifier::check(kind, name, value).ok()?;
     if kind == IdKind::Ip {
         IpNet::parse(value).ok().map(Key::ip)
     } else {
@@ -1305,6 +1308,39 @@ mod tests {
         ));
         assert_eq!(s.clear(List::Deny, Source::ANY).unwrap(), 1);
         assert_eq!(s.counts(0).unwrap(), Counts::default());
+    }
+
+    /// A row no `Identifier` could be made from (written by another tool,
+    /// or by hand) is skipped on load, not listed: the request path does
+    /// not probe values longer than `MAX_FIELD`, so such an entry could
+    /// never match.
+    #[test]
+    fn load_skips_rows_an_identifier_would_refuse() {
+        use crate::policy::ident::MAX_FIELD;
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let longest = "t".repeat(MAX_FIELD);
+        let tok = Identifier::new(IdKind::Token, "", &longest).unwrap();
+        s.add(List::Deny, &NewEntry::new(tok, 0), Source::Manual)
+            .unwrap();
+        let too_long = format!("{longest}t");
+        s.write(|tx| {
+            tx.execute(
+                "INSERT INTO entries (list, kind, name, name_key, value, source, added, expiry) \
+                 SELECT list, kind, name, name_key, ?1, source, added, expiry FROM entries",
+                params![too_long],
+            )?;
+            tx.execute(
+                "INSERT INTO entries (list, kind, name, name_key, value, source, added, expiry) \
+                 SELECT list, kind, name, name_key, '', source, added, expiry FROM entries LIMIT 1",
+                [],
+            )
+        })
+        .unwrap();
+        let (lists, loaded) = s.load().unwrap();
+        assert_eq!(loaded.skipped, 2, "the too long and the empty value");
+        assert_eq!(lists.deny_len(), 1);
+        assert!(lists.get(&KeyRef::token(longest.as_bytes())).is_some());
     }
 
     #[test]
