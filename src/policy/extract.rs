@@ -396,10 +396,9 @@ pub struct HeaderPlan {
     /// slot, which is certain for two names with the same first eight bytes
     /// and length (`X-Client-Id`, `X-Client-Ip`): the names are then scanned.
     index: Option<NameIndex>,
-    /// Bit `n`: a wanted name is `n` bytes long (`n < 64`).
+    /// Bit `n`: a wanted name is `n` bytes long (`n < 63`); bit 63: one is
+    /// 63 bytes or longer.
     lens: u64,
-    /// A wanted name is 64 bytes or longer.
-    long: bool,
     /// Every slot some name feeds.
     slots: u8,
     /// The API's cookie name takes the fast path of [`cookie_in`].
@@ -505,11 +504,7 @@ impl HeaderPlan {
             match p.names.iter_mut().find(|w| *w.name == *lower) {
                 Some(w) => w.slots |= s,
                 None => {
-                    if lower.len() < 64 {
-                        p.lens |= 1 << lower.len();
-                    } else {
-                        p.long = true;
-                    }
+                    p.lens |= 1 << lower.len().min(63);
                     p.names.push(Wanted::new(lower.into(), s));
                 }
             }
@@ -540,11 +535,7 @@ impl HeaderPlan {
     /// Whether a name of `len` bytes may be wanted.
     #[inline(always)]
     fn may_want(&self, len: usize) -> bool {
-        if len < 64 {
-            self.lens & 1 << len != 0
-        } else {
-            self.long
-        }
+        self.lens >> len.min(63) & 1 != 0
     }
 
     /// The slots header name `n` feeds among `need` (0 if none).
@@ -881,11 +872,14 @@ mod tests {
         // APIs whose wanted names collide, differ only in case, share a length
         // or are longer than 64 bytes.
         let long = format!("X-{}", "Long-Header-".repeat(6));
+        // Lengths 63 and over share one bit of the length filter.
+        let (longer, n63) = (format!("{long}x"), format!("X-{}", "y".repeat(61)));
         let apis = [
             r#""cookie":"JSESSIONID","oauth2_access_token":true,"apikey_header":"X-API-KEY","username_header":"X-User""#.to_string(),
             r#""cookie":"sid","apikey_header":"Authorization","username_header":"Cookie""#.to_string(),
             r#""oauth2_access_token":true,"username_header":"x-forwarded-for","apikey_qs":"key""#.to_string(),
             format!(r#""apikey_header":"{long}","username_header":"X-Userx","jwt":{{"location":"h:X-Api-Key","username":"u","clientid":"c"}}"#),
+            format!(r#""apikey_header":"{n63}","username_header":"{longer}""#),
             r#""cookie":"a b","apikey_header":"X-Api-Kez","apikey_qs":"k""#.to_string(),
             r#""apikey_qs":"key","jwt":{"location":"h:authorization:bearer","username":"u","clientid":"c"}"#.to_string(),
             // Two names with the same first eight bytes and length: no slot
@@ -911,6 +905,8 @@ mod tests {
             "Accept",
             &long,
             &long.to_lowercase(),
+            &longer,
+            &n63,
             "",
             "X-Use",
             "X-Client-Ip",
