@@ -415,9 +415,24 @@ impl Store {
         // effect on a new, empty database; a no-op otherwise.
         c.pragma_update(None, "page_size", 16384)
             .map_err(|e| self.err(e))?;
-        let mode: String = c
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-            .map_err(|e| self.err(e))?;
+        // Switching a new file to WAL takes its lock without SQLite's busy
+        // handler: while another process does the same at that moment, it
+        // fails at once with "database is locked" (six processes creating
+        // one store: 7 failures in 480 opens, all at this step, which left
+        // nginx workers in fail mode until their next poll). Retried for as
+        // long as the busy timeout would have waited.
+        let start = std::time::Instant::now();
+        let mode: String = loop {
+            match c.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)) {
+                Err(e)
+                    if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy)
+                        && start.elapsed() < BUSY_TIMEOUT =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                r => break r.map_err(|e| self.err(e))?,
+            }
+        };
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError {
                 kind: StoreErrorKind::Other,
