@@ -214,7 +214,7 @@ ngx_http_ase_handler(ngx_http_request_t *r)
 {
     ngx_connection_t          *c;
     ase_request                req;
-    ase_verdict                v;
+    ase_verdict               *v;
     ngx_pool_cleanup_t        *cln;
     ngx_http_ase_ctx_t        *ctx;
     ngx_http_ase_loc_conf_t   *alcf;
@@ -257,7 +257,11 @@ ngx_http_ase_handler(ngx_http_request_t *r)
     ngx_memzero(ctx, sizeof(ngx_http_ase_ctx_t));
     ngx_http_set_ctx(r, ctx, ngx_http_ase_module);
 
-    ctx->rc = ase_check_request(amcf->engine, &req, &v);
+    /* written in place: ase_abs_report() reads it in the log phase */
+
+    v = &ctx->verdict;
+
+    ctx->rc = ase_check_request(amcf->engine, &req, v);
 
     if (ctx->rc != ASE_OK) {
 
@@ -273,25 +277,24 @@ ngx_http_ase_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    ctx->action = v.action;
-    ctx->reason = v.reason < ASE_REASON_COUNT ? v.reason : ASE_REASON_NONE;
-    ctx->would_block = v.would_block;
-    ctx->verdict = v;
+    ctx->action = v->action;
+    ctx->reason = v->reason < ASE_REASON_COUNT ? v->reason : ASE_REASON_NONE;
+    ctx->would_block = v->would_block;
 
     ngx_log_debug4(NGX_LOG_DEBUG_HTTP, c->log, 0,
                    "ase: action:%uD reason:%uD status:%uD would_block:%d",
-                   v.action, v.reason, v.status, (int) v.would_block);
+                   v->action, v->reason, v->status, (int) v->would_block);
 
-    switch (v.action) {
+    switch (v->action) {
 
     case ASE_ACTION_ALLOW:
         return NGX_DECLINED;
 
     case ASE_ACTION_REDIRECT:
-        return ngx_http_ase_redirect(r, &v);
+        return ngx_http_ase_redirect(r, v);
 
     default: /* ASE_ACTION_BLOCK, ASE_ACTION_RESPOND */
-        return ngx_http_ase_respond(r, &v);
+        return ngx_http_ase_respond(r, v);
     }
 }
 

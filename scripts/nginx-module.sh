@@ -28,9 +28,8 @@ build() {
         echo "nginx-module: no nginx source tree at $src (install nginx-dev)" >&2
         exit 1
     fi
-    if [ ! -f "$root/target/release/libase.a" ]; then
-        (cd "$root" && cargo build --release --lib)
-    fi
+    # Cargo decides whether the library is up to date (a no-op when it is).
+    (cd "$root" && cargo build --release --lib --quiet)
     local tree=$out/build
     # Reconfigure when the addon's config changed or the tree is new.
     if [ ! -f "$tree/objs/Makefile" ] \
@@ -60,7 +59,8 @@ build() {
         echo "nginx-module: make failed (log: $out/make.log)" >&2
         exit 1
     }
-    cp "$so" "$module"
+    # Replaced, not overwritten: a running nginx has the old file mapped.
+    cp "$so" "$module.new" && mv -f "$module.new" "$module"
     echo "nginx-module: built $module"
 }
 

@@ -76,7 +76,13 @@ pub struct Ids<'a> {
 /// Parses a client address: `1.2.3.4`, `2001:db8::1`, `[2001:db8::1]`, and with
 /// `allow_port` also `1.2.3.4:5678` / `[::1]:80` (as X-Forwarded-For may carry).
 pub fn parse_ip(v: &[u8], allow_port: bool) -> Option<u128> {
-    let s = std::str::from_utf8(v.trim_ascii()).ok()?;
+    let v = v.trim_ascii();
+    // The common case without UTF-8 validation and std's general parser
+    // (they were a fifth of a check's time in an nginx worker).
+    if let Some(a) = parse_v4(v) {
+        return Some(ip_to_u128(IpAddr::V4(a.into())));
+    }
+    let s = std::str::from_utf8(v).ok()?;
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Some(ip_to_u128(ip));
     }
@@ -94,6 +100,37 @@ pub fn parse_ip(v: &[u8], allow_port: bool) -> Option<u128> {
         return None;
     };
     inner.parse::<IpAddr>().ok().map(ip_to_u128)
+}
+
+/// A dotted-quad IPv4 address exactly as `Ipv4Addr::from_str` takes one:
+/// four decimal octets of one to three digits, none above 255 and none
+/// with a leading zero. `None` for anything else, which may still be an
+/// address of another form.
+fn parse_v4(s: &[u8]) -> Option<u32> {
+    let mut addr = 0u32;
+    let mut rest = s;
+    for i in 0..4 {
+        let mut octet = 0u32;
+        let mut digits = 0;
+        while let [c @ b'0'..=b'9', tail @ ..] = rest {
+            if digits == 3 || digits == 1 && octet == 0 {
+                return None;
+            }
+            octet = octet * 10 + u32::from(c - b'0');
+            digits += 1;
+            rest = tail;
+        }
+        if digits == 0 || octet > 255 {
+            return None;
+        }
+        addr = addr << 8 | octet;
+        match rest {
+            [] if i == 3 => return Some(addr),
+            [b'.', tail @ ..] if i < 3 => rest = tail,
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// The first address of `X-Forwarded-For`, if it parses.
@@ -1002,6 +1039,65 @@ mod tests {
         assert!(parse_ip(b"1.2.3.4:80", false).is_none());
         assert!(parse_ip(b"junk", true).is_none());
         assert!(parse_ip(&[0xff, 0xfe], true).is_none());
+        assert_eq!(
+            parse_ip(b" 10.0.0.1 ", false),
+            parse_ip(b"::ffff:10.0.0.1", false)
+        );
+    }
+
+    #[test]
+    fn ipv4_fast_path_takes_exactly_what_std_takes() {
+        // Every string std's parser reads as IPv4 gives the same address, and
+        // no other string gives one: all strings of up to 8 characters over
+        // the alphabet that matters, then longer random ones.
+        let check = |s: &[u8]| {
+            let std = std::str::from_utf8(s)
+                .ok()
+                .and_then(|t| t.parse::<std::net::Ipv4Addr>().ok())
+                .map(u32::from);
+            assert_eq!(parse_v4(s), std, "{:?}", String::from_utf8_lossy(s));
+        };
+        let alphabet = b"0129.5a";
+        let mut s = Vec::new();
+        for len in 0..=8u32 {
+            for mut n in 0..alphabet.len().pow(len) {
+                s.clear();
+                for _ in 0..len {
+                    s.push(alphabet[n % alphabet.len()]);
+                    n /= alphabet.len();
+                }
+                check(&s);
+            }
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..200_000 {
+            s.clear();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = 7 + (x % 13) as usize;
+            let mut y = x;
+            for _ in 0..len {
+                s.push(b"0123456789....255"[(y % 17) as usize]);
+                y = y.rotate_right(5).wrapping_mul(0x2545_f491_4f6c_dd1d);
+            }
+            check(&s);
+        }
+        for ok in ["0.0.0.0", "255.255.255.255", "1.22.233.4", "10.0.3.7"] {
+            check(ok.as_bytes());
+            assert!(parse_v4(ok.as_bytes()).is_some(), "{ok}");
+        }
+        for bad in [
+            "256.0.0.1",
+            "01.2.3.4",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1..2.3",
+            "1.2.3.4.",
+            "0001.2.3.4",
+        ] {
+            check(bad.as_bytes());
+        }
     }
 
     #[test]
