@@ -4,6 +4,9 @@
 # wrk (1 thread, 32 connections, BENCH_SECONDS per run, default 5) against one
 # nginx worker serving a small static file on 127.0.0.1, in these setups:
 #   bare       no blocking at all
+#   threads    bare with two idle threads in the worker (an unused
+#              `thread_pool`): what any module with background threads costs,
+#              as ase's watcher and writer do (see docs/BENCHMARKS.md)
 #   ase        `ase on`, the demo APIs, 1M manual deny entries (imported with
 #              `ase-cli import_blacklist`)
 #   deny10k    10k `deny ADDR;` rules of ngx_http_access_module
@@ -15,6 +18,7 @@
 # ratio to bare, and the worker's CPU time per request. wrk's address is on no list (each setup is first shown to
 # answer 403 to a listed one): this measures the cost of the check.
 # nginx's worker runs on CPU 0 and wrk on CPU 1 when there are two CPUs.
+# BENCH_SETUPS (e.g. "bare ase") runs only those setups; bare always runs.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -61,8 +65,15 @@ sed -i 's/^enable_abs=.*/enable_abs=false/; s/^enable_abs_attack=.*/enable_abs_a
 "$cli_bin" --config "$work/ase/ase.conf" -u admin -p admin \
     import_blacklist "$work/ase1m.txt" >/dev/null
 
-setups=(bare ase deny10k geo1m)
-[ -f "$modsec" ] && setups+=(modsec100k)
+setups=(bare)
+for s in ${BENCH_SETUPS:-threads ase deny10k geo1m modsec100k}; do
+    case $s in
+        bare) ;;
+        threads | ase | deny10k | geo1m) setups+=("$s") ;;
+        modsec100k) [ -f "$modsec" ] && setups+=(modsec100k) ;;
+        *) echo "bench: unknown setup $s" >&2; exit 2 ;;
+    esac
+done
 
 user=""
 [ "$(id -u)" -eq 0 ] && user="user root;"
@@ -87,7 +98,10 @@ for s in "${setups[@]}"; do
     mkdir -p "$d/logs" "$d/tmp"
     port[$s]=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     load="" http="" loc=""
+    main=""
     case $s in
+        threads)
+            main="thread_pool ase_bench_idle threads=2;" ;;
         ase)
             load="load_module $module;"
             http="ase_config $work/ase/ase.conf;"
@@ -112,6 +126,7 @@ EOF
 $load
 $user
 worker_processes 1;
+$main
 $affinity
 error_log $d/logs/error.log warn;
 pid $d/nginx.pid;
@@ -150,7 +165,7 @@ for s in "${setups[@]}"; do
     done
     [ "$code" = 200 ] || { echo "bench: $s answers $code" >&2; exit 1; }
     # ...and blocks a listed address (wrk sends no X-Forwarded-For)
-    [ "$s" = bare ] && continue
+    case $s in bare | threads) continue ;; esac
     code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-Forwarded-For: 10.0.1.2" \
         "http://127.0.0.1:${port[$s]}/shop/items")
     [ "$code" = 403 ] || { echo "bench: $s lets a listed address through ($code)" >&2; exit 1; }
@@ -194,6 +209,7 @@ for s in "${setups[@]}"; do
     c=$(echo "${cpus[$s]}" | median)
     case $s in
         bare) what="-" ;;
+        threads) what="2 idle threads (thread_pool)" ;;
         ase) what="1000000 deny entries (ase-cli import_blacklist)" ;;
         deny10k) what="10000 deny rules" ;;
         geo1m) what="1000000 geo entries" ;;
