@@ -31,10 +31,32 @@ rounds=${BENCH_ROUNDS:-3}
 work=$root/target/bench-nginx
 
 command -v wrk >/dev/null || { echo "bench: wrk is not installed" >&2; exit 1; }
+
+# The setups to run, in this order, each once; bare always.
+read -ra wanted <<<"${BENCH_SETUPS:-threads ase deny10k geo1m modsec100k}"
+setups=(bare)
+for s in threads ase deny10k geo1m modsec100k; do
+    [[ " ${wanted[*]} " == *" $s "* ]] || continue
+    if [ "$s" = modsec100k ] && [ ! -f "$modsec" ]; then
+        echo "bench: modsec100k skipped: no module at $modsec" >&2
+        continue
+    fi
+    setups+=("$s")
+done
+for s in "${wanted[@]}"; do
+    case $s in
+        bare | threads | ase | deny10k | geo1m | modsec100k) ;;
+        *) echo "bench: unknown setup $s (bare threads ase deny10k geo1m modsec100k)" >&2; exit 2 ;;
+    esac
+done
+has() { [[ " ${setups[*]} " == *" $1 "* ]]; }
+
 # Always from the current source: a module left from an older build would be
 # measured otherwise (the build steps are no-ops when nothing changed).
-(cd "$root" && cargo build --release --quiet --lib --bin ase-cli)
-"$root/scripts/nginx-module.sh" build >/dev/null
+if has ase; then
+    (cd "$root" && cargo build --release --quiet --lib --bin ase-cli)
+    "$root/scripts/nginx-module.sh" build >/dev/null
+fi
 
 rm -rf "$work"
 mkdir -p "$work/html"
@@ -58,22 +80,14 @@ with open(w + "/ase1m.txt", "w") as f:
 EOF
 
 # --- ase: the demo APIs, no ABS, 1M manual deny entries -----------------------
-cp -r "$root/examples/demo" "$work/ase"
-rm -rf "$work/ase/state" "$work/ase/abs.conf"
-sed -i 's/^enable_abs=.*/enable_abs=false/; s/^enable_abs_attack=.*/enable_abs_attack=false/' \
-    "$work/ase/ase.conf"
-"$cli_bin" --config "$work/ase/ase.conf" -u admin -p admin \
-    import_blacklist "$work/ase1m.txt" >/dev/null
-
-setups=(bare)
-for s in ${BENCH_SETUPS:-threads ase deny10k geo1m modsec100k}; do
-    case $s in
-        bare) ;;
-        threads | ase | deny10k | geo1m) setups+=("$s") ;;
-        modsec100k) [ -f "$modsec" ] && setups+=(modsec100k) ;;
-        *) echo "bench: unknown setup $s" >&2; exit 2 ;;
-    esac
-done
+if has ase; then
+    cp -r "$root/examples/demo" "$work/ase"
+    rm -rf "$work/ase/state" "$work/ase/abs.conf"
+    sed -i 's/^enable_abs=.*/enable_abs=false/; s/^enable_abs_attack=.*/enable_abs_attack=false/' \
+        "$work/ase/ase.conf"
+    "$cli_bin" --config "$work/ase/ase.conf" -u admin -p admin \
+        import_blacklist "$work/ase1m.txt" >/dev/null
+fi
 
 user=""
 [ "$(id -u)" -eq 0 ] && user="user root;"

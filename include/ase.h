@@ -124,6 +124,11 @@ typedef struct ase_request {
    `ASE_UNKNOWN_API_*`: override for requests that match no API.
    */
   ase_unknown_api unknown_api;
+  /*
+   The client's TCP port, for the traffic records sent to ABS
+   (`ase_abs_report`); 0 when unknown. `ase_check_request` ignores it.
+   */
+  uint16_t client_port;
 } ase_request;
 
 /*

@@ -300,7 +300,8 @@ ngx_http_ase_handler(ngx_http_request_t *r)
 
 
 /*
- * The request as ase sees it: the client address after realip, the scheme,
+ * The request as ase sees it: the client address after realip (and its
+ * port: 0 when realip took the address from a header), the scheme,
  * the URI as the client sent it and every request header, all pointing into
  * the request (nothing is copied).  Headers go to "stack" when they fit,
  * else to the request pool.
@@ -331,6 +332,7 @@ ngx_http_ase_request(ngx_http_request_t *r, ase_request *req,
 #endif
         req->client_ip.len = c->addr_text.len;
         req->client_ip.data = c->addr_text.data;
+        req->client_port = (uint16_t) ngx_inet_get_port(c->sockaddr);
         break;
 
     default:

@@ -60,12 +60,13 @@ build() {
         exit 1
     }
     # Replaced, not overwritten: a running nginx has the old file mapped.
-    cp "$so" "$module.new" && mv -f "$module.new" "$module"
+    cp "$so" "$module.new"
+    mv -f "$module.new" "$module"
     echo "nginx-module: built $module"
 }
 
 run_tests() {
-    [ -f "$module" ] || build
+    build >/dev/null
     local nginx=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
     python3 "$root/nginx-module/t/e2e.py" --nginx "$nginx" --module "$module" \
         --root "$root" "$@"

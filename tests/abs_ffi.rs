@@ -71,6 +71,7 @@ fn request<'a>(ip: &'a [u8], headers: &'a [ase_header]) -> ase_request {
         headers_len: headers.len(),
         username: ase_str::EMPTY,
         unknown_api: ASE_UNKNOWN_API_DEFAULT,
+        client_port: 0,
     }
 }
 
@@ -124,7 +125,10 @@ fn sync_now_status_and_traffic_reports_through_the_c_api() {
             value: s(b"curl/8"),
         },
     ];
-    let req = request(b"192.0.2.44", &hs);
+    let req = ase_request {
+        client_port: 51234,
+        ..request(b"192.0.2.44", &hs)
+    };
     let v = check(e, &req);
     assert_eq!(v.action, ASE_ACTION_ALLOW);
     assert_eq!(ase_abs_report(e, &req, &v, 201), ASE_OK);
@@ -155,6 +159,7 @@ fn sync_now_status_and_traffic_reports_through_the_c_api() {
     assert_eq!(allowed["url"], "/shop/cart?x=1");
     assert_eq!(allowed["http_version"], "1.1");
     assert_eq!(allowed["api_name"], "shop");
+    assert_eq!(allowed["client_port"], 51234);
     assert_eq!(allowed["access_token"], "tok-ffi-1");
     assert_eq!(allowed["verdict"], "allow");
     let denied = records
@@ -162,6 +167,7 @@ fn sync_now_status_and_traffic_reports_through_the_c_api() {
         .find(|r| r["client_ip"] == "10.0.0.7")
         .unwrap_or_else(|| panic!("no record of 10.0.0.7 in {all}"));
     assert_eq!(denied["response_code"], 403);
+    assert_eq!(denied["client_port"], 0, "0: unknown");
     assert_eq!(
         (&denied["verdict"], &denied["reason"]),
         (&"block".into(), &"deny_list".into())

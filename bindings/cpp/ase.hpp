@@ -111,6 +111,7 @@ public:
     Request &http_version(std::string_view v) noexcept { raw_.http_version = to_ase(v); return *this; }
     Request &username(std::string_view v) noexcept { raw_.username = to_ase(v); return *this; }
     Request &unknown_api(ase_unknown_api v) noexcept { raw_.unknown_api = v; return *this; }
+    Request &client_port(uint16_t v) noexcept { raw_.client_port = v; return *this; }
     Request &header(std::string_view name, std::string_view value) {
         headers_.push_back(ase_header{to_ase(name), to_ase(value)});
         return *this;

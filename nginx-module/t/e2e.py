@@ -825,12 +825,22 @@ http {{
                 workers.add(r.worker)
         r = self.get("/open/x", ip="10.12.0.3")  # ase off: not reported
         assert r.status == 200, r
+        # without X-Forwarded-For the record has the connection's own port
+        conn = http.client.HTTPConnection("127.0.0.1", self.nginx.port,
+                                          timeout=5)
+        conn.connect()
+        own_port = conn.sock.getsockname()[1]
+        r = self.nginx.request("GET", "/shop/items", conn=conn)
+        conn.close()
+        assert r.status == 200, r
         deadline = time.monotonic() + 10
         while True:
             recs = self.traffic_records()
             got = {ip: [x for x in recs if x["client_ip"] == ip]
                    for ip, _, _, _, _ in sent}
-            if all(len(got[ip]) >= n for ip, _, _, _, n in sent):
+            own = [x for x in recs if x["client_ip"] == "127.0.0.1"
+                   and x["client_port"] == own_port]
+            if own and all(len(got[ip]) >= n for ip, _, _, _, n in sent):
                 break
             assert time.monotonic() < deadline, \
                 "records within 10 s: %r" % {k: len(v) for k, v in got.items()}
@@ -845,6 +855,8 @@ http {{
         assert got["10.12.0.4"][-1]["reason"] == "deny_list"
         assert got["10.12.0.4"][-1]["username"] == "abs-user-1"
         assert not [x for x in recs if x["client_ip"] == "10.12.0.3"]
+        print("    client ports: %d from the connection; %r with X-Forwarded-For"
+              % (own_port, sorted({x["client_port"] for x in got["10.12.0.1"]})))
         print("    records from %d workers, response codes 200/400/403"
               % len(workers))
 

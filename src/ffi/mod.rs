@@ -256,6 +256,7 @@ struct Parts<'a> {
     http_version: &'a [u8],
     username: &'a [u8],
     unknown_api: Option<UnknownApi>,
+    client_port: u16,
     headers: CHeaders<'a>,
 }
 
@@ -310,6 +311,7 @@ fn parts<'a>(request: *const ase_request) -> Result<Parts<'a>, ase_result> {
         http_version,
         username,
         unknown_api,
+        client_port: req.client_port,
         headers: CHeaders(hs),
     })
 }
@@ -870,7 +872,7 @@ pub extern "C" fn ase_abs_report(
         };
         let version = String::from_utf8_lossy(p.http_version);
         let version = version.strip_prefix("HTTP/").unwrap_or(&version);
-        let mut rec = TrafficRecord::from_check(eng, &p.request(), &d, 0, version);
+        let mut rec = TrafficRecord::from_check(eng, &p.request(), &d, p.client_port, version);
         if response_status != 0 {
             rec = rec.with_status(response_status as u16);
         }

@@ -190,6 +190,7 @@ fn request<'a>(ip: &'a [u8], headers: &'a [ase_header]) -> ase_request {
         headers_len: headers.len(),
         username: ase_str::EMPTY,
         unknown_api: ASE_UNKNOWN_API_DEFAULT,
+        client_port: 0,
     }
 }
 

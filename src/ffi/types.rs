@@ -220,6 +220,9 @@ pub struct ase_request {
     pub username: ase_str,
     /// `ASE_UNKNOWN_API_*`: override for requests that match no API.
     pub unknown_api: ase_unknown_api,
+    /// The client's TCP port, for the traffic records sent to ABS
+    /// (`ase_abs_report`); 0 when unknown. `ase_check_request` ignores it.
+    pub client_port: u16,
 }
 
 /// The verdict of `ase_check_request`. Strings point into the engine and stay

@@ -78,7 +78,7 @@ pub struct Ids<'a> {
 pub fn parse_ip(v: &[u8], allow_port: bool) -> Option<u128> {
     let v = v.trim_ascii();
     // The common case without UTF-8 validation and std's general parser
-    // (they were a fifth of a check's time in an nginx worker).
+    // (they were a tenth of a check's time in an nginx worker).
     if let Some(a) = parse_v4(v) {
         return Some(ip_to_u128(IpAddr::V4(a.into())));
     }
@@ -1048,8 +1048,9 @@ mod tests {
     #[test]
     fn ipv4_fast_path_takes_exactly_what_std_takes() {
         // Every string std's parser reads as IPv4 gives the same address, and
-        // no other string gives one: all strings of up to 8 characters over
-        // the alphabet that matters, then longer random ones.
+        // no other string gives one: all strings of up to 7 characters over
+        // digits, dots and the bytes next to the digits, every one-byte edit
+        // of some addresses, then longer random strings.
         let check = |s: &[u8]| {
             let std = std::str::from_utf8(s)
                 .ok()
@@ -1057,9 +1058,9 @@ mod tests {
                 .map(u32::from);
             assert_eq!(parse_v4(s), std, "{:?}", String::from_utf8_lossy(s));
         };
-        let alphabet = b"0129.5a";
+        let alphabet = b"0129.5/: \xff";
         let mut s = Vec::new();
-        for len in 0..=8u32 {
+        for len in 0..=7u32 {
             for mut n in 0..alphabet.len().pow(len) {
                 s.clear();
                 for _ in 0..len {
@@ -1067,6 +1068,26 @@ mod tests {
                     n /= alphabet.len();
                 }
                 check(&s);
+            }
+        }
+        for addr in [
+            "1.2.3.4",
+            "10.0.3.7",
+            "255.255.255.255",
+            "0.0.0.0",
+            "192.168.100.25",
+        ] {
+            let a = addr.as_bytes();
+            for i in 0..=a.len() {
+                for b in 0..=255u8 {
+                    check(&[&a[..i], &[b], &a[i..]].concat());
+                    if i < a.len() {
+                        check(&[&a[..i], &[b], &a[i + 1..]].concat());
+                    }
+                }
+                if i < a.len() {
+                    check(&[&a[..i], &a[i + 1..]].concat());
+                }
             }
         }
         let mut x = 0x9e37_79b9_7f4a_7c15_u64;
