@@ -56,10 +56,7 @@ typedef struct {
 
 typedef struct {
     ase_result                 rc;
-    ase_action                 action;
-    ase_reason                 reason;
-    ngx_uint_t                 would_block;
-    ase_verdict                verdict;    /* for ase_abs_report() */
+    ase_verdict                verdict;    /* valid when rc is ASE_OK */
 } ngx_http_ase_ctx_t;
 
 
@@ -257,7 +254,7 @@ ngx_http_ase_handler(ngx_http_request_t *r)
     ngx_memzero(ctx, sizeof(ngx_http_ase_ctx_t));
     ngx_http_set_ctx(r, ctx, ngx_http_ase_module);
 
-    /* written in place: ase_abs_report() reads it in the log phase */
+    /* kept for $ase_verdict and for ase_abs_report() in the log phase */
 
     v = &ctx->verdict;
 
@@ -276,10 +273,6 @@ ngx_http_ase_handler(ngx_http_request_t *r)
                       ase_result_str(ctx->rc), &c->addr_text);
         return NGX_DECLINED;
     }
-
-    ctx->action = v->action;
-    ctx->reason = v->reason < ASE_REASON_COUNT ? v->reason : ASE_REASON_NONE;
-    ctx->would_block = v->would_block;
 
     ngx_log_debug4(NGX_LOG_DEBUG_HTTP, c->log, 0,
                    "ase: action:%uD reason:%uD status:%uD would_block:%d",
@@ -574,7 +567,7 @@ ngx_http_ase_log_handler(ngx_http_request_t *r)
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "ase: log action:%uD reason:%uD status:%ui",
-                   ctx->action, ctx->reason, status);
+                   ctx->verdict.action, ctx->verdict.reason, status);
 
     return NGX_OK;
 }
@@ -617,6 +610,7 @@ ngx_http_ase_verdict_variable(ngx_http_request_t *r,
 {
     u_char              *p;
     ngx_str_t           *action;
+    ngx_uint_t           reason;
     ngx_http_ase_ctx_t  *ctx;
 
     ctx = ngx_http_ase_get_ctx(r);
@@ -634,23 +628,25 @@ ngx_http_ase_verdict_variable(ngx_http_request_t *r,
 
     v->data = p;
 
+    reason = ctx->verdict.reason < ASE_REASON_COUNT ? ctx->verdict.reason
+                                                    : ASE_REASON_NONE;
+
     if (ctx->rc != ASE_OK) {
         p = ngx_sprintf(p, "error:%uD", ctx->rc);
 
-    } else if (ctx->would_block) {
-        p = ngx_sprintf(p, "would_block:%V",
-                        &ngx_http_ase_reasons[ctx->reason]);
+    } else if (ctx->verdict.would_block) {
+        p = ngx_sprintf(p, "would_block:%V", &ngx_http_ase_reasons[reason]);
 
     } else {
-        action = &ngx_http_ase_actions[ctx->action <= ASE_ACTION_REDIRECT
-                                       ? ctx->action : ASE_ACTION_BLOCK];
+        action = &ngx_http_ase_actions[
+                     ctx->verdict.action <= ASE_ACTION_REDIRECT
+                     ? ctx->verdict.action : ASE_ACTION_BLOCK];
 
-        if (ctx->reason == ASE_REASON_NONE) {
+        if (reason == ASE_REASON_NONE) {
             p = ngx_cpymem(p, action->data, action->len);
 
         } else {
-            p = ngx_sprintf(p, "%V:%V", action,
-                            &ngx_http_ase_reasons[ctx->reason]);
+            p = ngx_sprintf(p, "%V:%V", action, &ngx_http_ase_reasons[reason]);
         }
     }
 
