@@ -1182,6 +1182,7 @@ fn last_colon(h: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::testing::Rng;
 
     #[test]
     fn exact_hosts_of_every_length_up_to_256_match() {
@@ -1266,27 +1267,6 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(&uri)
             );
-        }
-    }
-
-    /// A small deterministic generator for the differential tests.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-        fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-            xs[self.below(xs.len())]
-        }
-        fn chance(&mut self, percent: usize) -> bool {
-            self.below(100) < percent
         }
     }
 

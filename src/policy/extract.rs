@@ -768,6 +768,7 @@ fn b64url_decode_payload<'b>(jwt: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::testing::Rng;
 
     fn h<'a>(v: &'a [(&'a str, &'a str)]) -> Vec<(&'a [u8], &'a [u8])> {
         v.iter()
@@ -1090,17 +1091,11 @@ mod tests {
                 }
             }
         }
-        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut r = Rng(0x9e37_79b9_7f4a_7c15);
         for _ in 0..200_000 {
             s.clear();
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let len = 7 + (x % 13) as usize;
-            let mut y = x;
-            for _ in 0..len {
-                s.push(b"0123456789....255"[(y % 17) as usize]);
-                y = y.rotate_right(5).wrapping_mul(0x2545_f491_4f6c_dd1d);
+            for _ in 0..7 + r.below(13) {
+                s.push(b"0123456789....255"[r.below(17)]);
             }
             check(&s);
         }

@@ -8,6 +8,8 @@ pub mod decide;
 pub mod extract;
 pub mod ident;
 pub mod lists;
+#[cfg(test)]
+mod testing;
 
 pub use api::{Api, ApiError, ApiSet};
 pub use config::{AbsConfig, Config, ConfigError, FailMode, UnknownApi};
