@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use ase::engine::Engine;
+use ase::enforcer::Enforcer;
 use ase::policy::Request;
 use ase::policy::ident::ip_to_u128;
 use ase::policy::lists::entry_memory;
@@ -18,7 +18,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 
 const N: usize = 1_000_000;
 
-fn engine(dir: &std::path::Path) -> Arc<Engine> {
+fn engine(dir: &std::path::Path) -> Arc<Enforcer> {
     std::fs::create_dir_all(dir.join("api")).unwrap();
     std::fs::write(
         dir.join("api/shop.json"),
@@ -27,7 +27,7 @@ fn engine(dir: &std::path::Path) -> Arc<Engine> {
     )
     .unwrap();
     std::fs::write(dir.join("ase.conf"), "enable_abs_attack=true\n").unwrap();
-    Arc::new(Engine::open(&dir.join("ase.conf")).unwrap())
+    Arc::new(Enforcer::open(&dir.join("ase.conf")).unwrap())
 }
 
 /// A section-form body of `N` entries: 60% IPs, 20% tokens (with a TTL),
@@ -64,7 +64,7 @@ fn parse_body(b: &[u8]) -> AttackList {
     parse(
         b,
         ParseOptions {
-            now_ms: ase::engine::now_ms(),
+            now_ms: ase::clock::now_ms(),
             api_key_names: &[],
         },
     )
@@ -83,7 +83,7 @@ fn rss_kib() -> u64 {
 }
 
 /// p50 / p99 / max in ns of single `check` calls over `dur` (a listed and unlisted mix).
-fn check_latency(e: &Engine, dur: Duration) -> (u64, u64, u64, usize) {
+fn check_latency(e: &Enforcer, dur: Duration) -> (u64, u64, u64, usize) {
     let hdrs: [(&[u8], &[u8]); 2] = [
         (b"authorization", b"Bearer tok-0000000000000006"),
         (b"cookie", b"JSESSIONID=nope"),

@@ -1,4 +1,4 @@
-//! `Engine::check` on a request carrying five identifiers, against 1M deny
+//! `Enforcer::check` on a request carrying five identifiers, against 1M deny
 //! entries of mixed kinds, 10k allow entries and 100 APIs.
 //!
 //! Run: `cargo bench --bench check`. Figures go in docs/BENCHMARKS.md.
@@ -6,7 +6,7 @@
 use std::hint::black_box;
 use std::path::Path;
 
-use ase::engine::Engine;
+use ase::enforcer::Enforcer;
 use ase::policy::decide::{Action, Request};
 use ase::policy::extract::{extract, parse_ip};
 use ase::policy::{Api, ApiSet, IdKind, Identifier, Source};
@@ -22,7 +22,7 @@ fn deny_count() -> usize {
 const ALLOW: usize = 10_000;
 const APIS: usize = 100;
 
-fn engine() -> Engine {
+fn engine() -> Enforcer {
     let conf = ase::policy::config::parse_ase_conf(
         "enable_abs_attack=true\nenable_ase_detected_attack=true\n",
         Path::new("/bench/ase.conf"),
@@ -41,7 +41,7 @@ fn engine() -> Engine {
             Api::parse(&format!("api{i}"), j.as_bytes()).unwrap()
         })
         .collect();
-    let e = Engine::new(conf, ApiSet::new(apis).unwrap());
+    let e = Enforcer::new(conf, ApiSet::new(apis).unwrap());
     // 1M deny entries: a fifth of each kind, sources mixed; plus some CIDR ranges.
     let deny = deny_count();
     let mut entries = Vec::with_capacity(deny);
@@ -180,7 +180,7 @@ fn bench(c: &mut Criterion) {
         };
         assert_eq!(e.check(&req).action, expected, "{name}");
         // `ASE_BENCH_LOOP=NAME` runs that case 100k times without criterion, for
-        // instruction counts: `valgrind --tool=callgrind --toggle-collect=*Engine*check*`.
+        // instruction counts: `valgrind --tool=callgrind --toggle-collect=*Enforcer*check*`.
         if std::env::var("ASE_BENCH_LOOP").is_ok_and(|v| v == name) {
             for _ in 0..100_000 {
                 black_box(e.check(black_box(&req)));

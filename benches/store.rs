@@ -9,12 +9,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ase::node::Node;
+use ase::engine::Engine;
 use ase::policy::ident::ip_to_u128;
 use ase::policy::{IdKind, Identifier, Request, Source};
 use ase::store::{List, NewEntry, Store};
 
-fn blocked(node: &Node, ip: &str) -> bool {
+fn blocked(node: &Engine, ip: &str) -> bool {
     let headers: [(&[u8], &[u8]); 0] = [];
     let req = Request {
         client_ip: Some(ip_to_u128(ip.parse().unwrap())),
@@ -26,7 +26,7 @@ fn blocked(node: &Node, ip: &str) -> bool {
         username: b"",
         unknown_api: None,
     };
-    node.engine().check(&req).stops()
+    node.enforcer().check(&req).stops()
 }
 
 fn conf(dir: &Path, poll: &str) -> std::path::PathBuf {
@@ -98,13 +98,13 @@ fn main() {
         n as f64 / import.as_secs_f64()
     );
 
-    // 2. Load of the stored entries by a new engine process (Node::open).
+    // 2. Load of the stored entries by a new engine process (Engine::open).
     let t = Instant::now();
-    let node = Node::open(&config).unwrap();
+    let node = Engine::open(&config).unwrap();
     let load = t.elapsed();
-    assert_eq!(node.engine().stats().deny_entries, n as u64);
+    assert_eq!(node.enforcer().stats().deny_entries, n as u64);
     println!(
-        "Node::open with {n} stored entries (config + full load): {:.2} s",
+        "Engine::open with {n} stored entries (config + full load): {:.2} s",
         load.as_secs_f64()
     );
     let s = Store::open(&dir.path().join("state")).unwrap();
@@ -122,7 +122,7 @@ fn main() {
     // a running engine blocks it. The CLI's own start-up (~credential check)
     // comes before the commit and is not part of the delay.
     for (round, poll) in ["100ms", "20ms"].into_iter().enumerate() {
-        let node = Node::open(&conf(dir.path(), poll)).unwrap();
+        let node = Engine::open(&conf(dir.path(), poll)).unwrap();
         let mut v = Vec::new();
         for i in 0..40u32 {
             let ip = format!("192.{}.{}.{}", 168 + round, i / 250, i % 250 + 1);
@@ -147,7 +147,7 @@ fn main() {
     }
 
     // The same through the real binary end to end: CLI start to enforcement.
-    let node = Node::open(&config).unwrap();
+    let node = Engine::open(&config).unwrap();
     let mut v = Vec::new();
     for i in 0..10u32 {
         let ip = format!("192.169.0.{}", i + 1);

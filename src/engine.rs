@@ -1,483 +1,612 @@
-//! The engine: configuration, APIs, lists, switches and counters, and the
-//! request check.
+//! An engine: one enforcer plus everything that keeps it in step with the host's
+//! shared state (the store, the watcher, ABS sync). The C API and `ase-cli`
+//! change lists and switches through an engine, so every change is made durable
+//! first and then applied to the enforcer.
 //!
-//! Readers (`check`) take no lock: the lists sit behind `ArcSwap` and are
-//! lock-free maps, switches and counters are atomics. Writers — list edits,
-//! switch changes, bulk replacement — serialise on one mutex that readers
-//! never touch. A bulk replacement builds a new map aside and swaps it in, so
-//! a request sees either the whole old list or the whole new one.
+//! Two kinds of engine:
+//! - [`Engine::open`](crate::engine::Engine::open) (enforcers in nginx workers and gateways): loads the store
+//!   into the enforcer and starts the watcher and detection-writer threads. Call
+//!   it after the host forks. A store that cannot be opened does not stop the
+//!   engine: the enforcer follows `fail_mode` and the watcher keeps retrying.
+//! - [`Engine::open_passive`](crate::engine::Engine::open_passive) (`ase-cli`): the store and the configuration, no
+//!   threads, and the enforcer's lists are neither loaded nor kept (nothing reads
+//!   them); a store that cannot be opened is an error.
 
+use std::fmt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use crate::enforcer::Enforcer;
+use crate::load::LoadError;
+use crate::policy::Switch;
+use crate::policy::{Identifier, Source};
+use crate::store::{List, NewEntry, Store, StoreError};
+use crate::sync::abs::{
+    AbsClient, AbsSink, AbsStatus, ClientOptions, Poller, PollerOptions, Shipper, ShipperOptions,
+    ShipperStatus, shared, sync_once,
+};
+use crate::sync::watch::{Background, Syncer, detection_channel, detection_sink};
 
-use crate::config::{LoadError, load};
-use crate::policy::decide::{Decision, Detection, Reason, Request, Switches, decide};
-use crate::policy::extract::{Headers, Scratch};
-use crate::policy::ident::{IdKind, Identifier, IpNet, Key, KeyRef};
-use crate::policy::lists::{ALLOW, IdMap, Meta, Source};
-use crate::policy::{ApiSet, Config};
-
-/// Unix time in milliseconds.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// Why an engine operation failed.
+#[derive(Debug)]
+pub enum EngineError {
+    /// The configuration could not be loaded.
+    Load(LoadError),
+    /// No API has this name.
+    UnknownApi(String),
+    /// The state store failed (message says how).
+    Store(String),
+    /// Nothing to delete.
+    NotFound,
+    /// An ABS operation failed (message says how; never holds a key).
+    Abs(String),
 }
 
-/// The runtime switches, as `ase-cli enable_*` / `disable_*` set them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum Switch {
-    /// `enable_firewall`.
-    Firewall = 0,
-    /// `enable_abs`: traffic records go to ABS.
-    Abs = 1,
-    /// `enable_abs_attack`: the ABS attack list is fetched and blocks.
-    AbsAttack = 2,
-    /// `enable_ase_detected_attack`: real-time detection records and blocks.
-    AseDetectedAttack = 3,
-}
-
-impl Switch {
-    /// All switches.
-    pub const ALL: [Switch; 4] = [
-        Switch::Firewall,
-        Switch::Abs,
-        Switch::AbsAttack,
-        Switch::AseDetectedAttack,
-    ];
-
-    /// Converts the C ABI number.
-    pub fn from_u32(v: u32) -> Option<Switch> {
-        Switch::ALL.get(v as usize).copied()
-    }
-
-    /// The CLI word (`firewall`, `abs`, `abs_attack`, `ase_detected_attack`).
-    pub fn as_str(self) -> &'static str {
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Switch::Firewall => "firewall",
-            Switch::Abs => "abs",
-            Switch::AbsAttack => "abs_attack",
-            Switch::AseDetectedAttack => "ase_detected_attack",
+            EngineError::Load(e) => e.fmt(f),
+            EngineError::UnknownApi(n) => write!(f, "unknown API: {n}"),
+            EngineError::Store(m) => f.write_str(m),
+            EngineError::NotFound => f.write_str("no such entry"),
+            EngineError::Abs(m) => f.write_str(m),
         }
     }
 }
 
-const REASONS: usize = 10;
+impl std::error::Error for EngineError {}
 
-/// Request counters. Every request lands in exactly one of `allowed` and
-/// `blocked`, so the number checked is their sum: one atomic add per
-/// request, not two.
-#[derive(Default, Debug)]
-struct Counters {
-    allowed: AtomicU64,
-    blocked: [AtomicU64; REASONS],
-    would_block: [AtomicU64; REASONS],
-    detections: AtomicU64,
-}
-
-/// A copy of the engine's counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Requests checked.
-    pub checked: u64,
-    /// Requests allowed (monitor-mode "would block" included).
-    pub allowed: u64,
-    /// Requests stopped (block, decoy or error response, redirect), by [`Reason`].
-    pub blocked: [u64; REASONS],
-    /// Monitor mode: requests that would have been stopped, by [`Reason`].
-    pub would_block: [u64; REASONS],
-    /// Real-time detections recorded on the deny list.
-    pub detections: u64,
-    /// Deny-list entries.
-    pub deny_entries: u64,
-    /// Allow-list entries.
-    pub allow_entries: u64,
-}
-
-impl Stats {
-    /// Stopped requests of every reason.
-    pub fn blocked_total(&self) -> u64 {
-        self.blocked.iter().sum()
+impl From<StoreError> for EngineError {
+    fn from(e: StoreError) -> Self {
+        EngineError::Store(e.message)
     }
 }
 
-/// Called with each real-time detection (identifier, source) after the engine
-/// has listed it; the store uses it to make detections durable and shared.
-pub type DetectionSink = Box<dyn Fn(&[Identifier], Source) + Send + Sync>;
+/// How long [`Engine::shutdown`] waits for the background threads.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 
-/// An enforcement engine. Shared by reference between threads.
-pub struct Engine {
-    config: Config,
-    apis: ApiSet,
-    /// Both lists in one map (see `policy::lists`): one probe per identifier.
-    lists: ArcSwap<IdMap>,
-    switches: [AtomicBool; 4],
-    counters: Counters,
-    writer: Mutex<()>,
-    sink: OnceLock<DetectionSink>,
-    /// Set when the state could not be loaded: `fail_mode` decides every request.
-    failed: AtomicBool,
+/// An engine's sync state, for status.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineHealth {
+    /// The store error, while the store is failing.
+    pub store_error: Option<String>,
+    /// Whether the enforcer is deciding by `fail_mode` (state never loaded).
+    pub failed: bool,
+    /// Log position applied.
+    pub applied_seq: u64,
+    /// Full loads done.
+    pub full_loads: u64,
+    /// Changes applied from the log.
+    pub changes_applied: u64,
+    /// Real-time detection identifiers written to the store.
+    pub detections_written: u64,
+    /// Real-time detection identifiers dropped (queue full or store down).
+    pub detections_dropped: u64,
+    /// Panics caught (and restarted from) in background threads.
+    pub panics: u64,
+    /// Unix ms of the last successful look at the store (0: never).
+    pub last_poll_ms: u64,
 }
 
-impl std::fmt::Debug for Engine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine")
-            .field("config", &self.config.path)
-            .field("apis", &self.apis.apis().len())
-            .finish()
+/// One enforcer and its background machinery.
+#[derive(Debug)]
+pub struct Engine {
+    enforcer: Arc<Enforcer>,
+    sync: Arc<Syncer>,
+    /// Passive engines keep no lists in their enforcer.
+    passive: bool,
+    background: Mutex<Option<Background>>,
+    /// The ABS attack-list poller, when `abs.conf` names an endpoint.
+    abs: Option<Poller>,
+    /// The ABS traffic shipper, when `abs.conf` names an endpoint.
+    shipper: Option<Shipper>,
+}
+
+/// Where an engine's poller puts what it fetched: the store (then this enforcer),
+/// and its status into the store's meta table for the other processes.
+struct EngineAbsSink(Arc<Syncer>);
+
+impl AbsSink for EngineAbsSink {
+    fn replace_abs(&self, entries: Vec<(Identifier, u64)>) -> Result<(), String> {
+        self.0.replace_abs(entries)
+    }
+
+    fn publish_status(&self, status: &AbsStatus) {
+        if let Some(s) = self.0.store() {
+            // Status only: a failed write leaves the previous one.
+            let _ = shared::publish(&s, status);
+        }
+    }
+
+    fn shared_status(&self) -> Option<AbsStatus> {
+        let s = self.0.store()?;
+        shared::load(&s).ok().flatten().map(|p| p.status)
+    }
+}
+
+/// Where `ase-cli`'s sync puts a fetched list: the store only (a passive
+/// engine's enforcer keeps no lists), plus the time of the last good sync.
+struct StoreAbsSink(Arc<Store>);
+
+impl AbsSink for StoreAbsSink {
+    fn replace_abs(&self, entries: Vec<(Identifier, u64)>) -> Result<(), String> {
+        let rows: Vec<NewEntry> = entries
+            .into_iter()
+            .map(|(id, exp)| NewEntry::new(id, exp))
+            .collect();
+        self.0
+            .replace_source(Source::Abs, &rows)
+            .map_err(|e| e.message)?;
+        let _ = self.0.set_meta(
+            crate::store::META_ABS_LAST_SYNC,
+            &crate::clock::now_ms().to_string(),
+        );
+        Ok(())
     }
 }
 
 impl Engine {
-    /// Loads `ase.conf` at `path`, its `abs.conf` and its API directory.
-    pub fn open(path: &Path) -> Result<Engine, LoadError> {
-        let (config, apis) = load(path)?;
-        Ok(Engine::new(config, apis))
-    }
-
-    /// An engine over an already loaded configuration, with empty lists.
-    pub fn new(config: Config, apis: ApiSet) -> Engine {
-        let switches = [
-            AtomicBool::new(config.enable_firewall),
-            AtomicBool::new(config.enable_abs),
-            AtomicBool::new(config.enable_abs_attack),
-            AtomicBool::new(config.enable_ase_detected_attack),
-        ];
-        Engine {
-            config,
-            apis,
-            lists: ArcSwap::from_pointee(IdMap::new()),
-            switches,
-            counters: Counters::default(),
-            writer: Mutex::new(()),
-            sink: OnceLock::new(),
-            failed: AtomicBool::new(false),
-        }
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    /// The APIs.
-    pub fn apis(&self) -> &ApiSet {
-        &self.apis
-    }
-
-    /// The current switches as a decision sees them.
-    pub fn switches(&self) -> Switches {
-        Switches {
-            firewall: self.switch(Switch::Firewall),
-            abs_attack: self.switch(Switch::AbsAttack),
-            ase_detected: self.switch(Switch::AseDetectedAttack),
-            xff: self.config.enable_xff,
-        }
-    }
-
-    /// One switch.
-    pub fn switch(&self, s: Switch) -> bool {
-        self.switches[s as usize].load(Relaxed)
-    }
-
-    /// Sets a switch. Turning `ase_detected_attack` off deletes every real-time
-    /// entry from the deny list, as ASE does.
-    pub fn set_switch(&self, s: Switch, on: bool) {
-        let _w = self.lock();
-        self.switches[s as usize].store(on, Relaxed);
-        if s == Switch::AseDetectedAttack && !on {
-            self.lists.load().remove_all(Source::REALTIME);
-        }
-    }
-
-    /// Sets `enable_blocking` of API `name`; false if there is no such API.
-    pub fn set_api_blocking(&self, name: &str, on: bool) -> bool {
-        match self.apis.get(name) {
-            Some(a) => {
-                a.set_blocking(on);
-                true
+    /// Loads the configuration at `path`, opens the store in its `state_dir`,
+    /// loads it into the enforcer and starts the watcher and detection-writer
+    /// threads. A store that cannot be opened is not an error here: the enforcer
+    /// follows `fail_mode` (see [`Engine::health`]) until the watcher manages to
+    /// load it.
+    pub fn open(path: &Path) -> Result<Engine, EngineError> {
+        let enforcer = Arc::new(Enforcer::open(path).map_err(EngineError::Load)?);
+        let sync = Arc::new(Syncer::new(enforcer.clone()));
+        let dir = enforcer.config().state_dir.clone();
+        let watcher_store = match Store::open(&dir).and_then(|s| {
+            sync.full_load(&s)?;
+            Ok(s)
+        }) {
+            Ok(s) => {
+                sync.set_store(Some(Arc::new(s.reopen()?)));
+                Some(s)
             }
-            None => false,
-        }
-    }
-
-    /// Installs the detection sink (once).
-    pub fn set_detection_sink(&self, sink: DetectionSink) -> bool {
-        self.sink.set(sink).is_ok()
-    }
-
-    /// Marks the state as unavailable (`true`) or loaded (`false`); while
-    /// unavailable every request is decided by `fail_mode`.
-    pub fn set_failed(&self, failed: bool) {
-        self.failed.store(failed, Relaxed);
-    }
-
-    /// Whether the state is unavailable.
-    pub fn failed(&self) -> bool {
-        self.failed.load(Relaxed)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
-        // A writer that panicked leaves the maps consistent (each edit is atomic),
-        // so a poisoned lock is safe to take.
-        self.writer.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Decides one request and counts it. Takes no lock, does no I/O and
-    /// allocates nothing unless the request is a real-time attack to record.
-    pub fn check<H: Headers + ?Sized>(&self, req: &Request<'_, H>) -> Decision<'_> {
-        if self.failed.load(Relaxed) {
-            let d = crate::policy::decide::fail_mode(self.config.fail_mode);
-            self.count(&d);
-            return d;
-        }
-        let lists = self.lists.load();
-        let mut scratch = Scratch::default();
-        let mut now = {
-            let mut cached = 0u64;
-            move || {
-                if cached == 0 {
-                    cached = now_ms();
-                }
-                cached
+            Err(e) => {
+                enforcer.set_failed(true);
+                sync.set_error(&e);
+                None
             }
         };
-        let (d, det) = decide(
-            &self.apis,
-            &lists,
-            self.switches(),
-            self.config.unknown_api,
-            req,
-            &mut scratch,
-            &mut now,
-        );
-        if let Some(det) = det {
-            self.record(&lists, det);
-        }
-        self.count(&d);
-        d
-    }
-
-    fn count(&self, d: &Decision<'_>) {
-        let c = &self.counters;
-        if d.stops() {
-            c.blocked[d.reason as usize].fetch_add(1, Relaxed);
+        let (tx, rx) = detection_channel();
+        enforcer.set_detection_sink(detection_sink(
+            tx.clone(),
+            sync.health.detections_dropped.clone(),
+        ));
+        let bg = Background::start(
+            sync.clone(),
+            dir,
+            watcher_store,
+            enforcer.config().sync_poll_interval,
+            tx,
+            rx,
+        )
+        .map_err(|e| EngineError::Store(format!("cannot start the store watcher: {e}")))?;
+        // Every process runs a poller; the election lock in state_dir makes
+        // one of them fetch, and the others get the list from the store's log
+        // and its status from the store's meta table. Every process ships
+        // its own traffic (while `enable_abs` is on: the shipper follows the
+        // switch live).
+        let (abs, shipper) = if enforcer.config().abs.endpoints.is_empty() {
+            (None, None)
         } else {
-            c.allowed.fetch_add(1, Relaxed);
-            if d.would_block {
-                c.would_block[d.reason as usize].fetch_add(1, Relaxed);
-            }
-        }
-    }
-
-    /// Lists a detection's identifiers under its source (lock-free insert), then
-    /// hands them to the sink. The keys are made from the request's bytes, so
-    /// a token or cookie that is not UTF-8 is blocked on its next request too;
-    /// the sink (the store) gets the identifiers in text, with such bytes
-    /// replaced.
-    fn record(&self, deny: &IdMap, det: Detection<'_>) {
-        let mut ids: Vec<Identifier> = Vec::with_capacity(3);
-        let mut keys: Vec<Key> = Vec::with_capacity(3);
-        if let Some(ip) = det.ids.ip {
-            let key = Key::ip(IpNet::of(ip, 128));
-            ids.push(key.identifier());
-            keys.push(key);
-        }
-        if let Some(t) = det.ids.token {
-            if let Ok(id) = Identifier::new(IdKind::Token, "", &String::from_utf8_lossy(t)) {
-                ids.push(id);
-                keys.push(Key::new(KeyRef::token(t)));
-            }
-        }
-        if let Some((n, v)) = det.ids.cookie {
-            if let Ok(id) = Identifier::new(
-                IdKind::Cookie,
-                &String::from_utf8_lossy(n),
-                &String::from_utf8_lossy(v),
+            let sink: Arc<dyn AbsSink> = Arc::new(EngineAbsSink(sync.clone()));
+            let poller = Poller::start(
+                enforcer.clone(),
+                sink,
+                PollerOptions::from_config(enforcer.config()),
+            )
+            .map_err(EngineError::Abs)?;
+            let shipper = match Shipper::start(
+                enforcer.clone(),
+                ShipperOptions::from_config(enforcer.config()),
             ) {
-                ids.push(id);
-                keys.push(Key::new(KeyRef::new(IdKind::Cookie, n, v)));
+                Ok(s) => s,
+                Err(e) => {
+                    poller.stop(SHUTDOWN_WAIT);
+                    return Err(EngineError::Abs(e));
+                }
+            };
+            (Some(poller), Some(shipper))
+        };
+        Ok(Engine {
+            enforcer,
+            sync,
+            passive: false,
+            background: Mutex::new(Some(bg)),
+            abs,
+            shipper,
+        })
+    }
+
+    /// Loads the configuration and opens the store, without loading lists or
+    /// starting threads (for `ase-cli`). A store that cannot be opened is an error.
+    pub fn open_passive(path: &Path) -> Result<Engine, EngineError> {
+        let enforcer = Arc::new(Enforcer::open(path).map_err(EngineError::Load)?);
+        let sync = Arc::new(Syncer::new(enforcer.clone()));
+        let s = Store::open(&enforcer.config().state_dir)?;
+        sync.set_store(Some(Arc::new(s)));
+        Ok(Engine {
+            enforcer,
+            sync,
+            passive: true,
+            background: Mutex::new(None),
+            abs: None,
+            shipper: None,
+        })
+    }
+
+    /// An engine over an existing enforcer, with no store: changes apply to the
+    /// enforcer only (tests, and hosts that want no shared state).
+    pub fn with_engine(enforcer: Arc<Enforcer>) -> Engine {
+        Engine {
+            sync: Arc::new(Syncer::new(enforcer.clone())),
+            enforcer,
+            passive: false,
+            background: Mutex::new(None),
+            abs: None,
+            shipper: None,
+        }
+    }
+
+    /// The enforcer (for checks and reads).
+    pub fn enforcer(&self) -> &Arc<Enforcer> {
+        &self.enforcer
+    }
+
+    /// The store, when it is open.
+    pub fn store(&self) -> Option<Arc<Store>> {
+        self.sync.store()
+    }
+
+    /// The sync state.
+    pub fn health(&self) -> EngineHealth {
+        let h = &self.sync.health;
+        EngineHealth {
+            store_error: h.error(),
+            failed: self.enforcer.failed(),
+            applied_seq: h.applied_seq.load(Relaxed),
+            full_loads: h.full_loads.load(Relaxed),
+            changes_applied: h.changes_applied.load(Relaxed),
+            detections_written: h.detections_written.load(Relaxed),
+            detections_dropped: h.detections_dropped.load(Relaxed),
+            panics: h.panics.load(Relaxed),
+            last_poll_ms: h.last_poll_ms.load(Relaxed),
+        }
+    }
+
+    /// Applies any changes other processes logged, now, instead of at the
+    /// next poll. Returns how many were applied.
+    pub fn sync_now(&self) -> Result<usize, EngineError> {
+        match self.sync.store() {
+            Some(s) if !self.passive => Ok(self.sync.poll(&s)?),
+            _ => Ok(0),
+        }
+    }
+
+    /// The ABS poller's status, when ABS is configured. Its sync fields are
+    /// the host's latest attempt, whichever process made it (a poller that
+    /// does not lead reads them from the store about once a second). No I/O.
+    pub fn abs_status(&self) -> Option<AbsStatus> {
+        self.abs.as_ref().map(Poller::status)
+    }
+
+    /// The ABS poller, when ABS is configured (to sync now, or stop it).
+    pub fn abs_poller(&self) -> Option<&Poller> {
+        self.abs.as_ref()
+    }
+
+    /// The ABS traffic shipper, when ABS is configured (to submit records).
+    pub fn abs_shipper(&self) -> Option<&Shipper> {
+        self.shipper.as_ref()
+    }
+
+    /// The ABS traffic shipper's counters, when ABS is configured.
+    pub fn shipper_status(&self) -> Option<ShipperStatus> {
+        self.shipper.as_ref().map(Shipper::status)
+    }
+
+    /// Fetches the ABS attack list now, whatever `enable_abs_attack` and the
+    /// election say (an operator asked), and applies it to the store, so
+    /// every process switches to it. Returns the status after the attempt.
+    ///
+    /// An engine with a poller asks it and waits up to `wait`. A passive engine
+    /// (`ase-cli`) fetches on the calling thread, within the client's own
+    /// timeouts, and publishes the attempt for the other processes.
+    /// `EngineError::Abs` when `abs.conf` names no endpoint, the sync failed
+    /// (the last good list stays) or it did not finish in time.
+    pub fn abs_sync_now(&self, wait: Duration) -> Result<AbsStatus, EngineError> {
+        let cfg = self.enforcer.config();
+        if cfg.abs.endpoints.is_empty() {
+            return Err(EngineError::Abs(
+                "abs.conf names no abs_endpoint: ABS is not configured".to_string(),
+            ));
+        }
+        let st = match &self.abs {
+            Some(p) => p.sync_now(Some(wait)).map_err(EngineError::Abs)?,
+            None => {
+                let store = self
+                    .sync
+                    .store()
+                    .ok_or_else(|| EngineError::Store("no state store".to_string()))?;
+                let client =
+                    AbsClient::new(&cfg.abs, ClientOptions::default()).map_err(EngineError::Abs)?;
+                let names = crate::sync::abs::poller::api_key_names(&self.enforcer);
+                let started = crate::clock::now_ms();
+                let r = sync_once(
+                    &client,
+                    &StoreAbsSink(store.clone()),
+                    &names,
+                    cfg.attack_list_memory,
+                );
+                // Continue the host's counters from what was published last.
+                let mut st = shared::load(&store)?.map(|p| p.status).unwrap_or_default();
+                st.enabled = self.enforcer.switch(Switch::AbsAttack);
+                st.leader = false;
+                st.record_attempt(started, &r);
+                let _ = shared::publish(&store, &st);
+                st
             }
-        }
-        for key in keys {
-            deny.add(key, det.source, 0);
-        }
-        self.counters.detections.fetch_add(1, Relaxed);
-        if let Some(sink) = self.sink.get() {
-            sink(&ids, det.source);
+        };
+        match &st.last_error {
+            Some(e) => Err(EngineError::Abs(e.clone())),
+            None => Ok(st),
         }
     }
 
-    /// Adds `id` to the deny list under `source`, with an expiry in Unix ms
-    /// (0 = never). Returns true if the identifier was not listed before.
-    pub fn deny_add(&self, id: &Identifier, source: Source, expiry: u64) -> bool {
-        let _w = self.lock();
-        self.lists.load().add(id.key(), source, expiry)
+    /// The ABS status as the host's processes published it: the latest sync
+    /// attempt and the pid that made it (`None`: never). Reads the store.
+    pub fn abs_shared_status(&self) -> Result<Option<shared::SharedStatus>, EngineError> {
+        match self.sync.store() {
+            Some(s) => Ok(shared::load(&s)?),
+            None => Ok(None),
+        }
     }
 
-    /// Removes `id` from the deny sources in `mask`; returns the sources it was removed from.
-    pub fn deny_remove(&self, id: &Identifier, mask: u8) -> u8 {
-        let _w = self.lock();
-        self.lists.load().remove(&id.key(), mask & Source::ANY)
+    /// Stops the background threads (waiting at most [`SHUTDOWN_WAIT`]) after
+    /// the detection writer has flushed what it holds. Idempotent.
+    pub fn shutdown(&mut self) {
+        // The shipper first: its last flush may take a moment.
+        if let Some(s) = self.shipper.take() {
+            s.stop(SHUTDOWN_WAIT);
+        }
+        if let Some(p) = self.abs.take() {
+            p.stop(SHUTDOWN_WAIT);
+        }
+        let bg = self
+            .background
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(mut bg) = bg {
+            bg.stop(SHUTDOWN_WAIT);
+        }
     }
 
-    /// Removes every entry's deny sources in `mask`; returns how many entries changed.
-    pub fn deny_clear(&self, mask: u8) -> usize {
-        let _w = self.lock();
-        self.lists.load().remove_all(mask & Source::ANY)
+    /// Writes through the store (when there is one) under the apply lock, then
+    /// applies to the enforcer unless passive.
+    fn change<R>(
+        &self,
+        write: impl FnOnce(&Store) -> Result<R, StoreError>,
+        apply: impl FnOnce(&Enforcer, &R),
+    ) -> Result<R, EngineError> {
+        let store = self.sync.store();
+        let _g = self.sync.lock();
+        match store {
+            Some(s) => {
+                let r = write(&s)?;
+                if !self.passive {
+                    apply(&self.enforcer, &r);
+                }
+                Ok(r)
+            }
+            None if self.enforcer.failed() => Err(EngineError::Store(
+                self.sync
+                    .health
+                    .error()
+                    .unwrap_or_else(|| "state store unavailable".to_string()),
+            )),
+            None => Err(EngineError::Store("no state store".to_string())),
+        }
+    }
+
+    fn has_store(&self) -> bool {
+        self.sync.store().is_some() || self.enforcer.failed()
+    }
+
+    /// Adds `id` to the deny list under `source` (expiry in Unix ms, 0 = never).
+    /// Returns true if it was not listed before.
+    pub fn deny_add(
+        &self,
+        id: &Identifier,
+        source: Source,
+        expiry: u64,
+    ) -> Result<bool, EngineError> {
+        if !self.has_store() {
+            return Ok(self.enforcer.deny_add(id, source, expiry));
+        }
+        self.change(
+            |s| {
+                Ok(
+                    s.add(List::Deny, &NewEntry::new(id.clone(), expiry), source)?
+                        .0,
+                )
+            },
+            |e, _| {
+                e.deny_add(id, source, expiry);
+            },
+        )
+    }
+
+    /// Adds many entries under `source` in one transaction (an import);
+    /// `progress` gets the count done so far. Returns how many were new.
+    pub fn deny_add_many(
+        &self,
+        entries: &[NewEntry],
+        source: Source,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<usize, EngineError> {
+        if !self.has_store() {
+            return Ok(entries
+                .iter()
+                .filter(|e| self.enforcer.deny_add(&e.id, source, e.expiry))
+                .count());
+        }
+        self.change(
+            |s| s.add_many(List::Deny, entries, source, progress),
+            |e, _| {
+                e.with_lists(|lists| {
+                    for n in entries {
+                        lists.add(n.id.key(), source, n.expiry);
+                    }
+                })
+            },
+        )
+    }
+
+    /// Removes `id` from every deny source. `NotFound` if it was not listed.
+    pub fn deny_remove(&self, id: &Identifier) -> Result<(), EngineError> {
+        if !self.has_store() {
+            return match self.enforcer.deny_remove(id, Source::ANY) {
+                0 => Err(EngineError::NotFound),
+                _ => Ok(()),
+            };
+        }
+        let (taken, _) = self.change(
+            |s| s.remove(List::Deny, id, Source::ANY),
+            |e, _| {
+                e.deny_remove(id, Source::ANY);
+            },
+        )?;
+        if taken == 0 {
+            Err(EngineError::NotFound)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Removes the sources in `mask` from every deny entry; returns how many changed.
+    pub fn deny_clear(&self, mask: u8) -> Result<usize, EngineError> {
+        if !self.has_store() {
+            return Ok(self.enforcer.deny_clear(mask));
+        }
+        self.change(
+            |s| s.clear(List::Deny, mask),
+            |e, _| {
+                e.deny_clear(mask);
+            },
+        )
+    }
+
+    /// Replaces every deny entry of `source` (an ABS list fetched whole):
+    /// stored in one transaction, then swapped into the enforcer at once.
+    pub fn replace_source(&self, source: Source, entries: &[NewEntry]) -> Result<(), EngineError> {
+        let apply = |e: &Enforcer| {
+            let v: Vec<(Identifier, u64)> =
+                entries.iter().map(|n| (n.id.clone(), n.expiry)).collect();
+            e.replace_source(source, &v);
+        };
+        if !self.has_store() {
+            apply(&self.enforcer);
+            return Ok(());
+        }
+        self.change(|s| s.replace_source(source, entries), |e, _| apply(e))
+            .map(|_| ())
     }
 
     /// Adds `id` to the allow list (expiry in Unix ms, 0 = never).
-    pub fn allow_add(&self, id: &Identifier, expiry: u64) -> bool {
-        let _w = self.lock();
-        self.lists.load().add_allow(id.key(), expiry)
+    pub fn allow_add(&self, id: &Identifier, expiry: u64) -> Result<bool, EngineError> {
+        if !self.has_store() {
+            return Ok(self.enforcer.allow_add(id, expiry));
+        }
+        self.change(
+            |s| {
+                Ok(s.add(
+                    List::Allow,
+                    &NewEntry::new(id.clone(), expiry),
+                    Source::Manual,
+                )?
+                .0)
+            },
+            |e, _| {
+                e.allow_add(id, expiry);
+            },
+        )
     }
 
-    /// Removes `id` from the allow list; true if it was listed.
-    pub fn allow_remove(&self, id: &Identifier) -> bool {
-        let _w = self.lock();
-        self.lists.load().remove(&id.key(), ALLOW) != 0
+    /// Removes `id` from the allow list. `NotFound` if it was not listed.
+    pub fn allow_remove(&self, id: &Identifier) -> Result<(), EngineError> {
+        if !self.has_store() {
+            return if self.enforcer.allow_remove(id) {
+                Ok(())
+            } else {
+                Err(EngineError::NotFound)
+            };
+        }
+        let (taken, _) = self.change(
+            |s| s.remove(List::Allow, id, Source::ANY),
+            |e, _| {
+                e.allow_remove(id);
+            },
+        )?;
+        if taken == 0 {
+            Err(EngineError::NotFound)
+        } else {
+            Ok(())
+        }
     }
 
     /// Empties the allow list; returns how many entries it had.
-    pub fn allow_clear(&self) -> usize {
-        let _w = self.lock();
-        self.lists.load().remove_all(ALLOW)
-    }
-
-    /// Deny entries with a source in `mask`, in insertion order.
-    pub fn deny_entries(&self, mask: u8) -> Vec<(Identifier, Meta)> {
-        self.entries(mask & Source::ANY)
-    }
-
-    /// Allow entries, in insertion order (their expiry is `Meta::allow_exp`).
-    pub fn allow_entries(&self) -> Vec<(Identifier, Meta)> {
-        self.entries(ALLOW)
-    }
-
-    fn entries(&self, mask: u8) -> Vec<(Identifier, Meta)> {
-        self.lists
-            .load()
-            .entries(mask)
-            .into_iter()
-            .map(|(k, m)| (k.identifier(), m))
-            .collect()
-    }
-
-    /// Replaces every entry of `source` with `entries` (identifier, expiry in
-    /// Unix ms): the new list is built aside and swapped in at once.
-    pub fn replace_source(&self, source: Source, entries: &[(Identifier, u64)]) {
-        let _w = self.lock();
-        let mut next = self.lists.load().copy_without(source.bit(), entries.len());
-        for (id, exp) in entries {
-            next.add_unshared(id.key(), source, *exp);
+    pub fn allow_clear(&self) -> Result<usize, EngineError> {
+        if !self.has_store() {
+            return Ok(self.enforcer.allow_clear());
         }
-        retire(self.lists.swap(Arc::new(next)));
-    }
-
-    /// Replaces both lists whole (a full reload from the store): `lists` holds
-    /// deny entries (`IdMap::add`) and allow entries (`IdMap::add_allow`).
-    pub fn replace_lists(&self, lists: IdMap) {
-        let _w = self.lock();
-        retire(self.lists.swap(Arc::new(lists)));
-    }
-
-    /// Runs `f` with the writer lock held: a batch of edits that no other
-    /// writer interleaves with. The map holds both lists.
-    pub fn with_lists<R>(&self, f: impl FnOnce(&IdMap) -> R) -> R {
-        let _w = self.lock();
-        f(&self.lists.load())
-    }
-
-    /// A copy of the counters and list sizes.
-    pub fn stats(&self) -> Stats {
-        let c = &self.counters;
-        let mut s = Stats {
-            allowed: c.allowed.load(Relaxed),
-            detections: c.detections.load(Relaxed),
-            deny_entries: self.lists.load().deny_len(),
-            allow_entries: self.lists.load().allow_len(),
-            ..Stats::default()
-        };
-        for i in 0..REASONS {
-            s.blocked[i] = c.blocked[i].load(Relaxed);
-            s.would_block[i] = c.would_block[i].load(Relaxed);
-        }
-        s.checked = s.allowed + s.blocked_total();
-        s
-    }
-}
-
-/// Frees a replaced list on the writer's thread. A request that still holds
-/// it would otherwise be the last owner and free a million entries inside
-/// `check` (a stall of about a second, measured by benches/abs_apply.rs).
-/// Readers hold a list for well under a microsecond, so this waits briefly;
-/// after a bound it gives up and lets the last reader free it.
-fn retire(mut old: Arc<IdMap>) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
-    loop {
-        match Arc::try_unwrap(old) {
-            Ok(map) => return drop(map),
-            Err(still_shared) if std::time::Instant::now() < deadline => {
-                old = still_shared;
-                std::thread::yield_now();
-            }
-            Err(_) => return,
-        }
-    }
-}
-
-/// The index of a reason in [`Stats::blocked`] / [`Stats::would_block`].
-pub fn reason_index(r: Reason) -> usize {
-    r as usize
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::policy::{Action, Api};
-
-    #[test]
-    fn a_recorded_token_or_cookie_that_is_not_utf8_blocks_its_next_request() {
-        let conf = crate::policy::config::parse_ase_conf(
-            "enable_ase_detected_attack=true\n",
-            Path::new("/etc/ase/ase.conf"),
+        self.change(
+            |s| s.clear(List::Allow, Source::ANY),
+            |e, _| {
+                e.allow_clear();
+            },
         )
-        .unwrap();
-        let j = r#"{"api_metadata":{"url":"/shop","hostname":"*","cookie":"SID",
-            "oauth2_access_token":true,
-            "api_pattern_enforcement":{"methods_allowed":["GET"]}}}"#;
-        let api = Api::parse("shop", j.as_bytes()).unwrap();
-        let e = Engine::new(conf, ApiSet::new(vec![api]).unwrap());
-        let req =
-            |method: &'static [u8], ip: &str, h: &'static [(&'static [u8], &'static [u8])]| {
-                let hs: Vec<(&[u8], &[u8])> = h.to_vec();
-                let r = Request {
-                    client_ip: crate::policy::extract::parse_ip(ip.as_bytes(), false),
-                    method,
-                    scheme: b"https",
-                    host: b"shop.example.com",
-                    uri: b"/shop/x",
-                    headers: &hs[..],
-                    username: b"",
-                    unknown_api: None,
-                };
-                e.check(&r).action
-            };
-        const TOKEN: &[(&[u8], &[u8])] = &[(b"Authorization", b"Bearer t\xff\xfe1")];
-        const COOKIE: &[(&[u8], &[u8])] = &[(b"Cookie", b"SID=s\xc3\x28")];
-        // A method violation records the token (and the cookie) of the request.
-        assert_eq!(req(b"DELETE", "10.0.0.1", TOKEN), Action::Respond);
-        assert_eq!(req(b"DELETE", "10.0.0.2", COOKIE), Action::Respond);
-        // From other addresses, the same raw bytes are now blocked.
-        assert_eq!(req(b"GET", "10.0.0.3", TOKEN), Action::Block);
-        assert_eq!(req(b"GET", "10.0.0.4", COOKIE), Action::Block);
-        assert_eq!(req(b"GET", "10.0.0.5", &[]), Action::Allow);
+    }
+
+    /// Sets a switch. Turning `ase_detected_attack` off deletes every
+    /// real-time deny entry, in the store and in every enforcer.
+    pub fn set_switch(&self, s: Switch, on: bool) -> Result<(), EngineError> {
+        if !self.has_store() {
+            self.enforcer.set_switch(s, on);
+            return Ok(());
+        }
+        self.change(
+            |st| st.set_switch(s.as_str(), on),
+            |e, _| e.set_switch(s, on),
+        )
+        .map(|_| ())
+    }
+
+    /// Sets `enable_blocking` of API `name`.
+    pub fn set_api_blocking(&self, name: &str, on: bool) -> Result<(), EngineError> {
+        if self.enforcer.apis().get(name).is_none() {
+            return Err(EngineError::UnknownApi(name.to_string()));
+        }
+        if !self.has_store() {
+            self.enforcer.set_api_blocking(name, on);
+            return Ok(());
+        }
+        self.change(
+            |s| s.set_api_blocking(name, on),
+            |e, _| {
+                e.set_api_blocking(name, on);
+            },
+        )
+        .map(|_| ())
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown();
     }
 }

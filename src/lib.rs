@@ -10,26 +10,33 @@
 //! microsecond, and reads ASE's own configuration files.
 //!
 //! ## Organization
+//! Layers point inward; each may use the ones above it in this list, never
+//! one below (docs/design.md, "Layers").
 //! - [`policy`]: the pure decision core (no I/O, no threads, no `unsafe`).
-//! - [`config`]: reading `ase.conf`, `abs.conf` and the API JSON directory.
-//! - [`engine`]: the [`engine::Engine`] that holds config, APIs, lists and
-//!   counters and answers [`engine::Engine::check`].
-//! - [`node`]: an engine plus its durable, shared state; list and switch
-//!   changes go through it.
+//! - [`clock`]: the one time source.
+//! - [`load`]: reading `ase.conf`, `abs.conf` and the API JSON directory.
+//! - [`enforcer`]: the [`enforcer::Enforcer`], the live in-memory state a
+//!   request is checked against: configuration, APIs, lists, switches and
+//!   counters, lock-free for readers.
 //! - [`store`]: the durable state shared by every process on a host
 //!   (SQLite in `state_dir`): lists, switches, credential, change log.
 //! - [`sync`]: background work: the store watcher and detection writer, ABS
 //!   attack-list polling and traffic shipping.
+//! - [`engine`]: the [`engine::Engine`] — an enforcer, its store and its
+//!   background work; every list and switch change goes through it. The C
+//!   `ase_engine` is one of these.
 //! - [`ffi`]: the C ABI (`include/ase.h`); the only place with `extern "C"`.
 #![deny(missing_docs)]
 
 /// cbindgen:ignore
-pub mod config;
+pub mod clock;
+/// cbindgen:ignore
+pub mod enforcer;
 /// cbindgen:ignore
 pub mod engine;
 pub mod ffi;
 /// cbindgen:ignore
-pub mod node;
+pub mod load;
 /// cbindgen:ignore
 pub mod policy;
 /// cbindgen:ignore

@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use ase::engine::Engine;
+use ase::enforcer::Enforcer;
 use ase::policy::Identifier;
 use ase::sync::abs::{AbsSink, Poller, PollerOptions, election::LOCK_FILE};
 use common::*;
 
 /// Counts the lists this process applied, then applies them to the engine.
-struct Counting(Arc<Engine>, AtomicU64);
+struct Counting(Arc<Enforcer>, AtomicU64);
 
 impl AbsSink for Counting {
     fn replace_abs(&self, entries: Vec<(Identifier, u64)>) -> Result<(), String> {
@@ -37,7 +37,7 @@ fn election_child() {
     ) else {
         return;
     };
-    let e = Arc::new(Engine::open(Path::new(&conf)).unwrap());
+    let e = Arc::new(Enforcer::open(Path::new(&conf)).unwrap());
     let sink = Arc::new(Counting(e.clone(), AtomicU64::new(0)));
     let p = Poller::start(
         e.clone(),

@@ -7,8 +7,9 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ase::engine::{Engine, Switch};
+use ase::enforcer::Enforcer;
 use ase::policy::Request;
+use ase::policy::Switch;
 use ase::policy::ident::ip_to_u128;
 use ase::sync::abs::{ClientOptions, Shipper, ShipperOptions, TrafficRecord};
 use common::*;
@@ -38,7 +39,7 @@ const SECRET_HEADERS: [(&str, &str); 4] = [
 ];
 
 /// Checks one request and builds its record, as a host would.
-fn check_and_record(e: &Engine, ip: &str, uri: &str, headers: &[(&str, &str)]) -> TrafficRecord {
+fn check_and_record(e: &Enforcer, ip: &str, uri: &str, headers: &[(&str, &str)]) -> TrafficRecord {
     let h: Vec<(&[u8], &[u8])> = headers
         .iter()
         .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
@@ -200,7 +201,7 @@ fn a_flood_drops_with_a_count_and_checks_stay_fast() {
 fn nothing_is_queued_while_enable_abs_is_off() {
     let abs = RefServer::start(&[]);
     let dir = tempfile::tempdir().unwrap();
-    let e: Arc<Engine> = engine(dir.path(), &[&abs.addr]);
+    let e: Arc<Enforcer> = engine(dir.path(), &[&abs.addr]);
     e.set_switch(Switch::Abs, false);
     let s = Shipper::start(e.clone(), opts(false, dir.path())).unwrap();
     let r = check_and_record(&e, "192.0.2.10", "/shop/x", &[]);

@@ -6,13 +6,14 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ase::engine::{Switch, now_ms};
+use ase::clock::now_ms;
+use ase::policy::Switch;
 use ase::sync::abs::{AbsSink, Poller, PollerOptions};
 use common::*;
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(10));
 
-fn poller(e: &Arc<ase::engine::Engine>, opts: PollerOptions) -> Poller {
+fn poller(e: &Arc<ase::enforcer::Enforcer>, opts: PollerOptions) -> Poller {
     Poller::start(e.clone(), e.clone() as Arc<dyn AbsSink>, opts).unwrap()
 }
 
@@ -32,7 +33,7 @@ const REPORT_FORM: &str = r#"{"company": "ping identity", "attack_type": "Invali
     "access_tokens": [{"access_token": "tok-report", "details": []}]}"#;
 
 /// One request per identifier kind of the section form; true = blocked.
-fn section_kinds(e: &ase::engine::Engine) -> Vec<bool> {
+fn section_kinds(e: &ase::enforcer::Enforcer) -> Vec<bool> {
     vec![
         blocked(e, "10.0.0.1", &[]),
         blocked(e, "172.20.1.1", &[]),
@@ -45,7 +46,7 @@ fn section_kinds(e: &ase::engine::Engine) -> Vec<bool> {
     ]
 }
 
-fn report_kinds(e: &ase::engine::Engine) -> Vec<bool> {
+fn report_kinds(e: &ase::enforcer::Enforcer) -> Vec<bool> {
     vec![
         blocked(e, "10.0.0.2", &[]),
         blocked(e, "192.0.2.1", &[("Cookie", "JSESSIONID=sess-report")]),
@@ -204,7 +205,7 @@ fn a_list_over_attack_list_memory_keeps_its_first_entries_and_counts_the_rest() 
     let mut text = std::fs::read_to_string(&conf).unwrap();
     text.push_str("attack_list_memory=64MB\n");
     std::fs::write(&conf, text).unwrap();
-    let e = Arc::new(ase::engine::Engine::open(&conf).unwrap());
+    let e = Arc::new(ase::enforcer::Enforcer::open(&conf).unwrap());
     let mut opts = fast_poller();
     opts.client.max_body = 16 << 20;
     opts.client.request_timeout = Duration::from_secs(30);
@@ -322,7 +323,7 @@ fn tls_is_verified_and_an_untrusted_certificate_keeps_the_last_list() {
         &[&abs.addr],
         &format!("enable_ssl=true\nabs_ca_cert_path={ca_pem}\n"),
     );
-    let e = Arc::new(ase::engine::Engine::open(&conf).unwrap());
+    let e = Arc::new(ase::enforcer::Enforcer::open(&conf).unwrap());
     let p = poller(&e, fast_poller());
     assert_eq!(p.sync_now(WAIT).unwrap().last_error, None);
     assert!(blocked(&e, "10.5.5.5", &[]));
@@ -346,7 +347,7 @@ fn tls_is_verified_and_an_untrusted_certificate_keeps_the_last_list() {
     // Without abs_ca_cert_path the built-in public roots do not trust a private CA.
     let dir2 = tempfile::tempdir().unwrap();
     let conf2 = write_config(dir2.path(), &[&addr], "enable_ssl=true\n");
-    let e2 = Arc::new(ase::engine::Engine::open(&conf2).unwrap());
+    let e2 = Arc::new(ase::enforcer::Enforcer::open(&conf2).unwrap());
     let p2 = poller(&e2, fast_poller());
     let err2 = p2.sync_now(WAIT).unwrap().last_error.unwrap_or_default();
     assert!(err2.to_lowercase().contains("certificate"), "{err2}");

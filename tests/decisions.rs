@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use ase::engine::{Engine, Switch};
+use ase::enforcer::Enforcer;
+use ase::policy::Switch;
 use ase::policy::decide::{Action, Decision, Reason, Request, UNAUTHORIZED};
 use ase::policy::extract::parse_ip;
 use ase::policy::{Api, ApiSet, Config, IdKind, Identifier, Source, UnknownApi};
@@ -43,7 +44,7 @@ const MONITOR: &str = r#"{"api_metadata": {"url": "/monitor", "hostname": "*", "
 
 const EXACT: &str = r#"{"api_metadata": {"url": "/shopapi", "hostname": "api.example.com"}}"#;
 
-fn engine(conf: &str) -> Engine {
+fn engine(conf: &str) -> Enforcer {
     let path = Path::new("/etc/ase/ase.conf");
     let config: Config = ase::policy::config::parse_ase_conf(conf, path).unwrap();
     let apis = [
@@ -58,10 +59,10 @@ fn engine(conf: &str) -> Engine {
     .into_iter()
     .map(|(n, j)| Api::parse(n, j.as_bytes()).unwrap())
     .collect();
-    Engine::new(config, ApiSet::new(apis).unwrap())
+    Enforcer::new(config, ApiSet::new(apis).unwrap())
 }
 
-fn on() -> Engine {
+fn on() -> Enforcer {
     engine("enable_ase_detected_attack=true\nenable_abs_attack=true\n")
 }
 
@@ -119,7 +120,7 @@ impl R {
         self.unknown = Some(u);
         self
     }
-    fn check<'e>(&self, e: &'e Engine) -> Decision<'e> {
+    fn check<'e>(&self, e: &'e Enforcer) -> Decision<'e> {
         let hs: Vec<(&[u8], &[u8])> = self
             .headers
             .iter()
@@ -143,11 +144,11 @@ fn id(kind: IdKind, name: &str, value: &str) -> Identifier {
     Identifier::new(kind, name, value).unwrap()
 }
 
-fn deny(e: &Engine, kind: IdKind, name: &str, value: &str) {
+fn deny(e: &Enforcer, kind: IdKind, name: &str, value: &str) {
     e.deny_add(&id(kind, name, value), Source::Manual, 0);
 }
 
-fn allow(e: &Engine, kind: IdKind, name: &str, value: &str) {
+fn allow(e: &Enforcer, kind: IdKind, name: &str, value: &str) {
     e.allow_add(&id(kind, name, value), 0);
 }
 
@@ -326,7 +327,7 @@ fn values_are_exact_and_names_are_as_documented() {
 #[test]
 fn expiry_stops_matching_at_once() {
     let e = on();
-    let past = ase::engine::now_ms() - 1;
+    let past = ase::clock::now_ms() - 1;
     e.deny_add(&id(IdKind::Ip, "", "1.1.1.1"), Source::Manual, past);
     expect(
         &get("/shopapi").ip("1.1.1.1").check(&e),
@@ -337,7 +338,7 @@ fn expiry_stops_matching_at_once() {
     e.deny_add(
         &id(IdKind::Ip, "", "1.1.1.1"),
         Source::Abs,
-        ase::engine::now_ms() + 60_000,
+        ase::clock::now_ms() + 60_000,
     );
     let d = get("/shopapi").ip("1.1.1.1").check(&e);
     assert_eq!(d.source, Some(Source::Abs));

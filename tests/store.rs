@@ -15,8 +15,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use ase::enforcer::Enforcer;
 use ase::engine::Engine;
-use ase::node::Node;
 use ase::policy::ident::ip_to_u128;
 use ase::policy::{IdKind, Identifier, Request, Source};
 use ase::store::{List, NewEntry, Store};
@@ -25,7 +25,7 @@ use store_common::{Env, assert_success};
 const CHILD_ENV: &str = "ASE_TEST_CHILD_CONFIG";
 
 /// Whether a request from `ip` to `uri` is stopped (blocked or answered).
-fn stops(e: &Engine, ip: &str, uri: &str) -> bool {
+fn stops(e: &Enforcer, ip: &str, uri: &str) -> bool {
     let headers: [(&[u8], &[u8]); 0] = [];
     let req = Request {
         client_ip: Some(ip_to_u128(ip.parse().unwrap())),
@@ -41,7 +41,7 @@ fn stops(e: &Engine, ip: &str, uri: &str) -> bool {
 }
 
 /// Polls until `stops(ip)` equals `want` or `limit` passes; the time it took.
-fn wait_for(e: &Engine, ip: &str, want: bool, limit: Duration) -> Option<Duration> {
+fn wait_for(e: &Enforcer, ip: &str, want: bool, limit: Duration) -> Option<Duration> {
     let t = Instant::now();
     while t.elapsed() < limit {
         if stops(e, ip, "/shop/items") == want {
@@ -54,7 +54,7 @@ fn wait_for(e: &Engine, ip: &str, want: bool, limit: Duration) -> Option<Duratio
 
 /// The child side: an engine in its own process.
 fn child_main(config: &str) {
-    let node = Node::open(Path::new(config)).unwrap();
+    let node = Engine::open(Path::new(config)).unwrap();
     println!("@@ready");
     for line in std::io::stdin().lock().lines() {
         let line = line.unwrap();
@@ -62,7 +62,7 @@ fn child_main(config: &str) {
         match w.as_slice() {
             ["wait", ip, want, ms] => {
                 let r = wait_for(
-                    node.engine(),
+                    node.enforcer(),
                     ip,
                     *want == "block",
                     Duration::from_millis(ms.parse().unwrap()),
@@ -72,7 +72,7 @@ fn child_main(config: &str) {
                     None => println!("@@timeout"),
                 }
             }
-            ["request", ip, uri] => println!("@@{}", stops(node.engine(), ip, uri)),
+            ["request", ip, uri] => println!("@@{}", stops(node.enforcer(), ip, uri)),
             _ => break,
         }
     }
@@ -166,9 +166,9 @@ fn cli_change_is_enforced_by_an_engine_in_another_process() {
 
     // A restarted engine loads the same state.
     e.ok(&["enable_firewall"]);
-    let node = Node::open(&e.config).unwrap();
-    assert!(stops(node.engine(), "9.9.1.1", "/shop/items"));
-    assert!(!stops(node.engine(), "9.8.1.1", "/shop/items"));
+    let node = Engine::open(&e.config).unwrap();
+    assert!(stops(node.enforcer(), "9.9.1.1", "/shop/items"));
+    assert!(!stops(node.enforcer(), "9.8.1.1", "/shop/items"));
 }
 
 #[test]
@@ -177,15 +177,15 @@ fn detection_in_one_engine_is_enforced_by_another_process() {
         return child_main(&c);
     }
     let e = Env::new("enable_ase_detected_attack=true");
-    let here = Node::open(&e.config).unwrap();
+    let here = Engine::open(&e.config).unwrap();
     let mut there = ChildEngine::spawn(
         "detection_in_one_engine_is_enforced_by_another_process",
         &e.config,
     );
-    assert!(!stops(here.engine(), "7.7.7.7", "/shop/items"));
+    assert!(!stops(here.enforcer(), "7.7.7.7", "/shop/items"));
     // The other process serves the decoy and records the client.
     assert_eq!(there.ask("request 7.7.7.7 /shop/admin"), "true");
-    let took = wait_for(here.engine(), "7.7.7.7", true, Duration::from_secs(1))
+    let took = wait_for(here.enforcer(), "7.7.7.7", true, Duration::from_secs(1))
         .expect("a detection made in another process blocks here within 1 s");
     eprintln!("detection shared in {} ms", took.as_millis());
     assert_eq!(
@@ -194,12 +194,12 @@ fn detection_in_one_engine_is_enforced_by_another_process() {
     );
     // Turning detection off deletes the entry everywhere.
     e.ok(&["disable_ase_detected_attack"]);
-    assert!(wait_for(here.engine(), "7.7.7.7", false, Duration::from_secs(1)).is_some());
+    assert!(wait_for(here.enforcer(), "7.7.7.7", false, Duration::from_secs(1)).is_some());
     millis(&there.ask("wait 7.7.7.7 allow 1000"));
     e.ok(&["enable_ase_detected_attack"]);
     std::thread::sleep(Duration::from_millis(200));
     assert!(
-        !stops(here.engine(), "7.7.7.7", "/shop/items"),
+        !stops(here.enforcer(), "7.7.7.7", "/shop/items"),
         "deleted entries do not come back when detection is enabled again"
     );
 }
@@ -329,9 +329,9 @@ fn two_clis_writing_at_once_corrupt_nothing() {
         )
         .unwrap();
     assert_eq!((n, max - min + 1), (662, 662));
-    let node = Node::open(&e.config).unwrap();
-    assert!(stops(node.engine(), "12.0.1.20", "/shop/items"));
-    assert!(!stops(node.engine(), "11.0.0.0", "/shop/items"));
+    let node = Engine::open(&e.config).unwrap();
+    assert!(stops(node.enforcer(), "12.0.1.20", "/shop/items"));
+    assert!(!stops(node.enforcer(), "11.0.0.0", "/shop/items"));
 }
 
 /// Every nginx worker opens the store at start, so the first open of a new
@@ -368,7 +368,7 @@ fn corrupt_store_is_reported_and_fail_mode_decides() {
         let db = store_common::store_path(&e.state_dir());
         std::fs::write(&db, vec![0x42; 16384]).unwrap();
 
-        let node = Node::open(&e.config).unwrap();
+        let node = Engine::open(&e.config).unwrap();
         let h = node.health();
         assert!(h.failed, "{mode}");
         let err = h.store_error.unwrap();
@@ -377,7 +377,7 @@ fn corrupt_store_is_reported_and_fail_mode_decides() {
             "{err}"
         );
         assert_eq!(
-            stops(node.engine(), "1.2.3.4", "/shop/items"),
+            stops(node.enforcer(), "1.2.3.4", "/shop/items"),
             blocks,
             "{mode}"
         );
@@ -403,16 +403,16 @@ fn corrupt_store_is_reported_and_fail_mode_decides() {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert!(!node.health().failed, "{mode}: recovered");
-        assert!(!stops(node.engine(), "1.2.3.4", "/shop/items"));
+        assert!(!stops(node.enforcer(), "1.2.3.4", "/shop/items"));
         node.deny_add(&id, Source::Manual, 0).unwrap();
-        assert!(stops(node.engine(), "1.1.1.1", "/shop/items"));
+        assert!(stops(node.enforcer(), "1.1.1.1", "/shop/items"));
     }
 }
 
 #[test]
 fn engine_falls_behind_the_log_and_reloads() {
     let e = Env::new("");
-    let mut node = Node::open(&e.config).unwrap();
+    let mut node = Engine::open(&e.config).unwrap();
     node.shutdown(); // drive it by hand
     node.shutdown(); // idempotent
     let s = Store::open(&e.state_dir()).unwrap();
@@ -435,8 +435,8 @@ fn engine_falls_behind_the_log_and_reloads() {
         before + 1,
         "reloaded, not replayed"
     );
-    assert_eq!(node.engine().stats().deny_entries, n as u64);
-    assert!(stops(node.engine(), "172.0.0.5", "/shop/items"));
+    assert_eq!(node.enforcer().stats().deny_entries, n as u64);
+    assert!(stops(node.enforcer(), "172.0.0.5", "/shop/items"));
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! Options may come before or after the command, as with `cli.sh`; `--` ends
 //! them (for a value that starts with `-`). The configuration is `--config`,
 //! else `$ASE_CONFIG`, else `/etc/ase/ase.conf`. Changes go through
-//! [`ase::node::Node`] into the shared store; running engines pick them up
+//! [`ase::engine::Engine`] into the shared store; running engines pick them up
 //! from its change log. This process starts no threads.
 //!
 //! Output lines follow ASE's documentation byte for byte where it shows them.
@@ -19,8 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ase::engine::{Switch, now_ms};
-use ase::node::{Node, NodeError};
+use ase::clock::now_ms;
+use ase::engine::{Engine, EngineError};
+use ase::policy::Switch;
 use ase::policy::config::parse_duration;
 use ase::policy::{FailMode, IdKind, Identifier, Source};
 use ase::store::{self, List, META_ABS_LAST_SYNC, NewEntry, SCHEMA_VERSION, StoredEntry};
@@ -183,7 +184,7 @@ fn run(args: impl Iterator<Item = String>, out: &mut dyn Write, input: &mut dyn 
         return fail("missing credential: give -u USER -p PASS");
     };
     let config = config_path(&o);
-    let node = Node::open_passive(&config).map_err(|e| open_error(&config, e))?;
+    let node = Engine::open_passive(&config).map_err(|e| open_error(&config, e))?;
     let store = node
         .store()
         .ok_or_else(|| Fail("state store unavailable".into()))?;
@@ -207,11 +208,11 @@ fn config_path(o: &Opts) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
 }
 
-fn open_error(config: &Path, e: NodeError) -> Fail {
+fn open_error(config: &Path, e: EngineError) -> Fail {
     match e {
-        NodeError::Store(m) => {
+        EngineError::Store(m) => {
             // Say what running engines do meanwhile, from the config we did read.
-            let mode = ase::config::load_config(config)
+            let mode = ase::load::load_config(config)
                 .map(|c| c.fail_mode)
                 .unwrap_or(FailMode::Open);
             let what = match mode {
@@ -350,7 +351,7 @@ impl Command {
 }
 
 struct Ctx<'a> {
-    node: &'a Node,
+    node: &'a Engine,
     user: &'a str,
     out: &'a mut dyn Write,
     input: &'a mut dyn BufRead,
@@ -398,7 +399,7 @@ impl Ctx<'_> {
                 };
                 match r {
                     Ok(()) => writeln!(self.out, "{id} deleted from {}", list_word(*list))?,
-                    Err(NodeError::NotFound) => {
+                    Err(EngineError::NotFound) => {
                         return fail(format!(
                             "{} is not in the {}",
                             describe(id),
@@ -463,7 +464,7 @@ impl Ctx<'_> {
             }
             Command::Status => self.status(o.json)?,
             Command::ListApi => {
-                let apis = n.engine().apis().apis();
+                let apis = n.enforcer().apis().apis();
                 if apis.is_empty() {
                     writeln!(self.out, "No APIs configured")?;
                 }
@@ -543,7 +544,7 @@ impl Ctx<'_> {
     fn status(&mut self, json: bool) -> Res {
         let n = self.node;
         let st = self.store()?;
-        let cfg = n.engine().config();
+        let cfg = n.enforcer().config();
         let stored = st.switches()?;
         let sw = |s: Switch| -> bool {
             stored
@@ -559,7 +560,7 @@ impl Ctx<'_> {
         };
         let counts = st.counts(now_ms())?;
         let overrides = st.api_blocking()?;
-        let apis = n.engine().apis().apis();
+        let apis = n.enforcer().apis().apis();
         let blocking = apis
             .iter()
             .filter(|a| {
@@ -703,7 +704,7 @@ impl Ctx<'_> {
         let st = n
             .abs_sync_now(Duration::from_secs(120))
             .map_err(|e| match e {
-                NodeError::Abs(m) => Fail(format!("ABS sync failed: {m}")),
+                EngineError::Abs(m) => Fail(format!("ABS sync failed: {m}")),
                 e => Fail(e.to_string()),
             })?;
         let mut line = format!(
@@ -726,7 +727,7 @@ impl Ctx<'_> {
             .switches()?
             .iter()
             .find(|(k, _)| k == Switch::AbsAttack.as_str())
-            .map_or(n.engine().config().enable_abs_attack, |(_, on)| *on);
+            .map_or(n.enforcer().config().enable_abs_attack, |(_, on)| *on);
         if !on {
             writeln!(
                 self.out,

@@ -17,9 +17,9 @@ pub mod types;
 use std::ffi::{c_char, c_void};
 use std::path::Path;
 
-use crate::config::LoadError;
-use crate::engine::Switch;
-use crate::node::{Node, NodeError};
+use crate::engine::{Engine, EngineError};
+use crate::load::LoadError;
+use crate::policy::Switch;
 use crate::policy::decide::{Action, Decision, Reason, Request};
 use crate::policy::extract::{Headers, parse_ip};
 use crate::policy::{IdError, IdKind, Identifier, Source, UnknownApi};
@@ -35,18 +35,18 @@ pub use types::*;
 /// not survive a fork) and free it once.
 #[allow(non_camel_case_types, reason = "C name")]
 pub struct ase_engine {
-    node: Node,
+    engine: Engine,
 }
 
-impl From<&NodeError> for ase_result {
-    fn from(e: &NodeError) -> ase_result {
+impl From<&EngineError> for ase_result {
+    fn from(e: &EngineError) -> ase_result {
         match e {
-            NodeError::Load(LoadError::Config(_)) => ASE_ERR_CONFIG,
-            NodeError::Load(LoadError::Api(_)) => ASE_ERR_API_JSON,
-            NodeError::UnknownApi(_) => ASE_ERR_UNKNOWN_API,
-            NodeError::Store(_) => ASE_ERR_STORE,
-            NodeError::NotFound => ASE_ERR_NOT_FOUND,
-            NodeError::Abs(_) => ASE_ERR_ABS,
+            EngineError::Load(LoadError::Config(_)) => ASE_ERR_CONFIG,
+            EngineError::Load(LoadError::Api(_)) => ASE_ERR_API_JSON,
+            EngineError::UnknownApi(_) => ASE_ERR_UNKNOWN_API,
+            EngineError::Store(_) => ASE_ERR_STORE,
+            EngineError::NotFound => ASE_ERR_NOT_FOUND,
+            EngineError::Abs(_) => ASE_ERR_ABS,
         }
     }
 }
@@ -141,9 +141,9 @@ pub extern "C" fn ase_engine_new(
             write_message(err_buf, err_buf_len, "config path is empty");
             return ASE_ERR_CONFIG;
         }
-        match Node::open(Path::new(path)) {
-            Ok(node) => {
-                let e = Box::new(ase_engine { node });
+        match Engine::open(Path::new(path)) {
+            Ok(engine) => {
+                let e = Box::new(ase_engine { engine });
                 // SAFETY: checked non-NULL above; the caller owns the out slot.
                 unsafe { *engine_out = Box::into_raw(e) };
                 ASE_OK
@@ -180,11 +180,11 @@ pub extern "C" fn ase_config_check(
             write_message(err_buf, err_buf_len, "config path is not valid UTF-8");
             return ASE_ERR_INVALID_UTF8;
         };
-        match crate::config::load(Path::new(path)) {
+        match crate::load::load(Path::new(path)) {
             Ok(_) => ASE_OK,
             Err(e) => {
                 write_message(err_buf, err_buf_len, &e.to_string());
-                (&NodeError::Load(e)).into()
+                (&EngineError::Load(e)).into()
             }
         }
     })
@@ -339,7 +339,7 @@ pub extern "C" fn ase_check_request(
             return Err(ASE_ERR_NULL_PARAMETER);
         }
         let p = parts(request)?;
-        let d = e.node.engine().check(&p.request());
+        let d = e.engine.enforcer().check(&p.request());
         let v = ase_verdict {
             action: match d.action {
                 Action::Allow => ASE_ACTION_ALLOW,
@@ -404,18 +404,18 @@ fn fill<T>(
 fn with_id(
     engine: *const ase_engine,
     id: *const ase_identifier,
-    f: impl FnOnce(&Node, &Identifier) -> Result<(), NodeError>,
+    f: impl FnOnce(&Engine, &Identifier) -> Result<(), EngineError>,
 ) -> Result<(), ase_result> {
     let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
     let id = identifier(id)?;
-    f(&e.node, &id).map_err(|e| (&e).into())
+    f(&e.engine, &id).map_err(|e| (&e).into())
 }
 
 fn expiry(ttl_seconds: u64) -> u64 {
     if ttl_seconds == 0 {
         0
     } else {
-        crate::engine::now_ms().saturating_add(ttl_seconds.saturating_mul(1000))
+        crate::clock::now_ms().saturating_add(ttl_seconds.saturating_mul(1000))
     }
 }
 
@@ -476,7 +476,10 @@ pub extern "C" fn ase_deny_clear(engine: *const ase_engine, source: ase_source) 
     run(|| {
         let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
         let mask = source_mask(source)?;
-        e.node.deny_clear(mask).map(|_| ()).map_err(|e| (&e).into())
+        e.engine
+            .deny_clear(mask)
+            .map(|_| ())
+            .map_err(|e| (&e).into())
     })
 }
 
@@ -514,7 +517,7 @@ pub extern "C" fn ase_allow_remove(
 pub extern "C" fn ase_allow_clear(engine: *const ase_engine) -> ase_result {
     run(|| {
         let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
-        e.node.allow_clear().map(|_| ()).map_err(|e| (&e).into())
+        e.engine.allow_clear().map(|_| ()).map_err(|e| (&e).into())
     })
 }
 
@@ -556,8 +559,8 @@ pub extern "C" fn ase_deny_list(
         let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
         let cb = cb.ok_or(ASE_ERR_NULL_PARAMETER)?;
         let mask = source_mask(source)?;
-        let now = crate::engine::now_ms();
-        let entries = e.node.engine().deny_entries(mask);
+        let now = crate::clock::now_ms();
+        let entries = e.engine.enforcer().deny_entries(mask);
         let mut items = Vec::with_capacity(entries.len());
         for s in Source::ALL.into_iter().filter(|s| mask & s.bit() != 0) {
             for (id, m) in &entries {
@@ -592,10 +595,10 @@ pub extern "C" fn ase_allow_list(
     run(|| {
         let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
         let cb = cb.ok_or(ASE_ERR_NULL_PARAMETER)?;
-        let now = crate::engine::now_ms();
+        let now = crate::clock::now_ms();
         let items = e
-            .node
-            .engine()
+            .engine
+            .enforcer()
             .allow_entries()
             .into_iter()
             .filter(|(_, m)| m.allow_exp == 0 || m.allow_exp > now)
@@ -619,7 +622,7 @@ pub extern "C" fn ase_switch_set(
     run(|| {
         let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
         let s = Switch::from_u32(which).ok_or(ASE_ERR_INVALID_ARGUMENT)?;
-        e.node.set_switch(s, on).map_err(|e| (&e).into())
+        e.engine.set_switch(s, on).map_err(|e| (&e).into())
     })
 }
 
@@ -634,7 +637,7 @@ pub extern "C" fn ase_switch_get(
 ) -> ase_result {
     fill(engine, on_out, |e| {
         let s = Switch::from_u32(which).ok_or(ASE_ERR_INVALID_ARGUMENT)?;
-        Ok(e.node.engine().switch(s))
+        Ok(e.engine.enforcer().switch(s))
     })
 }
 
@@ -653,7 +656,7 @@ pub extern "C" fn ase_api_set_blocking(
         // SAFETY: the caller keeps `api` readable for the call.
         let name = unsafe { api.as_bytes() }.ok_or(ASE_ERR_NULL_PARAMETER)?;
         let name = std::str::from_utf8(name).map_err(|_| ASE_ERR_INVALID_UTF8)?;
-        e.node.set_api_blocking(name, on).map_err(|e| (&e).into())
+        e.engine.set_api_blocking(name, on).map_err(|e| (&e).into())
     })
 }
 
@@ -666,7 +669,7 @@ pub extern "C" fn ase_engine_stats(
     stats_out: *mut ase_stats,
 ) -> ase_result {
     fill(engine, stats_out, |e| {
-        let s = e.node.engine().stats();
+        let s = e.engine.enforcer().stats();
         let out = ase_stats {
             checked: s.checked,
             allowed: s.allowed,
@@ -717,11 +720,11 @@ pub extern "C" fn ase_abs_sync_now(engine: *const ase_engine, timeout_ms: u32) -
     run(|| {
         let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
         if timeout_ms == 0 {
-            let p = e.node.abs_poller().ok_or(ASE_ERR_ABS)?;
+            let p = e.engine.abs_poller().ok_or(ASE_ERR_ABS)?;
             return p.sync_now(None).map(|_| ()).map_err(|_| ASE_ERR_ABS);
         }
         let wait = std::time::Duration::from_millis(u64::from(timeout_ms));
-        e.node
+        e.engine
             .abs_sync_now(wait)
             .map(|_| ())
             .map_err(|e| (&e).into())
@@ -740,7 +743,7 @@ pub extern "C" fn ase_abs_status(
     status_out: *mut ase_abs_state,
 ) -> ase_result {
     fill(engine, status_out, |e| {
-        let eng = e.node.engine();
+        let eng = e.engine.enforcer();
         let mut out = ase_abs_state {
             configured: false,
             enabled: false,
@@ -761,7 +764,7 @@ pub extern "C" fn ase_abs_status(
             dropped_items: 0,
             memory_bytes: 0,
         };
-        if let Some(st) = e.node.abs_status() {
+        if let Some(st) = e.engine.abs_status() {
             out.configured = true;
             out.enabled = eng.switch(Switch::AbsAttack);
             out.leader = st.leader;
@@ -781,7 +784,7 @@ pub extern "C" fn ase_abs_status(
                 copy_message(&mut out.last_error, m, &[&abs.access_key, &abs.secret_key]);
             }
         }
-        if let Some(t) = e.node.shipper_status() {
+        if let Some(t) = e.engine.shipper_status() {
             out.traffic_queued = t.queued;
             out.traffic_sent = t.sent_records;
             out.traffic_dropped = t.dropped_full + t.dropped_failed;
@@ -823,8 +826,8 @@ pub extern "C" fn ase_abs_report(
         if response_status > 999 {
             return Err(ASE_ERR_INVALID_ARGUMENT);
         }
-        let eng = e.node.engine();
-        let Some(shipper) = e.node.abs_shipper() else {
+        let eng = e.engine.enforcer();
+        let Some(shipper) = e.engine.abs_shipper() else {
             return Ok(());
         };
         if !eng.switch(Switch::Abs) {
@@ -892,7 +895,7 @@ pub extern "C" fn ase_engine_health(
     health_out: *mut ase_health,
 ) -> ase_result {
     fill(engine, health_out, |e| {
-        let h = e.node.health();
+        let h = e.engine.health();
         let mut out = ase_health {
             store_ok: h.store_error.is_none(),
             fail_mode_active: h.failed,

@@ -9,6 +9,7 @@ use super::config::UnknownApi;
 use super::extract::{Headers, Ids, Scratch, extract, header};
 use super::ident::{IdKind, KeyPrefix, KeyRef, MAX_FIELD};
 use super::lists::{IdMap, Meta, Source};
+use super::switches::Switches;
 
 /// What the host must do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,33 +49,6 @@ pub enum Reason {
     ContentType = 8,
     /// The engine could not load its state and `fail_mode` decided.
     FailMode = 9,
-}
-
-/// The switches a decision depends on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Switches {
-    /// `enable_firewall`.
-    pub firewall: bool,
-    /// `enable_abs_attack`: ABS entries block.
-    pub abs_attack: bool,
-    /// `enable_ase_detected_attack`: real-time entries block and are recorded.
-    pub ase_detected: bool,
-    /// `enable_xff`.
-    pub xff: bool,
-}
-
-impl Switches {
-    /// The deny sources that block under these switches.
-    pub fn deny_mask(&self) -> u8 {
-        let mut m = Source::Manual.bit();
-        if self.abs_attack {
-            m |= Source::Abs.bit();
-        }
-        if self.ase_detected {
-            m |= Source::REALTIME;
-        }
-        m
-    }
 }
 
 /// One request as the host sees it. All fields are raw bytes.

@@ -620,7 +620,7 @@ struct Found<'h> {
 /// fails): it waits for them to reach the cache. That cost 7-10 ns a check,
 /// whatever the headers were (docs/BENCHMARKS.md).
 ///
-/// Kept out of line: inlined into `Engine::check`, this loop's speed moved
+/// Kept out of line: inlined into `Enforcer::check`, this loop's speed moved
 /// by 20 ns with unrelated edits elsewhere in that function (its code
 /// placement); on its own it runs at the faster of those speeds.
 #[inline(never)]

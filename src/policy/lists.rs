@@ -1239,7 +1239,7 @@ mod tests {
 
     #[test]
     fn concurrent_inserts_are_found_while_the_filter_grows() {
-        // Two threads insert (as `Engine::record` does from request threads),
+        // Two threads insert (as `Enforcer::record` does from request threads),
         // so growth runs on one while the other keeps inserting, and a third
         // checks that every insert that has returned is found. Without the
         // grower's wait for inserts under way, one round in two fails.
@@ -1343,7 +1343,7 @@ mod tests {
         for i in 30_000..31_000 {
             l.add(nth(i).0, Source::Manual, 0);
         }
-        // As `Engine::replace_source` does.
+        // As `Enforcer::replace_source` does.
         let mut c = l.copy_without(Source::Abs.bit(), 100_000);
         let cap = c.filter.generation(0).unwrap().cap;
         assert!(

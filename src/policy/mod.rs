@@ -8,12 +8,14 @@ pub mod decide;
 pub mod extract;
 pub mod ident;
 pub mod lists;
+pub mod switches;
 #[cfg(test)]
 mod testing;
 
 pub use api::{Api, ApiError, ApiSet};
 pub use config::{AbsConfig, Config, ConfigError, FailMode, UnknownApi};
-pub use decide::{Action, Decision, Detection, Reason, Request, Switches, decide};
+pub use decide::{Action, Decision, Detection, Reason, Request, decide};
 pub use extract::{Headers, Scratch};
 pub use ident::{IdError, IdKind, Identifier, IpNet, Key, KeyRef};
 pub use lists::{IdMap, Meta, Source};
+pub use switches::{Switch, Switches};

@@ -333,7 +333,7 @@ fn ms(v: u64) -> i64 {
 }
 
 fn now_ms() -> u64 {
-    crate::engine::now_ms()
+    crate::clock::now_ms()
 }
 
 /// The list key of a stored row, built without an intermediate

@@ -1,12 +1,12 @@
 //! The store watcher and the real-time detection writer.
 //!
-//! - The **watcher** thread applies the store's change log to the engine
+//! - The **watcher** thread applies the store's change log to the enforcer
 //!   every `sync_poll_interval`, and reloads everything (built aside, swapped
 //!   in) only when it fell behind the kept log. While the store cannot be
-//!   opened it retries, and the engine follows `fail_mode` until the first
+//!   opened it retries, and the enforcer follows `fail_mode` until the first
 //!   load succeeds; once loaded, a later store failure keeps the last good
 //!   lists in force and is reported in [`Health`].
-//! - The **writer** thread receives real-time detections from the engine's
+//! - The **writer** thread receives real-time detections from the enforcer's
 //!   detection sink over a bounded channel (the request path only does a
 //!   `try_send`; a full channel drops and counts) and writes them to the
 //!   store in batches, where every other process picks them up from the log.
@@ -26,7 +26,9 @@ use arc_swap::ArcSwapOption;
 // allocation valgrind reports in every C host that sees a detection).
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError, sync_channel};
 
-use crate::engine::{Engine, Switch, now_ms};
+use crate::clock::now_ms;
+use crate::enforcer::Enforcer;
+use crate::policy::Switch;
 use crate::policy::ident::Identifier;
 use crate::policy::lists::Source;
 use crate::store::{Change, Changes, List, Store, StoreError};
@@ -54,7 +56,7 @@ pub type WriterMsg = Option<DetectionMsg>;
 #[derive(Debug, Default)]
 pub struct Health {
     error: Mutex<Option<String>>,
-    /// Log position applied to the engine.
+    /// Log position applied to the enforcer.
     pub applied_seq: AtomicU64,
     /// Full reloads done (the first load included).
     pub full_loads: AtomicU64,
@@ -63,8 +65,8 @@ pub struct Health {
     /// Detection identifiers written to the store.
     pub detections_written: AtomicU64,
     /// Detections dropped (queue full, or store unavailable). Shared with
-    /// the engine's sink, which must not hold the syncer (that would be a
-    /// reference cycle: the engine owns its sink).
+    /// the enforcer's sink, which must not hold the syncer (that would be a
+    /// reference cycle: the enforcer owns its sink).
     pub detections_dropped: Arc<AtomicU64>,
     /// Panics caught in the background threads (each restarted).
     pub panics: AtomicU64,
@@ -83,15 +85,15 @@ impl Health {
     }
 }
 
-/// The part of a node shared with its watcher: the engine, the store
+/// The part of an engine shared with its watcher: the enforcer, the store
 /// connection used for API calls, the log position and the apply lock.
 #[derive(Debug)]
 pub struct Syncer {
-    engine: Arc<Engine>,
+    enforcer: Arc<Enforcer>,
     store: ArcSwapOption<Store>,
-    /// Held while a change is written and applied (by a node call) or a batch
-    /// of the log is read and applied (by the watcher), so the engine sees
-    /// changes in log order and a node's direct apply never lands after a
+    /// Held while a change is written and applied (by an engine call) or a batch
+    /// of the log is read and applied (by the watcher), so the enforcer sees
+    /// changes in log order and an engine's direct apply never lands after a
     /// later change another process made to the same entry.
     apply: Mutex<()>,
     /// Health counters.
@@ -99,19 +101,19 @@ pub struct Syncer {
 }
 
 impl Syncer {
-    /// A syncer for `engine`, with no store yet.
-    pub fn new(engine: Arc<Engine>) -> Syncer {
+    /// A syncer for `enforcer`, with no store yet.
+    pub fn new(enforcer: Arc<Enforcer>) -> Syncer {
         Syncer {
-            engine,
+            enforcer,
             store: ArcSwapOption::empty(),
             apply: Mutex::new(()),
             health: Health::default(),
         }
     }
 
-    /// The engine.
-    pub fn engine(&self) -> &Arc<Engine> {
-        &self.engine
+    /// The enforcer.
+    pub fn enforcer(&self) -> &Arc<Enforcer> {
+        &self.enforcer
     }
 
     /// The store connection for calls from the host, if the store is open.
@@ -126,7 +128,7 @@ impl Syncer {
 
     /// Takes the apply lock (see the field's comment).
     pub fn lock(&self) -> MutexGuard<'_, ()> {
-        // The engine's maps are consistent after any single edit, so a panic
+        // The enforcer's maps are consistent after any single edit, so a panic
         // while holding this lock leaves nothing half-done to protect.
         self.apply.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -136,7 +138,7 @@ impl Syncer {
         self.health.set_error(Some(e.message.clone()));
     }
 
-    /// Loads the whole store into the engine: lists built aside and swapped
+    /// Loads the whole store into the enforcer: lists built aside and swapped
     /// in, then the stored switches and API overrides. Clears the failed state.
     pub fn full_load(&self, store: &Store) -> Result<(), StoreError> {
         let _g = self.lock();
@@ -145,22 +147,22 @@ impl Syncer {
 
     fn full_load_locked(&self, store: &Store) -> Result<(), StoreError> {
         let (lists, loaded) = store.load()?;
-        self.engine.replace_lists(lists);
+        self.enforcer.replace_lists(lists);
         for (name, on) in &loaded.switches {
             if let Some(s) = switch_named(name) {
-                self.engine.set_switch(s, *on);
+                self.enforcer.set_switch(s, *on);
             }
         }
         for (api, on) in &loaded.api_blocking {
             // An override for an API no longer configured is kept in the
             // store (it may come back) but has nothing to apply to.
-            self.engine.set_api_blocking(api, *on);
+            self.enforcer.set_api_blocking(api, *on);
         }
         self.health.applied_seq.store(loaded.seq, Relaxed);
         self.health.full_loads.fetch_add(1, Relaxed);
         self.health.last_poll_ms.store(now_ms(), Relaxed);
         self.health.set_error(None);
-        self.engine.set_failed(false);
+        self.enforcer.set_failed(false);
         Ok(())
     }
 
@@ -199,9 +201,9 @@ impl Syncer {
         Ok(n)
     }
 
-    /// Applies one change to the engine.
+    /// Applies one change to the enforcer.
     pub fn apply(&self, store: &Store, c: &Change) -> Result<(), StoreError> {
-        let e = &self.engine;
+        let e = &self.enforcer;
         match c {
             Change::Add {
                 list: List::Deny,
@@ -263,7 +265,7 @@ impl Syncer {
 }
 
 /// Fetched ABS lists go to the store in one transaction (every process
-/// then switches at once through the log), then into this engine.
+/// then switches at once through the log), then into this enforcer.
 impl crate::sync::abs::AbsSink for Syncer {
     fn replace_abs(&self, entries: Vec<(Identifier, u64)>) -> Result<(), String> {
         let Some(store) = self.store() else {
@@ -277,7 +279,7 @@ impl crate::sync::abs::AbsSink for Syncer {
         store
             .replace_source(Source::Abs, &rows)
             .map_err(|e| e.message)?;
-        self.engine.replace_source(Source::Abs, &entries);
+        self.enforcer.replace_source(Source::Abs, &entries);
         // Status only: a failure here must not undo a sync that succeeded.
         let _ = store.set_meta(crate::store::META_ABS_LAST_SYNC, &now_ms().to_string());
         Ok(())
@@ -289,7 +291,7 @@ pub fn switch_named(name: &str) -> Option<Switch> {
     Switch::ALL.into_iter().find(|s| s.as_str() == name)
 }
 
-/// The background threads of one node.
+/// The background threads of one engine.
 #[derive(Debug)]
 pub struct Background {
     /// Dropped to wake and stop the watcher.
@@ -420,7 +422,9 @@ fn watcher(
             if last_purge.elapsed() >= PURGE_EVERY {
                 last_purge = Instant::now();
                 let now = now_ms();
-                syncer.engine().with_lists(|lists| lists.purge_expired(now));
+                syncer
+                    .enforcer()
+                    .with_lists(|lists| lists.purge_expired(now));
             }
         }));
         if step.is_err() {
@@ -512,11 +516,11 @@ fn writer(syncer: &Syncer, dir: &std::path::Path, rx: &Receiver<WriterMsg>) {
     }
 }
 
-/// The engine's detection sink: queue without blocking, count what is dropped.
+/// The enforcer's detection sink: queue without blocking, count what is dropped.
 pub fn detection_sink(
     tx: SyncSender<WriterMsg>,
     dropped: Arc<AtomicU64>,
-) -> crate::engine::DetectionSink {
+) -> crate::enforcer::DetectionSink {
     Box::new(move |ids: &[Identifier], source: Source| {
         if tx.try_send(Some((ids.to_vec(), source))).is_err() {
             dropped.fetch_add(ids.len() as u64, Relaxed);

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ase::engine::Engine;
+use ase::enforcer::Enforcer;
 use ase::policy::Request;
 use ase::policy::ident::ip_to_u128;
 use ase::sync::abs::{ClientOptions, PollerOptions};
@@ -131,9 +131,9 @@ pub fn write_config(dir: &Path, endpoints: &[&str], abs_extra: &str) -> PathBuf 
 }
 
 /// An engine over a fresh configuration in `dir` talking plain HTTP to `endpoints`.
-pub fn engine(dir: &Path, endpoints: &[&str]) -> Arc<Engine> {
+pub fn engine(dir: &Path, endpoints: &[&str]) -> Arc<Enforcer> {
     let conf = write_config(dir, endpoints, "enable_ssl=false\n");
-    Arc::new(Engine::open(&conf).unwrap())
+    Arc::new(Enforcer::open(&conf).unwrap())
 }
 
 /// Poller options for tests: short interval and backoff, 1 s timeouts, 1 MiB cap, no election.
@@ -154,7 +154,7 @@ pub fn fast_poller() -> PollerOptions {
 }
 
 /// Whether a GET /shop/items from `ip` with `headers` is blocked.
-pub fn blocked(e: &Engine, ip: &str, headers: &[(&str, &str)]) -> bool {
+pub fn blocked(e: &Enforcer, ip: &str, headers: &[(&str, &str)]) -> bool {
     let h: Vec<(&[u8], &[u8])> = headers
         .iter()
         .map(|(n, v)| (n.as_bytes(), v.as_bytes()))

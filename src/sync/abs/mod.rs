@@ -1,4 +1,4 @@
-//! ABS, the AI engine that detects attacks (DESIGN.md §3, issue 4).
+//! ABS, the AI enforcer that detects attacks (DESIGN.md §3, issue 4).
 //!
 //! - [`attacklist`]: parsing the attack-list body (pure).
 //! - [`client`]: the HTTP(S) client to ABS, with fail-over between endpoints.
@@ -7,7 +7,7 @@
 //! - [`shared`]: the poller status every process of the host can read.
 //! - [`shipper`]: traffic records, the bounded queue and the thread that posts them.
 //!
-//! A node starts a [`poller::Poller`] and a [`shipper::Shipper`] after the host
+//! An engine starts a [`poller::Poller`] and a [`shipper::Shipper`] after the host
 //! has forked (never in the nginx master), and stops them on shutdown.
 
 pub mod attacklist;

@@ -19,13 +19,15 @@ use std::time::{Duration, Instant};
 use super::attacklist::{ParseOptions, parse};
 use super::client::{AbsClient, ClientOptions};
 use super::election::Election;
-use crate::engine::{Engine, Switch, now_ms};
+use crate::clock::now_ms;
+use crate::enforcer::Enforcer;
+use crate::policy::Switch;
 use crate::policy::ident::Identifier;
 use crate::policy::lists::Source;
 
 /// Where a fetched attack list goes. The store implements it to replace the
 /// `abs` source in one transaction (every process then switches at once);
-/// [`Engine`] implements it directly for a process without a store.
+/// [`Enforcer`] implements it directly for a process without a store.
 pub trait AbsSink: Send + Sync {
     /// Replaces the whole `abs` source with `entries` (identifier, expiry in Unix
     /// ms, 0 = never). On error nothing may have changed.
@@ -44,7 +46,7 @@ pub trait AbsSink: Send + Sync {
     }
 }
 
-impl AbsSink for Engine {
+impl AbsSink for Enforcer {
     fn replace_abs(&self, entries: Vec<(Identifier, u64)>) -> Result<(), String> {
         self.replace_source(Source::Abs, &entries);
         Ok(())
@@ -199,7 +201,7 @@ pub struct SyncReport {
 /// The names an unnamed ABS API key is listed under: every `apikey_header` and
 /// `apikey_qs` of the loaded APIs (once each, case-insensitively, as the engine
 /// compares them).
-pub fn api_key_names(engine: &Engine) -> Vec<String> {
+pub fn api_key_names(engine: &Enforcer) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for a in engine.apis().apis() {
         for n in [&a.apikey_header, &a.apikey_qs].into_iter().flatten() {
@@ -278,7 +280,7 @@ struct Ctl {
 }
 
 struct Inner {
-    engine: Arc<Engine>,
+    engine: Arc<Enforcer>,
     sink: Arc<dyn AbsSink>,
     client: AbsClient,
     opts: PollerOptions,
@@ -504,7 +506,7 @@ impl Poller {
     /// gates polling and whose APIs name unnamed API keys), applying lists to `sink`.
     /// Fails only when the client cannot be built (an unreadable `abs_ca_cert_path`).
     pub fn start(
-        engine: Arc<Engine>,
+        engine: Arc<Enforcer>,
         sink: Arc<dyn AbsSink>,
         opts: PollerOptions,
     ) -> Result<Poller, String> {

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::poller::AbsStatus;
-use crate::engine::now_ms;
+use crate::clock::now_ms;
 use crate::store::{Store, StoreError};
 
 /// The meta key holding the latest published [`SharedStatus`].

@@ -25,7 +25,9 @@ use serde::Serialize;
 
 use super::client::{AbsClient, ClientOptions};
 use super::time::format_rfc3339_ms;
-use crate::engine::{Engine, Switch, now_ms};
+use crate::clock::now_ms;
+use crate::enforcer::Enforcer;
+use crate::policy::Switch;
 use crate::policy::decide::{Action, Decision, Reason, Request};
 use crate::policy::extract::{Headers, Scratch, extract, header};
 use crate::policy::ident::{IpNet, Key};
@@ -137,7 +139,7 @@ impl TrafficRecord {
     /// the host has it (`1.1`), `client_port` 0 if unknown. Identifiers are
     /// extracted again, as the matched API says.
     pub fn from_check<H: Headers + ?Sized>(
-        engine: &Engine,
+        engine: &Enforcer,
         req: &Request<'_, H>,
         d: &Decision<'_>,
         client_port: u16,
@@ -424,7 +426,7 @@ struct Counters {
 }
 
 struct Shared {
-    engine: Arc<Engine>,
+    engine: Arc<Enforcer>,
     counters: Counters,
     last_error: Mutex<Option<String>>,
     obfuscating: bool,
@@ -667,7 +669,7 @@ impl Worker {
 impl Shipper {
     /// Starts the shipper thread for `engine` (whose `enable_abs` switch gates
     /// submits and whose `abs.conf` names ABS).
-    pub fn start(engine: Arc<Engine>, opts: ShipperOptions) -> Result<Shipper, String> {
+    pub fn start(engine: Arc<Enforcer>, opts: ShipperOptions) -> Result<Shipper, String> {
         let client = AbsClient::new(&engine.config().abs, opts.client.clone())?;
         let obf = if opts.obfuscate {
             Some(match &opts.key_path {
