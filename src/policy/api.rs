@@ -19,7 +19,8 @@ use serde::Deserialize;
 
 use super::bytes;
 use super::extract::HeaderPlan;
-use super::ident::{IdKind, KeyPrefix, fold, random_secret};
+use super::hash::{Hashed, hash_prefix, random_secret};
+use super::ident::{IdKind, KeyPrefix};
 
 /// A bad API JSON file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -845,49 +846,14 @@ struct Lookup {
     b: u64,
 }
 
-/// Reads and hashes `buf[..len]` under secret `k`, with `f` applied to every
-/// eight-byte word (ASCII lowercasing for hosts): folded multiplies over 16
-/// bytes per step, in the manner of wyhash and foldhash. It takes the whole
-/// buffer rather than the prefix because a prefix shorter than eight bytes of
-/// a longer buffer is one word load and a mask, where a short slice needs
-/// the branches of [`bytes::short_word`]; both give the same zero-padded
-/// word, so a url reads the same as a path prefix holding it. The length
-/// goes into the last multiply, so prefixes that differ only in zero
-/// padding hash apart.
+/// Reads and hashes `buf[..len]` under secret `k` ([`hash_prefix`], seeded
+/// with `k[3]`), with `f` applied to every eight-byte word (ASCII
+/// lowercasing for hosts). It takes the whole buffer so that a path's
+/// prefix is read without a copy; it reads as the same bytes alone would.
 #[inline(always)]
 fn lookup(k: &[u64; 4], buf: &[u8], len: usize, f: impl Fn(u64) -> u64) -> Lookup {
-    let v = &buf[..len];
-    let mut acc = k[3];
-    let (a, b) = if len <= 16 {
-        if len >= 8 {
-            (f(bytes::word_at(v, 0)), f(bytes::word_at(v, len - 8)))
-        } else if buf.len() >= 8 {
-            // `len` is below 8: the mask keeps its bytes, zeroes the rest.
-            let keep = (1u64 << (len * 8)) - 1;
-            (f(bytes::word_at(buf, 0) & keep), 0)
-        } else {
-            (f(bytes::short_word(v)), 0)
-        }
-    } else {
-        let mut i = 0;
-        while len - i > 16 {
-            acc = fold(
-                f(bytes::word_at(v, i)) ^ k[0],
-                f(bytes::word_at(v, i + 8)) ^ acc,
-            );
-            i += 16;
-        }
-        (
-            f(bytes::word_at(v, len - 16)),
-            f(bytes::word_at(v, len - 8)),
-        )
-    };
-    Lookup {
-        hash: fold(fold(a ^ k[0], b ^ acc ^ k[1]), k[2] ^ len as u64),
-        len,
-        a,
-        b,
-    }
+    let Hashed { hash, a, b } = hash_prefix(k[3], [k[0], k[1], k[2]], buf, len, f);
+    Lookup { hash, len, a, b }
 }
 
 /// One entry of a [`Table`]: a key as read by [`lookup`], the key itself

@@ -95,11 +95,6 @@ impl Source {
         Source::ALL.get(v as usize).copied()
     }
 
-    /// Whether this is one of the four real-time sources.
-    pub fn is_realtime(self) -> bool {
-        Source::REALTIME & self.bit() != 0
-    }
-
     /// The section title ASE's `view_blacklist` prints.
     pub fn title(self) -> &'static str {
         match self {

@@ -6,6 +6,7 @@ pub mod bytes;
 pub mod config;
 pub mod decide;
 pub mod extract;
+mod hash;
 pub mod ident;
 pub mod lists;
 pub mod switches;
