@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use serde::Deserialize;
 
 use super::bytes;
+use super::decode::{self, Plus};
 use super::extract::HeaderPlan;
 use super::hash::{Hashed, hash_prefix, random_secret};
 use super::ident::{IdKind, KeyPrefix};
@@ -693,24 +694,12 @@ impl<'a> NormPath<'a> {
     /// The normalised copy of `raw` (at most [`NORM_CAP`] bytes, starting
     /// with `/`).
     #[inline(never)]
-    fn normalised(raw: &[u8]) -> NormPath<'a> {
+    fn normalised(raw: &'a [u8]) -> NormPath<'a> {
         let mut buf = [0u8; NORM_CAP];
-        let mut i = 0;
-        let mut d = 0;
-        while i < raw.len() {
-            let c = raw[i];
-            if c == b'%' && i + 2 < raw.len() {
-                if let (Some(h), Some(l)) = (hex(raw[i + 1]), hex(raw[i + 2])) {
-                    buf[d] = h << 4 | l;
-                    d += 1;
-                    i += 3;
-                    continue;
-                }
-            }
-            buf[d] = c;
-            d += 1;
-            i += 1;
-        }
+        // `raw` is at most `NORM_CAP` bytes: its decoding always fits.
+        let Some(d) = decode::percent(raw, &mut buf, Plus::Kept) else {
+            return NormPath::Borrowed(raw);
+        };
         let len = fold_segments(&mut buf[..d]);
         NormPath::Owned { buf, len }
     }
@@ -776,15 +765,6 @@ fn path_end(uri: &[u8]) -> (usize, bool) {
 fn first_eq(w: u64, b: u8) -> u64 {
     let x = w ^ (b as u64 * 0x0101_0101_0101_0101);
     x.wrapping_sub(0x0101_0101_0101_0101) & !x
-}
-
-fn hex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// Merges `//`, drops `.` segments and resolves `..` in place; returns the new length.

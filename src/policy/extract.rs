@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::api::{Api, JwtLocation};
+use super::decode::{self, Plus};
 use super::bytes::eq_words;
 use super::bytes::{eq_lowered, find_byte, lower8, short_word, word_at};
 use super::ident::ip_to_u128;
@@ -243,70 +244,14 @@ pub fn query_param<'u>(uri: &'u [u8], name: &[u8]) -> Option<&'u [u8]> {
     None
 }
 
-/// Percent-decodes (`+` as space) into `buf`; `None` when it does not fit.
+/// A query-string value percent-decoded, `+` as a space, into `buf`;
+/// `None` when it needs no decoding or does not fit.
 fn url_decode<'b>(v: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
     if !v.iter().any(|&c| c == b'%' || c == b'+') {
         return None;
     }
-    let mut o = 0;
-    let mut i = 0;
-    while i < v.len() {
-        if o == buf.len() {
-            return None;
-        }
-        let c = v[i];
-        let hx = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-        if c == b'%' && i + 2 < v.len() {
-            if let (Some(h), Some(l)) = (hx(v[i + 1]), hx(v[i + 2])) {
-                buf[o] = h << 4 | l;
-                o += 1;
-                i += 3;
-                continue;
-            }
-        }
-        buf[o] = if c == b'+' { b' ' } else { c };
-        o += 1;
-        i += 1;
-    }
-    Some(&buf[..o])
-}
-
-fn b64url_decode<'b>(v: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
-    let val = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' | b'+' => 62,
-            b'_' | b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let v = match v.iter().position(|&c| c == b'=') {
-        Some(p) => &v[..p],
-        None => v,
-    };
-    if v.len() / 4 * 3 + 3 > buf.len() {
-        return None;
-    }
-    let mut o = 0;
-    for chunk in v.chunks(4) {
-        let mut n = 0u32;
-        for (j, &c) in chunk.iter().enumerate() {
-            n |= val(c)? << (18 - 6 * j);
-        }
-        let bytes = match chunk.len() {
-            4 => 3,
-            3 => 2,
-            2 => 1,
-            _ => return None,
-        };
-        for j in 0..bytes {
-            buf[o] = (n >> (16 - 8 * j)) as u8;
-            o += 1;
-        }
-    }
-    Some(&buf[..o])
+    let n = decode::percent(v, buf, Plus::Space)?;
+    Some(&buf[..n])
 }
 
 /// Finds the string claim `claim` at the top level of a JSON object (the first
@@ -762,7 +707,7 @@ fn b64url_decode_payload<'b>(jwt: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> 
     parts.next()?;
     let payload = parts.next()?;
     parts.next()?;
-    b64url_decode(payload, buf)
+    decode::base64url(payload, buf)
 }
 
 #[cfg(test)]

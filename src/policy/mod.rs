@@ -5,6 +5,7 @@ pub mod api;
 pub mod bytes;
 pub mod config;
 pub mod decide;
+mod decode;
 pub mod extract;
 mod hash;
 pub mod ident;
