@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use super::bytes;
 use super::decode::{self, Plus};
-use super::extract::HeaderPlan;
+use super::headers::{HeaderPlan, slot};
 use super::hash::{Hashed, hash_prefix, random_secret};
 use super::ident::{IdKind, KeyPrefix};
 
@@ -576,7 +576,7 @@ impl Api {
             enable_blocking_default: m.enable_blocking,
             enable_blocking: AtomicBool::new(m.enable_blocking),
         };
-        api.headers = HeaderPlan::of(&api);
+        api.headers = header_plan(&api);
         Ok(api)
     }
 
@@ -611,6 +611,29 @@ impl Api {
         }
         s
     }
+}
+
+/// The headers `api` reads. `X-Forwarded-For` is always among them; a
+/// request drops it when `enable_xff` is off.
+fn header_plan(api: &Api) -> HeaderPlan {
+    let mut want: Vec<(&[u8], u8)> = vec![(b"x-forwarded-for", slot::XFF)];
+    let jwt = api.jwt.as_ref().map(|j| &j.location);
+    if api.oauth2_access_token || matches!(jwt, Some(JwtLocation::Bearer)) {
+        want.push((b"authorization", slot::AUTH));
+    }
+    if api.cookie_key.is_some() {
+        want.push((b"cookie", slot::COOKIE));
+    }
+    if let Some(k) = &api.apikey_header_key {
+        want.push((k.name(), slot::KEY));
+    }
+    if let Some(u) = &api.username_header {
+        want.push((u.as_bytes(), slot::USER));
+    }
+    if let Some(JwtLocation::Header(n)) = jwt {
+        want.push((n.as_bytes(), slot::JWT));
+    }
+    HeaderPlan::new(&want, api.cookie_key.as_ref().map(|c| c.name()))
 }
 
 fn default_reason(status: u16) -> &'static str {

@@ -4,10 +4,12 @@
 pub mod api;
 pub mod bytes;
 pub mod config;
+mod cookie;
 pub mod decide;
 mod decode;
 pub mod extract;
 mod hash;
+mod headers;
 pub mod ident;
 pub mod lists;
 pub mod switches;
