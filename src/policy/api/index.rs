@@ -280,10 +280,8 @@ fn strip_port(host: &[u8]) -> &[u8] {
             None => h,
         }
     } else {
-        // The last `:` starts the port. An unbracketed IPv6 address keeps
-        // all but its last group: such a host matches no exact hostname,
-        // and a configuration that relies on where it falls back keeps
-        // working.
+        // The last `:` starts the port, so an unbracketed IPv6 address
+        // loses its last group: a Host header brackets IPv6 addresses.
         match last_colon(h) {
             Some(p) => &h[..p],
             None => h,
