@@ -12,6 +12,7 @@ mod hash;
 mod headers;
 pub mod ident;
 pub mod lists;
+mod prefilter;
 pub mod switches;
 #[cfg(test)]
 mod testing;
