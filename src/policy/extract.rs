@@ -1,9 +1,10 @@
 //! Reading client identifiers out of a request, as an API's JSON says.
 //!
-//! One pass over the headers picks up everything the API asks for; values
-//! that need decoding (a percent-encoded API key in the query string, a JWT
-//! claim) are decoded into a caller-provided [`Scratch`] on the stack, so
-//! extraction never allocates. Header names compare case-insensitively;
+//! One pass over the headers (the header scan of `headers.rs`) picks up
+//! everything the API asks for; values that need decoding (a
+//! percent-encoded API key in the query string, a JWT claim) are decoded
+//! into a caller-provided [`Scratch`] on the stack, so extraction never
+//! allocates. Header names compare case-insensitively;
 //! values are exact.
 
 use std::net::IpAddr;
@@ -47,7 +48,7 @@ pub struct Ids<'a> {
 pub fn parse_ip(v: &[u8], allow_port: bool) -> Option<u128> {
     let v = v.trim_ascii();
     // The common case without UTF-8 validation and std's general parser
-    // (they were a tenth of a check's time in an nginx worker).
+    // (they take a tenth of a check's time in an nginx worker).
     if let Some(a) = parse_v4(v) {
         return Some(ip_to_u128(IpAddr::V4(a.into())));
     }
