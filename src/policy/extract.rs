@@ -15,8 +15,8 @@ use super::api::{Api, JwtLocation};
 use super::bytes::{lower8, word_at};
 use super::cookie::cookie_in;
 use super::decode::{self, Plus};
-pub use super::headers::{Headers, header};
 use super::headers::{Found, scan_headers, slot};
+pub use super::headers::{Headers, header};
 use super::ident::ip_to_u128;
 
 /// Buffers for decoded values, on the caller's stack. Each is zeroed only

@@ -103,7 +103,11 @@ mod tests {
     fn a_prefix_hashes_as_the_same_bytes_alone() {
         // A url is hashed alone, a path's prefix inside the path: the two
         // must agree, or a request would miss its API.
-        let k = [0x1234_5678_9abc_def1, 0x0fed_cba9_8765_4321, 0x1111_2222_3333_4445];
+        let k = [
+            0x1234_5678_9abc_def1,
+            0x0fed_cba9_8765_4321,
+            0x1111_2222_3333_4445,
+        ];
         let mut r = Rng(0x2545_f491_4f6c_dd1d);
         for _ in 0..20_000 {
             let n = r.below(48);

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::{Api, ApiError};
+use super::definition::{Api, ApiError};
 use crate::policy::bytes;
 use crate::policy::hash::{Hashed, hash_prefix, random_secret};
 

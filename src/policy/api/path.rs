@@ -15,7 +15,7 @@ pub(super) fn trim_slash(s: &str) -> &str {
 /// The boundary byte is checked before the bytes, as it settles most
 /// misses, and the bytes are compared with [`bytes::same`], not `memcmp`.
 #[inline]
-pub(crate) fn under(path: &[u8], base: &[u8]) -> bool {
+pub(super) fn under(path: &[u8], base: &[u8]) -> bool {
     let n = base.len();
     if n == 1 && base[0] == b'/' {
         return true;
