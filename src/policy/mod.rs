@@ -1,10 +1,10 @@
 //! The pure decision core: identifiers, lists, API definitions, configuration
 //! parsing and the decision itself. No I/O, no threads, no `unsafe`.
 //!
-//! The public modules are what the engine and hosts use: [`api`] (API JSON
-//! and request-to-API matching), [`config`], [`decide`], [`extract`]
-//! (identifiers out of a request), [`ident`] (identifiers and their list
-//! keys), [`lists`] and [`switches`]. The rest serve them inside the crate:
+//! The public modules are what the engine and hosts use: `api` (API JSON
+//! and request-to-API matching), `config`, `decide`, `extract`
+//! (identifiers out of a request), `ident` (identifiers and their list
+//! keys), `lists` and `switches`. The rest serve them inside the crate:
 //! `bytes` (byte-string helpers, eight bytes at a time), `hash` (the one
 //! keyed hash), `decode` (percent and base64), `cookie` (one cookie in a
 //! `Cookie` value), `headers` (the one pass over a request's headers) and
