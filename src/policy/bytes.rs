@@ -137,38 +137,9 @@ pub fn find_byte(hay: &[u8], b: u8) -> Option<usize> {
     (z != 0).then(|| i + z.trailing_zeros() as usize / 8)
 }
 
-/// Whether `s` holds an ASCII capital.
-#[inline]
-pub fn has_upper(s: &[u8]) -> bool {
-    let mut i = 0;
-    while i + 8 <= s.len() {
-        if lower8(word_at(s, i)) != word_at(s, i) {
-            return true;
-        }
-        i += 8;
-    }
-    let t = short_word(&s[i..]);
-    lower8(t) != t
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn has_upper_matches_plain() {
-        for len in 0..40 {
-            let base: Vec<u8> = (0..len).map(|i| b"ab-c.0z\x80\xc1"[i % 9]).collect();
-            assert!(!has_upper(&base), "{len}");
-            for i in 0..len {
-                for c in [b'A', b'Z', b'M', b'@', b'[', 0xc1] {
-                    let mut v = base.clone();
-                    v[i] = c;
-                    assert_eq!(has_upper(&v), v.iter().any(u8::is_ascii_uppercase), "{v:?}");
-                }
-            }
-        }
-    }
 
     #[test]
     fn eq_ignore_case_matches_std_on_every_byte_pair() {

@@ -1,4 +1,5 @@
-//! The decision for one request: DESIGN.md §2, step by step.
+//! The decision for one request, step by step as docs/design.md,
+//! Decision order, gives it.
 //!
 //! [`decide`] is pure: it reads the APIs, the two lists and the switches, and
 //! returns a [`Decision`] plus, when the request is a real-time attack, the

@@ -1,9 +1,10 @@
 //! Reading client identifiers out of a request, as an API's JSON says.
 //!
-//! One pass over the headers picks up everything the API asks for; values
-//! that need decoding (a percent-encoded API key in the query string, a JWT
-//! claim) are decoded into a caller-provided [`Scratch`] on the stack, so
-//! extraction never allocates. Header names compare case-insensitively;
+//! One pass over the headers (the header scan of `headers.rs`) picks up
+//! everything the API asks for; values that need decoding (a
+//! percent-encoded API key in the query string, a JWT claim) are decoded
+//! into a caller-provided [`Scratch`] on the stack, so extraction never
+//! allocates. Header names compare case-insensitively;
 //! values are exact.
 
 use std::net::IpAddr;
@@ -11,43 +12,12 @@ use std::net::IpAddr;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::api::{Api, JwtLocation};
-use super::bytes::eq_words;
-use super::bytes::{eq_lowered, find_byte, lower8, short_word, word_at};
+use super::bytes::{lower8, word_at};
+use super::cookie::cookie_in;
+use super::decode::{self, Plus};
+use super::headers::{Found, scan_headers, slot};
+pub use super::headers::{Headers, header};
 use super::ident::ip_to_u128;
-
-/// Request headers as name/value byte pairs, in the order received.
-pub trait Headers {
-    /// Number of headers.
-    fn count(&self) -> usize;
-    /// Header `i` (`i < count()`).
-    fn at(&self, i: usize) -> (&[u8], &[u8]);
-}
-
-impl Headers for [(&[u8], &[u8])] {
-    fn count(&self) -> usize {
-        self.len()
-    }
-    fn at(&self, i: usize) -> (&[u8], &[u8]) {
-        self[i]
-    }
-}
-
-impl<const N: usize> Headers for [(&[u8], &[u8]); N] {
-    fn count(&self) -> usize {
-        N
-    }
-    fn at(&self, i: usize) -> (&[u8], &[u8]) {
-        self[i]
-    }
-}
-
-/// The first value of header `name` (any case).
-pub fn header<'h, H: Headers + ?Sized>(h: &'h H, name: &[u8]) -> Option<&'h [u8]> {
-    (0..h.count())
-        .map(|i| h.at(i))
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v)
-}
 
 /// Buffers for decoded values, on the caller's stack. Each is zeroed only
 /// when a request needs it, so the common request pays nothing for them.
@@ -78,7 +48,7 @@ pub struct Ids<'a> {
 pub fn parse_ip(v: &[u8], allow_port: bool) -> Option<u128> {
     let v = v.trim_ascii();
     // The common case without UTF-8 validation and std's general parser
-    // (they were a tenth of a check's time in an nginx worker).
+    // (they take a tenth of a check's time in an nginx worker).
     if let Some(a) = parse_v4(v) {
         return Some(ip_to_u128(IpAddr::V4(a.into())));
     }
@@ -148,66 +118,6 @@ pub fn cookie<'h, H: Headers + ?Sized>(h: &'h H, name: &[u8]) -> Option<&'h [u8]
         .find_map(|(_, v)| cookie_in(v, name))
 }
 
-/// The value of cookie `name` in one `Cookie` header value.
-///
-/// For an ordinary name (not empty, no `=` or `;`, no surrounding
-/// whitespace: every name an API JSON gives) one pass compares the name in
-/// place at the start of each pair and jumps from `;` to `;`, instead of
-/// splitting and trimming every pair; other names take the general path.
-/// Both give the same answer.
-fn cookie_in<'v>(v: &'v [u8], name: &[u8]) -> Option<&'v [u8]> {
-    cookie_in_as(v, name, plain_cookie_name(name))
-}
-
-/// Whether a cookie name can take the fast path of [`cookie_in`].
-fn plain_cookie_name(name: &[u8]) -> bool {
-    !name.is_empty()
-        && !name.iter().any(|&c| c == b'=' || c == b';')
-        && name.trim_ascii().len() == name.len()
-}
-
-/// [`cookie_in`] with `plain` = [`plain_cookie_name`]`(name)` known.
-#[inline]
-fn cookie_in_as<'v>(v: &'v [u8], name: &[u8], plain: bool) -> Option<&'v [u8]> {
-    if !plain {
-        return cookie_in_general(v, name);
-    }
-    let mut rest = v;
-    loop {
-        let pair = rest.trim_ascii_start();
-        let end = find_byte(pair, b';').unwrap_or(pair.len());
-        if pair.len() > name.len() && eq_words(&pair[..name.len()], name, |w| w, |w| w) {
-            // `name` holds no `=`, so the first `=` of the pair follows it.
-            if let Some(val) = pair[name.len()..end].trim_ascii_start().strip_prefix(b"=") {
-                let val = val.trim_ascii();
-                if !val.is_empty() {
-                    return Some(val);
-                }
-            }
-        }
-        if end == pair.len() {
-            return None;
-        }
-        rest = &pair[end + 1..];
-    }
-}
-
-fn cookie_in_general<'v>(v: &'v [u8], name: &[u8]) -> Option<&'v [u8]> {
-    for pair in v.split(|&c| c == b';') {
-        let pair = pair.trim_ascii();
-        let Some(p) = pair.iter().position(|&c| c == b'=') else {
-            continue;
-        };
-        if pair[..p].trim_ascii() == name {
-            let val = pair[p + 1..].trim_ascii();
-            if !val.is_empty() {
-                return Some(val);
-            }
-        }
-    }
-    None
-}
-
 /// The token of `Authorization: Bearer <token>` (scheme in any case).
 pub fn bearer<H: Headers + ?Sized>(h: &H) -> Option<&[u8]> {
     strip_bearer(header(h, b"authorization")?)
@@ -243,70 +153,14 @@ pub fn query_param<'u>(uri: &'u [u8], name: &[u8]) -> Option<&'u [u8]> {
     None
 }
 
-/// Percent-decodes (`+` as space) into `buf`; `None` when it does not fit.
+/// A query-string value percent-decoded, `+` as a space, into `buf`;
+/// `None` when it needs no decoding or does not fit.
 fn url_decode<'b>(v: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
     if !v.iter().any(|&c| c == b'%' || c == b'+') {
         return None;
     }
-    let mut o = 0;
-    let mut i = 0;
-    while i < v.len() {
-        if o == buf.len() {
-            return None;
-        }
-        let c = v[i];
-        let hx = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-        if c == b'%' && i + 2 < v.len() {
-            if let (Some(h), Some(l)) = (hx(v[i + 1]), hx(v[i + 2])) {
-                buf[o] = h << 4 | l;
-                o += 1;
-                i += 3;
-                continue;
-            }
-        }
-        buf[o] = if c == b'+' { b' ' } else { c };
-        o += 1;
-        i += 1;
-    }
-    Some(&buf[..o])
-}
-
-fn b64url_decode<'b>(v: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
-    let val = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' | b'+' => 62,
-            b'_' | b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let v = match v.iter().position(|&c| c == b'=') {
-        Some(p) => &v[..p],
-        None => v,
-    };
-    if v.len() / 4 * 3 + 3 > buf.len() {
-        return None;
-    }
-    let mut o = 0;
-    for chunk in v.chunks(4) {
-        let mut n = 0u32;
-        for (j, &c) in chunk.iter().enumerate() {
-            n |= val(c)? << (18 - 6 * j);
-        }
-        let bytes = match chunk.len() {
-            4 => 3,
-            3 => 2,
-            2 => 1,
-            _ => return None,
-        };
-        for j in 0..bytes {
-            buf[o] = (n >> (16 - 8 * j)) as u8;
-            o += 1;
-        }
-    }
-    Some(&buf[..o])
+    let n = decode::percent(v, buf, Plus::Space)?;
+    Some(&buf[..n])
 }
 
 /// Finds the string claim `claim` at the top level of a JSON object (the first
@@ -410,265 +264,6 @@ pub fn jwt_username<'s>(jwt: &[u8], claim: &str, s: &'s mut Scratch) -> Option<&
     json_claim(json, claim, s.user.get_or_insert([0; 512]))
 }
 
-/// What a wanted header feeds: one bit per identifier source.
-mod slot {
-    pub const XFF: u8 = 1 << 0;
-    pub const AUTH: u8 = 1 << 1;
-    pub const COOKIE: u8 = 1 << 2;
-    pub const KEY: u8 = 1 << 3;
-    pub const USER: u8 = 1 << 4;
-    pub const JWT: u8 = 1 << 5;
-}
-
-/// The headers one API reads, prepared when the API is loaded: each name in
-/// lowercase with the identifiers it feeds (one header may feed several),
-/// and a bit per name length, so most request headers are passed over on
-/// their length alone and the rest cost one slot lookup and one comparison.
-#[derive(Clone, Debug, Default)]
-pub struct HeaderPlan {
-    names: Vec<Wanted>,
-    /// `names` indexed by a multiplicative hash of a name's head word and
-    /// length: a candidate header is compared with one wanted name, not
-    /// each in turn. `None` when no multiplier tried gives each name its own
-    /// slot, which is certain for two names with the same first eight bytes
-    /// and length (`X-Client-Id`, `X-Client-Ip`): the names are then scanned.
-    index: Option<NameIndex>,
-    /// Bit `n`: a wanted name is `n` bytes long (`n < 63`); bit 63: one is
-    /// 63 bytes or longer.
-    lens: u64,
-    /// Every slot some name feeds.
-    slots: u8,
-    /// The API's cookie name takes the fast path of [`cookie_in`].
-    plain_cookie: bool,
-}
-
-/// The slot table of [`HeaderPlan::index`].
-#[derive(Clone, Debug)]
-struct NameIndex {
-    mult: u64,
-    /// Position in `names` plus one; 0 is an empty slot.
-    slot: [u8; 16],
-}
-
-impl NameIndex {
-    #[inline(always)]
-    fn at(mult: u64, head: u64, len: usize) -> usize {
-        (head.wrapping_add(len as u64).wrapping_mul(mult) >> 60) as usize
-    }
-
-    /// A multiplier that gives every name its own slot, tried from a fixed
-    /// sequence (the names are the operator's; a request's header name costs
-    /// one comparison whatever slot it lands in).
-    fn of(names: &[Wanted]) -> Option<NameIndex> {
-        let mut mult = 0x9e37_79b9_7f4a_7c15u64;
-        for _ in 0..256 {
-            let mut slot = [0u8; 16];
-            let spread = names.iter().enumerate().all(|(i, w)| {
-                let s = &mut slot[NameIndex::at(mult, w.head, w.name.len())];
-                let free = *s == 0;
-                *s = i as u8 + 1;
-                free
-            });
-            if spread {
-                return Some(NameIndex { mult, slot });
-            }
-            mult = mult
-                .wrapping_add(0x9e37_79b9_7f4a_7c15)
-                .wrapping_mul(0xbf58_476d_1ce4_e5b9)
-                | 1;
-        }
-        None
-    }
-}
-
-/// One wanted header name.
-#[derive(Clone, Debug)]
-struct Wanted {
-    /// Its first eight bytes (fewer, zero-padded, for a shorter name),
-    /// lowercase: most candidates of the right length differ here.
-    head: u64,
-    /// Its last eight bytes, lowercase, for a name longer than eight: with
-    /// the head and the length it settles a name of up to 16 bytes.
-    tail: u64,
-    /// The whole name, lowercase.
-    name: Box<[u8]>,
-    /// The slots it feeds.
-    slots: u8,
-}
-
-impl Wanted {
-    fn new(lower: Box<[u8]>, slots: u8) -> Wanted {
-        Wanted {
-            head: head_word(&lower),
-            tail: lower.last_chunk().map_or(0, |w| u64::from_le_bytes(*w)),
-            name: lower,
-            slots,
-        }
-    }
-
-    /// The slots among `need` this name feeds if it is `n` (whose
-    /// [`head_word`] is `head`), else 0.
-    #[inline(always)]
-    fn slots_of(&self, head: u64, n: &[u8], need: u8) -> u8 {
-        let len = n.len();
-        let is = self.head == head
-            && self.name.len() == len
-            && (len <= 8
-                || n.last_chunk()
-                    .is_some_and(|w| lower8(u64::from_le_bytes(*w)) == self.tail)
-                    && (len <= 16 || eq_lowered(&n[8..len - 8], &self.name[8..len - 8])));
-        if is { self.slots & need } else { 0 }
-    }
-}
-
-/// The first eight bytes of `n` (all of a shorter one, zero-padded), lowercase.
-#[inline(always)]
-fn head_word(n: &[u8]) -> u64 {
-    lower8(if n.len() >= 8 {
-        word_at(n, 0)
-    } else {
-        short_word(n)
-    })
-}
-
-impl HeaderPlan {
-    /// The plan of `api`. `X-Forwarded-For` is always in it; a request
-    /// drops it when `enable_xff` is off.
-    pub fn of(api: &Api) -> HeaderPlan {
-        let mut p = HeaderPlan::default();
-        let mut want = |name: &[u8], s: u8| {
-            let lower = name.to_ascii_lowercase();
-            match p.names.iter_mut().find(|w| *w.name == *lower) {
-                Some(w) => w.slots |= s,
-                None => {
-                    p.lens |= 1 << lower.len().min(63);
-                    p.names.push(Wanted::new(lower.into(), s));
-                }
-            }
-            p.slots |= s;
-        };
-        want(b"x-forwarded-for", slot::XFF);
-        let jwt = api.jwt.as_ref().map(|j| &j.location);
-        if api.oauth2_access_token || matches!(jwt, Some(JwtLocation::Bearer)) {
-            want(b"authorization", slot::AUTH);
-        }
-        if api.cookie_key.is_some() {
-            want(b"cookie", slot::COOKIE);
-        }
-        if let Some(k) = &api.apikey_header_key {
-            want(k.name(), slot::KEY);
-        }
-        if let Some(u) = &api.username_header {
-            want(u.as_bytes(), slot::USER);
-        }
-        if let Some(JwtLocation::Header(n)) = jwt {
-            want(n.as_bytes(), slot::JWT);
-        }
-        p.plain_cookie = (api.cookie_key.as_ref()).is_some_and(|c| plain_cookie_name(c.name()));
-        p.index = NameIndex::of(&p.names);
-        p
-    }
-
-    /// Whether a name of `len` bytes may be wanted.
-    #[inline(always)]
-    fn may_want(&self, len: usize) -> bool {
-        self.lens >> len.min(63) & 1 != 0
-    }
-
-    /// The slots header name `n` feeds among `need` (0 if none).
-    #[inline(always)]
-    fn slots_of(&self, n: &[u8], need: u8) -> u8 {
-        let head = head_word(n);
-        let Some(ix) = &self.index else {
-            return self
-                .names
-                .iter()
-                .map(|w| w.slots_of(head, n, need))
-                .find(|&s| s != 0)
-                .unwrap_or(0);
-        };
-        match ix.slot[NameIndex::at(ix.mult, head, n.len())] {
-            0 => 0,
-            i => self
-                .names
-                .get(i as usize - 1)
-                .map_or(0, |w| w.slots_of(head, n, need)),
-        }
-    }
-}
-
-/// The first value of each header a plan wants (see [`scan_headers`]).
-#[derive(Clone, Copy, Default)]
-struct Found<'h> {
-    xff: Option<&'h [u8]>,
-    auth: Option<&'h [u8]>,
-    cookie: Option<&'h [u8]>,
-    key: Option<&'h [u8]>,
-    user: Option<&'h [u8]>,
-    jwt: Option<&'h [u8]>,
-}
-
-/// The first value of each header the plan wants, in one pass; the cookie
-/// is the named cookie from the first `Cookie` header that has it.
-///
-/// The values go in named fields, written in place in the caller's `Found`
-/// a word at a time and read back a word at a time. They used to go in an
-/// array indexed by slot bit: it lived in this function's frame, was
-/// written a word at a time (`None` only writes the pointer word) and copied
-/// out sixteen bytes at a time, and a load that spans two smaller stores
-/// still pending cannot take its data from them (store-to-load forwarding
-/// fails): it waits for them to reach the cache. That cost 7-10 ns a check,
-/// whatever the headers were (docs/BENCHMARKS.md).
-///
-/// Kept out of line: inlined into `Enforcer::check`, this loop's speed moved
-/// by 20 ns with unrelated edits elsewhere in that function (its code
-/// placement); on its own it runs at the faster of those speeds.
-#[inline(never)]
-fn scan_headers<'h, H: Headers + ?Sized>(
-    plan: &HeaderPlan,
-    mut need: u8,
-    cookie_name: &[u8],
-    h: &'h H,
-) -> Found<'h> {
-    let mut f = Found::default();
-    for i in 0..h.count() {
-        if need == 0 {
-            break;
-        }
-        let (n, v) = h.at(i);
-        if !plan.may_want(n.len()) {
-            continue;
-        }
-        let mut hit = plan.slots_of(n, need);
-        if hit == 0 {
-            continue;
-        }
-        if hit & slot::COOKIE != 0 {
-            f.cookie = cookie_in_as(v, cookie_name, plan.plain_cookie);
-            if f.cookie.is_none() {
-                hit &= !slot::COOKIE;
-            }
-        }
-        need &= !hit;
-        if hit & slot::XFF != 0 {
-            f.xff = Some(v);
-        }
-        if hit & slot::AUTH != 0 {
-            f.auth = Some(v);
-        }
-        if hit & slot::KEY != 0 {
-            f.key = Some(v);
-        }
-        if hit & slot::USER != 0 {
-            f.user = Some(v);
-        }
-        if hit & slot::JWT != 0 {
-            f.jwt = Some(v);
-        }
-    }
-    f
-}
-
 /// Extracts every identifier `api` asks for. `client_ip` is the host's client
 /// address (already parsed); with `xff` the first `X-Forwarded-For` address
 /// replaces it when it parses. `host_user` is a user name the host passes in.
@@ -762,7 +357,7 @@ fn b64url_decode_payload<'b>(jwt: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> 
     parts.next()?;
     let payload = parts.next()?;
     parts.next()?;
-    b64url_decode(payload, buf)
+    decode::base64url(payload, buf)
 }
 
 #[cfg(test)]
@@ -885,27 +480,6 @@ mod tests {
     }
 
     #[test]
-    fn name_index_gives_each_wanted_name_its_own_slot() {
-        let j = r#"{"api_metadata":{"url":"/n","hostname":"*","cookie":"SID","oauth2_access_token":true,
-            "apikey_header":"X-Api-Key","username_header":"X-User",
-            "jwt":{"location":"h:X-Jwt","username":"sub"}}}"#;
-        let api = Api::parse("n", j.as_bytes()).unwrap();
-        let plan = &api.headers;
-        let ix = plan.index.as_ref().expect("index built");
-        let used = ix.slot.iter().filter(|&&s| s != 0).count();
-        assert_eq!(used, plan.names.len());
-        for (i, w) in plan.names.iter().enumerate() {
-            assert_eq!(
-                ix.slot[NameIndex::at(ix.mult, w.head, w.name.len())] as usize,
-                i + 1
-            );
-            assert_eq!(plan.slots_of(&w.name.to_ascii_uppercase(), !0), w.slots);
-        }
-        assert_eq!(plan.slots_of(b"x-userx", !0), 0);
-        assert_eq!(plan.slots_of(b"accept", !0), 0);
-    }
-
-    #[test]
     fn one_pass_agrees_with_plain_lookups() {
         // APIs whose wanted names collide, differ only in case, share a length
         // or are longer than 64 bytes.
@@ -984,7 +558,7 @@ mod tests {
                 if body.is_empty() { "" } else { "," }
             );
             let api = Api::parse(&format!("a{i}"), json.as_bytes()).unwrap();
-            scanned += usize::from(api.headers.index.is_none());
+            scanned += usize::from(api.headers.scans_names());
             for _ in 0..3000 {
                 let n = next(8);
                 let hs: Vec<(&[u8], &[u8])> = (0..n)
@@ -1113,33 +687,6 @@ mod tests {
             "0001.2.3.4",
         ] {
             check(bad.as_bytes());
-        }
-    }
-
-    #[test]
-    fn cookie_fast_path_matches_general() {
-        let vals = [
-            "a=1; b=2",
-            " JSESSIONID = abc ; c=3",
-            "JSESSIONID=; JSESSIONID=x",
-            "JSESSIONIDX=1; JSESSIONID=2",
-            "xJSESSIONID=1;JSESSIONID\t=\t2\t",
-            "JSESSIONID",
-            "JSESSIONID x=1; JSESSIONID=y=z",
-            ";;=;JSESSIONID=;",
-            "",
-            "a=b=c; a=b",
-            " a b = 1",
-        ];
-        let names = ["JSESSIONID", "a", "a b", "a=b", " a", "", "b;", "c"];
-        for v in vals {
-            for n in names {
-                assert_eq!(
-                    cookie_in(v.as_bytes(), n.as_bytes()),
-                    cookie_in_general(v.as_bytes(), n.as_bytes()),
-                    "{v:?} {n:?}"
-                );
-            }
         }
     }
 

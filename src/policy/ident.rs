@@ -12,7 +12,8 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::OnceLock;
 
-use super::bytes::{self, lower8, short_word, word_at};
+use super::bytes::{self, lower8};
+use super::hash::{fold, hash_bytes, random_secret};
 
 /// The kind of a client identifier. The numbering is part of the C ABI.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -173,11 +174,6 @@ impl IpNet {
         })
     }
 
-    /// Whether this is a single address rather than a range.
-    pub fn is_host(&self) -> bool {
-        self.len == 128
-    }
-
     /// The network with the address masked to `len` bits.
     pub fn of(addr: u128, len: u8) -> IpNet {
         IpNet {
@@ -300,56 +296,12 @@ impl fmt::Display for Identifier {
     }
 }
 
-/// Four odd secret words for a folded-multiply hash, drawn from std's
-/// `RandomState` (operating-system randomness).
-pub(crate) fn random_secret() -> [u64; 4] {
-    let rs = std::collections::hash_map::RandomState::new();
-    std::array::from_fn(|i| rs.hash_one(i as u64) | 1)
-}
-
 /// The per-process secret of the key hash. Keys come from clients, so the
 /// hash must not be predictable (hash flooding): the secret is drawn once
 /// per process.
 fn secret() -> [u64; 4] {
     static SECRET: OnceLock<[u64; 4]> = OnceLock::new();
     *SECRET.get_or_init(random_secret)
-}
-
-/// The 128-bit product of `a` and `b`, its halves folded together.
-#[inline(always)]
-pub(crate) fn fold(a: u64, b: u64) -> u64 {
-    let r = a as u128 * b as u128;
-    r as u64 ^ (r >> 64) as u64
-}
-
-/// The hash of `v` under `seed` (the hash of a key's constant part) and the
-/// process secret `k`: folded multiplies over 16 bytes per step, in the
-/// manner of wyhash and foldhash, with `f` applied to every eight-byte word
-/// (ASCII lowercasing for API-key names). A value of up to 16 bytes costs
-/// two loads and two multiplies; the length is mixed in last, so values
-/// that differ only in zero padding differ.
-#[inline(always)]
-fn hash_bytes(seed: u64, k: [u64; 3], v: &[u8], f: impl Fn(u64) -> u64) -> u64 {
-    let n = v.len();
-    let mut acc = seed;
-    let (a, b) = if n <= 16 {
-        if n >= 8 {
-            (f(word_at(v, 0)), f(word_at(v, n - 8)))
-        } else {
-            (f(short_word(v)), 0)
-        }
-    } else {
-        let mut i = 0;
-        while n - i > 16 {
-            acc = fold(f(word_at(v, i)) ^ k[0], f(word_at(v, i + 8)) ^ acc);
-            i += 16;
-        }
-        (f(word_at(v, n - 16)), f(word_at(v, n - 8)))
-    };
-    // The length goes into the last multiply, not into a lane the data is
-    // XORed into: there a length difference could cancel a data difference.
-    // Its own secret word, so no lane shares the length multiplier's.
-    fold(fold(a ^ k[0], b ^ acc ^ k[1]), k[2] ^ n as u64)
 }
 
 /// The hash of a key's constant part: kind and name (API-key names compare
@@ -628,11 +580,6 @@ impl Key {
                 value: String::from_utf8_lossy(value).into_owned(),
             }
         }
-    }
-
-    /// The prefix length of an IP key.
-    pub fn ip_len(&self) -> Option<u8> {
-        self.ip_net().map(|n| n.len)
     }
 
     /// The network of an IP key.

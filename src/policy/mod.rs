@@ -1,13 +1,27 @@
 //! The pure decision core: identifiers, lists, API definitions, configuration
 //! parsing and the decision itself. No I/O, no threads, no `unsafe`.
+//!
+//! The public modules are what the engine and hosts use: `api` (API JSON
+//! and request-to-API matching), `config`, `decide`, `extract`
+//! (identifiers out of a request), `ident` (identifiers and their list
+//! keys), `lists` and `switches`. The rest serve them inside the crate:
+//! `bytes` (byte-string helpers, eight bytes at a time), `hash` (the one
+//! keyed hash), `decode` (percent and base64), `cookie` (one cookie in a
+//! `Cookie` value), `headers` (the one pass over a request's headers) and
+//! `prefilter` (the filter in front of a list).
 
 pub mod api;
-pub mod bytes;
+mod bytes;
 pub mod config;
+mod cookie;
 pub mod decide;
+mod decode;
 pub mod extract;
+mod hash;
+mod headers;
 pub mod ident;
 pub mod lists;
+mod prefilter;
 pub mod switches;
 #[cfg(test)]
 mod testing;
