@@ -22,16 +22,14 @@ use crate::policy::lists::{ALLOW, IdMap, Meta, Source};
 use crate::policy::switches::{Switch, Switches};
 use crate::policy::{ApiSet, Config};
 
-const REASONS: usize = 10;
-
 /// Request counters. Every request lands in exactly one of `allowed` and
 /// `blocked`, so the number checked is their sum: one atomic add per
 /// request, not two.
 #[derive(Default, Debug)]
 struct Counters {
     allowed: AtomicU64,
-    blocked: [AtomicU64; REASONS],
-    would_block: [AtomicU64; REASONS],
+    blocked: [AtomicU64; Reason::COUNT],
+    would_block: [AtomicU64; Reason::COUNT],
     detections: AtomicU64,
 }
 
@@ -43,9 +41,9 @@ pub struct Stats {
     /// Requests allowed (monitor-mode "would block" included).
     pub allowed: u64,
     /// Requests stopped (block, decoy or error response, redirect), by [`Reason`].
-    pub blocked: [u64; REASONS],
+    pub blocked: [u64; Reason::COUNT],
     /// Monitor mode: requests that would have been stopped, by [`Reason`].
-    pub would_block: [u64; REASONS],
+    pub would_block: [u64; Reason::COUNT],
     /// Real-time detections recorded on the deny list.
     pub detections: u64,
     /// Deny-list entries.
@@ -71,7 +69,7 @@ pub struct Enforcer {
     apis: ApiSet,
     /// Both lists in one map (see `policy::lists`): one probe per identifier.
     lists: ArcSwap<IdMap>,
-    switches: [AtomicBool; 4],
+    switches: [AtomicBool; Switch::ALL.len()],
     counters: Counters,
     writer: Mutex<()>,
     sink: OnceLock<DetectionSink>,
@@ -359,7 +357,7 @@ impl Enforcer {
             allow_entries: self.lists.load().allow_len(),
             ..Stats::default()
         };
-        for i in 0..REASONS {
+        for i in 0..Reason::COUNT {
             s.blocked[i] = c.blocked[i].load(Relaxed);
             s.would_block[i] = c.would_block[i].load(Relaxed);
         }
@@ -385,11 +383,6 @@ fn retire(mut old: Arc<IdMap>) {
             Err(_) => return,
         }
     }
-}
-
-/// The index of a reason in [`Stats::blocked`] / [`Stats::would_block`].
-pub fn reason_index(r: Reason) -> usize {
-    r as usize
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
     reason = "exports are called from C: every pointer is checked for NULL and each doc comment states the caller's obligations"
 )]
 
+mod abi_enum;
 pub mod panic;
 pub mod types;
 
@@ -72,40 +73,46 @@ pub extern "C" fn ase_version() -> *const c_char {
 #[unsafe(no_mangle)]
 pub extern "C" fn ase_result_str(result: ase_result) -> *const c_char {
     boundary(|| {
-        let s: &'static str = match result {
-            ASE_OK => "ok\0",
-            ASE_ERR_NULL_PARAMETER => "a required pointer was NULL\0",
-            ASE_ERR_INVALID_UTF8 => "a string is not valid UTF-8\0",
-            ASE_ERR_INVALID_ARGUMENT => "an argument is out of range\0",
-            ASE_ERR_INVALID_CLIENT_IP => "the client address is not an IP address\0",
-            ASE_ERR_INVALID_HEADER => "a request header has a NULL name or value\0",
-            ASE_ERR_INVALID_IDENTIFIER => {
-                "invalid identifier: empty value, bad IP or CIDR, or wrong name\0"
-            }
-            ASE_ERR_NOT_FOUND => "no such entry\0",
-            ASE_ERR_UNKNOWN_API => "no API has this name\0",
-            ASE_ERR_CONFIG => "invalid configuration file\0",
-            ASE_ERR_API_JSON => "invalid API JSON file\0",
-            ASE_ERR_STORE => "the state store failed\0",
-            ASE_ERR_ABS => "the ABS operation failed\0",
-            ASE_ERR_PANIC => "internal error (panic caught); the call had no effect\0",
-            _ => "unknown result code\0",
-        };
-        s.as_ptr().cast()
+        ResultCode::try_from(result)
+            .map_or(c"unknown result code", ResultCode::message)
+            .as_ptr()
     })
 }
 
-/// Writes `msg` NUL-terminated into `buf` (truncated to fit); nothing if NULL or 0.
-fn write_message(buf: *mut c_char, cap: usize, msg: &str) {
-    if buf.is_null() || cap == 0 {
+/// The one copy of a message out to C: NUL-terminated into `buf`, cut at a
+/// character boundary to fit (C code may print it as UTF-8), with each of
+/// `secrets` masked (messages never carry the ABS keys, but the copy out to C
+/// is the last place to make sure). Nothing if `buf` is empty.
+fn copy_message(buf: &mut [c_char], msg: &str, secrets: &[&str]) {
+    let Some(cap) = buf.len().checked_sub(1) else {
+        return;
+    };
+    let mut m = std::borrow::Cow::Borrowed(msg);
+    for k in secrets.iter().filter(|k| k.len() >= 4) {
+        if m.contains(k) {
+            m = m.replace(k, "***").into();
+        }
+    }
+    let mut n = m.len().min(cap);
+    while !m.is_char_boundary(n) {
+        n -= 1;
+    }
+    for (d, b) in buf.iter_mut().zip(&m.as_bytes()[..n]) {
+        *d = *b as c_char;
+    }
+    buf[n] = 0;
+}
+
+/// Copies `msg` into a caller's error buffer (`err_buf`, `err_buf_len`
+/// bytes; NULL or 0: nothing).
+fn write_error(err_buf: *mut c_char, err_buf_len: usize, msg: &str) {
+    if err_buf.is_null() || err_buf_len == 0 {
         return;
     }
-    let n = msg.len().min(cap - 1);
-    // SAFETY: the caller gave `cap` writable bytes at `buf`; we write n + 1 <= cap.
-    unsafe {
-        std::ptr::copy_nonoverlapping(msg.as_ptr(), buf.cast::<u8>(), n);
-        *buf.add(n) = 0;
-    }
+    // SAFETY: the caller gave `err_buf_len` writable bytes at `err_buf`, per
+    // the contract of the export that takes them.
+    let buf = unsafe { std::slice::from_raw_parts_mut(err_buf, err_buf_len) };
+    copy_message(buf, msg, &[]);
 }
 
 /// Loads `ase.conf` at `config_path` (with its `abs.conf` and API directory),
@@ -134,11 +141,11 @@ pub extern "C" fn ase_engine_new(
             return ASE_ERR_NULL_PARAMETER;
         };
         let Ok(path) = std::str::from_utf8(bytes) else {
-            write_message(err_buf, err_buf_len, "config path is not valid UTF-8");
+            write_error(err_buf, err_buf_len, "config path is not valid UTF-8");
             return ASE_ERR_INVALID_UTF8;
         };
         if path.is_empty() {
-            write_message(err_buf, err_buf_len, "config path is empty");
+            write_error(err_buf, err_buf_len, "config path is empty");
             return ASE_ERR_CONFIG;
         }
         match Engine::open(Path::new(path)) {
@@ -149,7 +156,7 @@ pub extern "C" fn ase_engine_new(
                 ASE_OK
             }
             Err(e) => {
-                write_message(err_buf, err_buf_len, &e.to_string());
+                write_error(err_buf, err_buf_len, &e.to_string());
                 (&e).into()
             }
         }
@@ -177,13 +184,13 @@ pub extern "C" fn ase_config_check(
             return ASE_ERR_NULL_PARAMETER;
         };
         let Ok(path) = std::str::from_utf8(bytes) else {
-            write_message(err_buf, err_buf_len, "config path is not valid UTF-8");
+            write_error(err_buf, err_buf_len, "config path is not valid UTF-8");
             return ASE_ERR_INVALID_UTF8;
         };
         match crate::load::load(Path::new(path)) {
             Ok(_) => ASE_OK,
             Err(e) => {
-                write_message(err_buf, err_buf_len, &e.to_string());
+                write_error(err_buf, err_buf_len, &e.to_string());
                 (&EngineError::Load(e)).into()
             }
         }
@@ -341,17 +348,12 @@ pub extern "C" fn ase_check_request(
         let p = parts(request)?;
         let d = e.engine.enforcer().check(&p.request());
         let v = ase_verdict {
-            action: match d.action {
-                Action::Allow => ASE_ACTION_ALLOW,
-                Action::Block => ASE_ACTION_BLOCK,
-                Action::Respond => ASE_ACTION_RESPOND,
-                Action::Redirect => ASE_ACTION_REDIRECT,
-            },
-            reason: d.reason as u32,
+            action: d.action.into(),
+            reason: d.reason.into(),
             status: d.status as u32,
             would_block: d.would_block,
-            matched_kind: d.matched.map_or(ASE_ID_NONE, |k| k as u32),
-            source: d.source.map_or(ASE_SOURCE_ALL, |s| s as u32),
+            matched_kind: d.matched.map_or(ASE_ID_NONE, ase_id_kind::from),
+            source: d.source.map_or(ASE_SOURCE_ALL, ase_source::from),
             status_text: ase_str::from_bytes(d.status_text.as_bytes()),
             body: ase_str::from_bytes(d.body.as_bytes()),
             location: ase_str::from_bytes(d.location.as_bytes()),
@@ -369,7 +371,7 @@ pub extern "C" fn ase_check_request(
 fn identifier(id: *const ase_identifier) -> Result<Identifier, ase_result> {
     // SAFETY: a non-NULL identifier points to a valid `ase_identifier` for the call.
     let id = unsafe { id.as_ref() }.ok_or(ASE_ERR_NULL_PARAMETER)?;
-    let kind = IdKind::from_u32(id.kind).ok_or(ASE_ERR_INVALID_ARGUMENT)?;
+    let kind = IdKind::try_from(id.kind)?;
     // SAFETY: the caller keeps the strings readable for the call.
     let (name, value) = unsafe { (id.name.as_bytes(), id.value.as_bytes()) };
     let (name, value) = (
@@ -462,9 +464,7 @@ fn source_mask(source: ase_source) -> Result<u8, ase_result> {
     if source == ASE_SOURCE_ALL {
         Ok(Source::ANY)
     } else {
-        Source::from_u32(source)
-            .map(Source::bit)
-            .ok_or(ASE_ERR_INVALID_ARGUMENT)
+        Source::try_from(source).map(Source::bit)
     }
 }
 
@@ -528,7 +528,7 @@ fn each_entry(
 ) {
     for (id, source, exp) in items {
         let entry = ase_entry {
-            kind: id.kind as u32,
+            kind: id.kind.into(),
             name: ase_str::from_bytes(id.name.as_bytes()),
             value: ase_str::from_bytes(id.value.as_bytes()),
             source,
@@ -573,7 +573,7 @@ pub extern "C" fn ase_deny_list(
                     _ => 0,
                 };
                 if exp == 0 || exp > now {
-                    items.push((id.clone(), s as u32, exp));
+                    items.push((id.clone(), s.into(), exp));
                 }
             }
         }
@@ -621,7 +621,7 @@ pub extern "C" fn ase_switch_set(
 ) -> ase_result {
     run(|| {
         let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
-        let s = Switch::from_u32(which).ok_or(ASE_ERR_INVALID_ARGUMENT)?;
+        let s = Switch::try_from(which)?;
         e.engine.set_switch(s, on).map_err(|e| (&e).into())
     })
 }
@@ -636,7 +636,7 @@ pub extern "C" fn ase_switch_get(
     on_out: *mut bool,
 ) -> ase_result {
     fill(engine, on_out, |e| {
-        let s = Switch::from_u32(which).ok_or(ASE_ERR_INVALID_ARGUMENT)?;
+        let s = Switch::try_from(which)?;
         Ok(e.engine.enforcer().switch(s))
     })
 }
@@ -683,24 +683,6 @@ pub extern "C" fn ase_engine_stats(
         };
         Ok(out)
     })
-}
-
-/// Copies `msg` NUL-terminated into `buf`, cut at a character boundary to
-/// fit, with each of `secrets` masked: messages never carry the ABS keys, but
-/// the copy out to C is the last place to make sure.
-fn copy_message(buf: &mut [c_char; ASE_MESSAGE_LEN], msg: &str, secrets: &[&str]) {
-    let mut m = msg.to_string();
-    for k in secrets.iter().filter(|k| k.len() >= 4) {
-        m = m.replace(k, "***");
-    }
-    let mut n = m.len().min(ASE_MESSAGE_LEN - 1);
-    while !m.is_char_boundary(n) {
-        n -= 1;
-    }
-    for (d, b) in buf.iter_mut().zip(m.as_bytes()[..n].iter()) {
-        *d = *b as c_char;
-    }
-    buf[n] = 0;
 }
 
 /// Fetches the ABS attack list now and applies it (every process of the host
@@ -834,26 +816,8 @@ pub extern "C" fn ase_abs_report(
             return Ok(());
         }
         let p = parts(request)?;
-        let action = match v.action {
-            ASE_ACTION_ALLOW => Action::Allow,
-            ASE_ACTION_BLOCK => Action::Block,
-            ASE_ACTION_RESPOND => Action::Respond,
-            ASE_ACTION_REDIRECT => Action::Redirect,
-            _ => return Err(ASE_ERR_INVALID_ARGUMENT),
-        };
-        let reason = match v.reason {
-            ASE_REASON_NONE => Reason::None,
-            ASE_REASON_FIREWALL_OFF => Reason::FirewallOff,
-            ASE_REASON_UNKNOWN_API => Reason::UnknownApi,
-            ASE_REASON_ALLOW_LIST => Reason::AllowList,
-            ASE_REASON_DECOY => Reason::Decoy,
-            ASE_REASON_DENY_LIST => Reason::DenyList,
-            ASE_REASON_PROTOCOL => Reason::Protocol,
-            ASE_REASON_METHOD => Reason::Method,
-            ASE_REASON_CONTENT_TYPE => Reason::ContentType,
-            ASE_REASON_FAIL_MODE => Reason::FailMode,
-            _ => return Err(ASE_ERR_INVALID_ARGUMENT),
-        };
+        let action = Action::try_from(v.action)?;
+        let reason = Reason::try_from(v.reason)?;
         // SAFETY: the caller keeps the verdict's strings readable for the call.
         let api_name = unsafe { v.api_name.as_bytes() }.ok_or(ASE_ERR_NULL_PARAMETER)?;
         // The API by name: identifiers are extracted again as it says.
