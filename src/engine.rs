@@ -239,19 +239,6 @@ impl Engine {
         })
     }
 
-    /// An engine over an existing enforcer, with no store: changes apply to the
-    /// enforcer only (tests, and hosts that want no shared state).
-    pub fn with_engine(enforcer: Arc<Enforcer>) -> Engine {
-        Engine {
-            sync: Arc::new(Syncer::new(enforcer.clone())),
-            enforcer,
-            passive: false,
-            background: Mutex::new(None),
-            abs: None,
-            shipper: None,
-        }
-    }
-
     /// The enforcer (for checks and reads).
     pub fn enforcer(&self) -> &Arc<Enforcer> {
         &self.enforcer
