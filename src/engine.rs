@@ -18,10 +18,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::enforcer::Enforcer;
+use crate::enforcer::{Enforcer, Stats};
 use crate::load::LoadError;
-use crate::policy::Switch;
-use crate::policy::{Identifier, Source};
+use crate::policy::{ApiSet, Config, Decision, Headers, Identifier, Meta, Request, Source, Switch};
 use crate::store::{List, NewEntry, Store, StoreError};
 use crate::sync::abs::{
     AbsClient, AbsSink, AbsStatus, ClientOptions, Poller, PollerOptions, Shipper, ShipperOptions,
@@ -239,9 +238,44 @@ impl Engine {
         })
     }
 
-    /// The enforcer (for checks and reads).
+    /// The enforcer, for what the engine does not pass on (tests, traffic records).
     pub fn enforcer(&self) -> &Arc<Enforcer> {
         &self.enforcer
+    }
+
+    /// Decides one request and counts it ([`Enforcer::check`]).
+    pub fn check<H: Headers + ?Sized>(&self, req: &Request<'_, H>) -> Decision<'_> {
+        self.enforcer.check(req)
+    }
+
+    /// A copy of the counters and list sizes.
+    pub fn stats(&self) -> Stats {
+        self.enforcer.stats()
+    }
+
+    /// One switch, as requests see it now.
+    pub fn switch(&self, s: Switch) -> bool {
+        self.enforcer.switch(s)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        self.enforcer.config()
+    }
+
+    /// The APIs.
+    pub fn apis(&self) -> &ApiSet {
+        self.enforcer.apis()
+    }
+
+    /// Deny entries with a source in `mask`, in insertion order (expired ones included).
+    pub fn deny_entries(&self, mask: u8) -> Vec<(Identifier, Meta)> {
+        self.enforcer.deny_entries(mask)
+    }
+
+    /// Allow entries, in insertion order (expired ones included).
+    pub fn allow_entries(&self) -> Vec<(Identifier, Meta)> {
+        self.enforcer.allow_entries()
     }
 
     /// The store, when it is open.
@@ -281,9 +315,12 @@ impl Engine {
         self.abs.as_ref().map(Poller::status)
     }
 
-    /// The ABS poller, when ABS is configured (to sync now, or stop it).
-    pub fn abs_poller(&self) -> Option<&Poller> {
-        self.abs.as_ref()
+    /// Asks the ABS poller for a sync now, whatever `enable_abs_attack` and
+    /// the election say, without waiting for it ([`Engine::abs_sync_now`]
+    /// waits). `EngineError::Abs` when `abs.conf` names no endpoint.
+    pub fn abs_request_sync(&self) -> Result<(), EngineError> {
+        let p = self.abs.as_ref().ok_or_else(not_configured)?;
+        p.sync_now(None).map(|_| ()).map_err(EngineError::Abs)
     }
 
     /// The ABS traffic shipper, when ABS is configured (to submit records).
@@ -308,9 +345,7 @@ impl Engine {
     pub fn abs_sync_now(&self, wait: Duration) -> Result<AbsStatus, EngineError> {
         let cfg = self.enforcer.config();
         if cfg.abs.endpoints.is_empty() {
-            return Err(EngineError::Abs(
-                "abs.conf names no abs_endpoint: ABS is not configured".to_string(),
-            ));
+            return Err(not_configured());
         }
         let st = match &self.abs {
             Some(p) => p.sync_now(Some(wait)).map_err(EngineError::Abs)?,
@@ -590,6 +625,10 @@ impl Engine {
         )
         .map(|_| ())
     }
+}
+
+fn not_configured() -> EngineError {
+    EngineError::Abs("abs.conf names no abs_endpoint: ABS is not configured".to_string())
 }
 
 impl Drop for Engine {

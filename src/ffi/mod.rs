@@ -346,7 +346,7 @@ pub extern "C" fn ase_check_request(
             return Err(ASE_ERR_NULL_PARAMETER);
         }
         let p = parts(request)?;
-        let d = e.engine.enforcer().check(&p.request());
+        let d = e.engine.check(&p.request());
         let v = ase_verdict {
             action: d.action.into(),
             reason: d.reason.into(),
@@ -560,7 +560,7 @@ pub extern "C" fn ase_deny_list(
         let cb = cb.ok_or(ASE_ERR_NULL_PARAMETER)?;
         let mask = source_mask(source)?;
         let now = crate::clock::now_ms();
-        let entries = e.engine.enforcer().deny_entries(mask);
+        let entries = e.engine.deny_entries(mask);
         let mut items = Vec::with_capacity(entries.len());
         for s in Source::ALL.into_iter().filter(|s| mask & s.bit() != 0) {
             for (id, m) in &entries {
@@ -598,7 +598,6 @@ pub extern "C" fn ase_allow_list(
         let now = crate::clock::now_ms();
         let items = e
             .engine
-            .enforcer()
             .allow_entries()
             .into_iter()
             .filter(|(_, m)| m.allow_exp == 0 || m.allow_exp > now)
@@ -637,7 +636,7 @@ pub extern "C" fn ase_switch_get(
 ) -> ase_result {
     fill(engine, on_out, |e| {
         let s = Switch::try_from(which)?;
-        Ok(e.engine.enforcer().switch(s))
+        Ok(e.engine.switch(s))
     })
 }
 
@@ -669,7 +668,7 @@ pub extern "C" fn ase_engine_stats(
     stats_out: *mut ase_stats,
 ) -> ase_result {
     fill(engine, stats_out, |e| {
-        let s = e.engine.enforcer().stats();
+        let s = e.engine.stats();
         let out = ase_stats {
             checked: s.checked,
             allowed: s.allowed,
@@ -702,8 +701,7 @@ pub extern "C" fn ase_abs_sync_now(engine: *const ase_engine, timeout_ms: u32) -
     run(|| {
         let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
         if timeout_ms == 0 {
-            let p = e.engine.abs_poller().ok_or(ASE_ERR_ABS)?;
-            return p.sync_now(None).map(|_| ()).map_err(|_| ASE_ERR_ABS);
+            return e.engine.abs_request_sync().map_err(|e| (&e).into());
         }
         let wait = std::time::Duration::from_millis(u64::from(timeout_ms));
         e.engine
@@ -725,7 +723,7 @@ pub extern "C" fn ase_abs_status(
     status_out: *mut ase_abs_state,
 ) -> ase_result {
     fill(engine, status_out, |e| {
-        let eng = e.engine.enforcer();
+        let engine = &e.engine;
         let mut out = ase_abs_state {
             configured: false,
             enabled: false,
@@ -746,11 +744,11 @@ pub extern "C" fn ase_abs_status(
             dropped_items: 0,
             memory_bytes: 0,
         };
-        if let Some(st) = e.engine.abs_status() {
+        if let Some(st) = engine.abs_status() {
             out.configured = true;
-            out.enabled = eng.switch(Switch::AbsAttack);
+            out.enabled = engine.switch(Switch::AbsAttack);
             out.leader = st.leader;
-            out.traffic_enabled = eng.switch(Switch::Abs);
+            out.traffic_enabled = engine.switch(Switch::Abs);
             out.consecutive_failures = st.consecutive_failures;
             out.last_attempt_ms = st.last_attempt_ms;
             out.last_success_ms = st.last_success_ms;
@@ -762,11 +760,11 @@ pub extern "C" fn ase_abs_status(
             out.syncs = st.syncs;
             out.failures = st.failures;
             if let Some(m) = &st.last_error {
-                let abs = &eng.config().abs;
+                let abs = &engine.config().abs;
                 copy_message(&mut out.last_error, m, &[&abs.access_key, &abs.secret_key]);
             }
         }
-        if let Some(t) = e.engine.shipper_status() {
+        if let Some(t) = engine.shipper_status() {
             out.traffic_queued = t.queued;
             out.traffic_sent = t.sent_records;
             out.traffic_dropped = t.dropped_full + t.dropped_failed;
@@ -808,11 +806,11 @@ pub extern "C" fn ase_abs_report(
         if response_status > 999 {
             return Err(ASE_ERR_INVALID_ARGUMENT);
         }
-        let eng = e.engine.enforcer();
-        let Some(shipper) = e.engine.abs_shipper() else {
+        let engine = &e.engine;
+        let Some(shipper) = engine.abs_shipper() else {
             return Ok(());
         };
-        if !eng.switch(Switch::Abs) {
+        if !engine.switch(Switch::Abs) {
             return Ok(());
         }
         let p = parts(request)?;
@@ -824,7 +822,7 @@ pub extern "C" fn ase_abs_report(
         let api = std::str::from_utf8(api_name)
             .ok()
             .filter(|n| !n.is_empty())
-            .and_then(|n| eng.apis().get(n));
+            .and_then(|n| engine.apis().get(n));
         let d = Decision {
             action,
             reason,
@@ -839,7 +837,8 @@ pub extern "C" fn ase_abs_report(
         };
         let version = String::from_utf8_lossy(p.http_version);
         let version = version.strip_prefix("HTTP/").unwrap_or(&version);
-        let mut rec = TrafficRecord::from_check(eng, &p.request(), &d, p.client_port, version);
+        let mut rec =
+            TrafficRecord::from_check(engine.enforcer(), &p.request(), &d, p.client_port, version);
         if response_status != 0 {
             rec = rec.with_status(response_status as u16);
         }
