@@ -19,9 +19,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::enforcer::{Enforcer, Stats};
-use crate::load::LoadError;
-use crate::policy::{ApiSet, Config, Decision, Headers, Identifier, Meta, Request, Source, Switch};
+use crate::load::{LoadError, abs_conf_path, load};
+use crate::policy::{
+    ApiSet, Config, ConfigError, Decision, Headers, Identifier, Meta, Request, Source, Switch,
+};
 use crate::store::{List, NewEntry, Store, StoreError};
+use crate::sync::abs::shipper::Obfuscator;
 use crate::sync::abs::{
     AbsClient, AbsSink, AbsStatus, ClientOptions, Poller, PollerOptions, Shipper, ShipperOptions,
     ShipperStatus, shared, sync_once,
@@ -146,14 +149,46 @@ impl AbsSink for StoreAbsSink {
     }
 }
 
+/// Reads the configuration at `path` and checks everything in it that
+/// [`Engine::open`] would otherwise find wrong only when starting: the files
+/// parse, and when `abs.conf` names an endpoint, the TLS client to ABS can be
+/// built (`abs_ca_cert_path` readable and holding a usable certificate) and
+/// an existing obfuscation key file in `state_dir` is usable. It writes
+/// nothing.
+///
+/// `Engine::open` starts with this, and `ase_config_check` (so `nginx -t`)
+/// is this, so a configuration that passes the check cannot fail at start
+/// for a reason the check could see, and a failure gives the same message
+/// in both. What only starting can find (threads, creating the key file)
+/// is left to `open`.
+pub fn check_config(path: &Path) -> Result<(Config, ApiSet), EngineError> {
+    let (config, apis) = load(path).map_err(EngineError::Load)?;
+    if !config.abs.endpoints.is_empty() {
+        AbsClient::new(&config.abs, ClientOptions::default()).map_err(|message| {
+            EngineError::Load(LoadError::Config(ConfigError {
+                file: abs_conf_path(path),
+                line: 0,
+                key: String::new(),
+                message,
+            }))
+        })?;
+        let opts = ShipperOptions::from_config(&config);
+        if let (true, Some(key)) = (opts.obfuscate, &opts.key_path) {
+            Obfuscator::check_key_file(key).map_err(EngineError::Abs)?;
+        }
+    }
+    Ok((config, apis))
+}
+
 impl Engine {
-    /// Loads the configuration at `path`, opens the store in its `state_dir`,
-    /// loads it into the enforcer and starts the watcher and detection-writer
-    /// threads. A store that cannot be opened is not an error here: the enforcer
-    /// follows `fail_mode` (see [`Engine::health`]) until the watcher manages to
-    /// load it.
+    /// Checks the configuration at `path` ([`check_config`]), opens the store
+    /// in its `state_dir`, loads it into the enforcer and starts the watcher
+    /// and detection-writer threads. A store that cannot be opened is not an
+    /// error here: the enforcer follows `fail_mode` (see [`Engine::health`])
+    /// until the watcher manages to load it.
     pub fn open(path: &Path) -> Result<Engine, EngineError> {
-        let enforcer = Arc::new(Enforcer::open(path).map_err(EngineError::Load)?);
+        let (config, apis) = check_config(path)?;
+        let enforcer = Arc::new(Enforcer::new(config, apis));
         let sync = Arc::new(Syncer::new(enforcer.clone()));
         let dir = enforcer.config().state_dir.clone();
         let watcher_store = match Store::open(&dir).and_then(|s| {

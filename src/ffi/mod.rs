@@ -18,7 +18,7 @@ pub mod types;
 use std::ffi::{c_char, c_void};
 use std::path::Path;
 
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, check_config};
 use crate::load::LoadError;
 use crate::policy::Switch;
 use crate::policy::decide::{Action, Decision, Reason, Request};
@@ -115,14 +115,32 @@ fn write_error(err_buf: *mut c_char, err_buf_len: usize, msg: &str) {
     copy_message(buf, msg, &[]);
 }
 
+/// The `config_path` argument of `ase_engine_new` and `ase_config_check`, or
+/// the code and message both give for it.
+fn config_file<'a>(config_path: ase_str) -> Result<&'a Path, (ase_result, &'static str)> {
+    // SAFETY: the caller guarantees `config_path` describes readable bytes.
+    let bytes = unsafe { config_path.as_bytes() }.ok_or((
+        ASE_ERR_NULL_PARAMETER,
+        "config path is NULL with a non-zero length",
+    ))?;
+    let path = std::str::from_utf8(bytes)
+        .map_err(|_| (ASE_ERR_INVALID_UTF8, "config path is not valid UTF-8"))?;
+    if path.is_empty() {
+        return Err((ASE_ERR_CONFIG, "config path is empty"));
+    }
+    Ok(Path::new(path))
+}
+
 /// Loads `ase.conf` at `config_path` (with its `abs.conf` and API directory),
 /// opens the state, starts the engine's threads, and writes the new engine to
 /// `*engine_out`.
 ///
-/// On failure returns `ASE_ERR_CONFIG`, `ASE_ERR_API_JSON`, `ASE_ERR_STORE`,
-/// ... and, when `err_buf` is not NULL, writes a NUL-terminated message naming
-/// the file, line and key (truncated to `err_buf_len`). `*engine_out` is
-/// written only on success; free the engine with `ase_engine_free`.
+/// It first makes the checks of `ase_config_check`, which fail here with the
+/// same code and message. On failure returns `ASE_ERR_CONFIG`,
+/// `ASE_ERR_API_JSON`, `ASE_ERR_ABS`, `ASE_ERR_STORE`, ... and, when
+/// `err_buf` is not NULL, writes a NUL-terminated message naming the file,
+/// line and key (truncated to `err_buf_len`). `*engine_out` is written only
+/// on success; free the engine with `ase_engine_free`.
 ///
 /// Thread safety: any thread; call after `fork()`.
 #[unsafe(no_mangle)]
@@ -136,19 +154,14 @@ pub extern "C" fn ase_engine_new(
         if engine_out.is_null() {
             return ASE_ERR_NULL_PARAMETER;
         }
-        // SAFETY: the caller guarantees `config_path` describes readable bytes.
-        let Some(bytes) = (unsafe { config_path.as_bytes() }) else {
-            return ASE_ERR_NULL_PARAMETER;
+        let path = match config_file(config_path) {
+            Ok(p) => p,
+            Err((code, msg)) => {
+                write_error(err_buf, err_buf_len, msg);
+                return code;
+            }
         };
-        let Ok(path) = std::str::from_utf8(bytes) else {
-            write_error(err_buf, err_buf_len, "config path is not valid UTF-8");
-            return ASE_ERR_INVALID_UTF8;
-        };
-        if path.is_empty() {
-            write_error(err_buf, err_buf_len, "config path is empty");
-            return ASE_ERR_CONFIG;
-        }
-        match Engine::open(Path::new(path)) {
+        match Engine::open(path) {
             Ok(engine) => {
                 let e = Box::new(ase_engine { engine });
                 // SAFETY: checked non-NULL above; the caller owns the out slot.
@@ -165,11 +178,21 @@ pub extern "C" fn ase_engine_new(
 
 /// Validates `ase.conf` at `config_path`, its `abs.conf` and every API JSON
 /// file, without opening the state store or starting threads: what a master
-/// process (nginx `-t`, reload) should call before forking workers.
+/// process (nginx `-t`, reload) should call before forking workers. When
+/// `abs.conf` names an endpoint it also builds the TLS client to ABS (so
+/// `abs_ca_cert_path` must be readable and hold a usable certificate) and
+/// reads the ABS obfuscation key file in `state_dir` if there is one. It
+/// writes nothing.
+///
+/// These are the checks `ase_engine_new` starts with: whatever fails here
+/// fails there with the same code and message, and a configuration that
+/// passes can still fail there only for what starting alone finds (the
+/// threads, creating the key file).
 ///
 /// Returns `ASE_OK`, or `ASE_ERR_CONFIG` / `ASE_ERR_API_JSON` /
-/// `ASE_ERR_INVALID_UTF8` / `ASE_ERR_NULL_PARAMETER` with, when `err_buf` is
-/// not NULL, a NUL-terminated message naming the file, line and key.
+/// `ASE_ERR_ABS` (obfuscation key file) / `ASE_ERR_INVALID_UTF8` /
+/// `ASE_ERR_NULL_PARAMETER` with, when `err_buf` is not NULL, a
+/// NUL-terminated message naming the file, line and key.
 ///
 /// Thread safety: any thread.
 #[unsafe(no_mangle)]
@@ -179,19 +202,18 @@ pub extern "C" fn ase_config_check(
     err_buf_len: usize,
 ) -> ase_result {
     boundary(|| {
-        // SAFETY: the caller guarantees `config_path` describes readable bytes.
-        let Some(bytes) = (unsafe { config_path.as_bytes() }) else {
-            return ASE_ERR_NULL_PARAMETER;
+        let path = match config_file(config_path) {
+            Ok(p) => p,
+            Err((code, msg)) => {
+                write_error(err_buf, err_buf_len, msg);
+                return code;
+            }
         };
-        let Ok(path) = std::str::from_utf8(bytes) else {
-            write_error(err_buf, err_buf_len, "config path is not valid UTF-8");
-            return ASE_ERR_INVALID_UTF8;
-        };
-        match crate::load::load(Path::new(path)) {
+        match check_config(path) {
             Ok(_) => ASE_OK,
             Err(e) => {
                 write_error(err_buf, err_buf_len, &e.to_string());
-                (&EngineError::Load(e)).into()
+                (&e).into()
             }
         }
     })

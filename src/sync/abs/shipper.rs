@@ -222,6 +222,18 @@ impl fmt::Debug for Obfuscator {
 /// Name of the obfuscation key file in `state_dir`.
 pub const KEY_FILE: &str = "abs_obfuscation.key";
 
+/// The key in the file at `path`; `None` when there is no such file.
+fn read_key(path: &Path) -> Result<Option<Vec<u8>>, String> {
+    use std::io::Read;
+    let mut v = Vec::new();
+    match std::fs::File::open(path).and_then(|f| f.take(1024).read_to_end(&mut v)) {
+        Ok(_) if v.len() < 16 => Err(format!("{}: key shorter than 16 bytes", path.display())),
+        Ok(_) => Ok(Some(v)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("reading {}: {e}", path.display())),
+    }
+}
+
 impl Obfuscator {
     /// An obfuscator with a fresh random key (pseudonyms valid for this process only).
     pub fn random() -> Result<Obfuscator, String> {
@@ -234,15 +246,10 @@ impl Obfuscator {
     /// An obfuscator with the key of `path`, created (32 random bytes, mode 0600)
     /// if missing, so every process of the host makes the same pseudonyms.
     pub fn from_key_file(path: &Path) -> Result<Obfuscator, String> {
-        use std::io::{Read, Write};
-        let read = |p: &Path| -> Result<Vec<u8>, std::io::Error> {
-            let mut v = Vec::new();
-            std::fs::File::open(p)?.take(1024).read_to_end(&mut v)?;
-            Ok(v)
-        };
-        let bytes = match read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        use std::io::Write;
+        let bytes = match read_key(path)? {
+            Some(b) => b,
+            None => {
                 let mut key = [0u8; 32];
                 ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
                     .map_err(|_| "no system randomness".to_string())?;
@@ -263,19 +270,22 @@ impl Obfuscator {
                     // Another process created it first: use theirs.
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                         std::thread::sleep(Duration::from_millis(20));
-                        read(path).map_err(|e| format!("reading {}: {e}", path.display()))?
+                        read_key(path)?
+                            .ok_or_else(|| format!("reading {}: vanished", path.display()))?
                     }
                     Err(e) => return Err(format!("creating {}: {e}", path.display())),
                 }
             }
-            Err(e) => return Err(format!("reading {}: {e}", path.display())),
         };
-        if bytes.len() < 16 {
-            return Err(format!("{}: key shorter than 16 bytes", path.display()));
-        }
         Ok(Obfuscator {
             key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes),
         })
+    }
+
+    /// Checks, without creating anything, that [`Obfuscator::from_key_file`]
+    /// can use the key file at `path` if it exists (readable, long enough).
+    pub fn check_key_file(path: &Path) -> Result<(), String> {
+        read_key(path).map(|_| ())
     }
 
     /// `obf:` + 32 hex digits of HMAC-SHA256(key, kind ‖ 0 ‖ value).
