@@ -1,4 +1,4 @@
-//! The engine: configuration, APIs, lists, switches and counters, and the
+//! The enforcer: configuration, APIs, lists, switches and counters, and the
 //! request check.
 //!
 //! Readers (`check`) take no lock: the lists sit behind `ArcSwap` and are
@@ -33,7 +33,7 @@ struct Counters {
     detections: AtomicU64,
 }
 
-/// A copy of the engine's counters.
+/// A copy of the enforcer's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Requests checked.
@@ -59,11 +59,11 @@ impl Stats {
     }
 }
 
-/// Called with each real-time detection (identifier, source) after the engine
+/// Called with each real-time detection (identifier, source) after the enforcer
 /// has listed it; the store uses it to make detections durable and shared.
 pub type DetectionSink = Box<dyn Fn(&[Identifier], Source) + Send + Sync>;
 
-/// An enforcement engine. Shared by reference between threads.
+/// The live state requests are checked against. Shared by reference between threads.
 pub struct Enforcer {
     config: Config,
     apis: ApiSet,
@@ -93,7 +93,7 @@ impl Enforcer {
         Ok(Enforcer::new(config, apis))
     }
 
-    /// An engine over an already loaded configuration, with empty lists.
+    /// An enforcer over an already loaded configuration, with empty lists.
     pub fn new(config: Config, apis: ApiSet) -> Enforcer {
         let switches = [
             AtomicBool::new(config.enable_firewall),

@@ -1,6 +1,6 @@
 //! The C ABI: every `extern "C"` function of `include/ase.h`.
 //!
-//! Conventions (rustls-ffi's, see README "C API"): functions are
+//! Conventions (rustls-ffi's; docs/design.md, "C API"): functions are
 //! `ase_<object>_<verb>`; every fallible one returns an [`ase_result`];
 //! outputs come last and are written only on success; bytes cross as
 //! [`ase_str`] (pointer + length, never NUL-terminated by contract); every body
@@ -795,7 +795,7 @@ pub extern "C" fn ase_abs_status(
     })
 }
 
-/// Reports a request to ABS as traffic (DESIGN.md §3, docs/abs.md): the
+/// Reports a request to ABS as traffic (docs/abs.md): the
 /// request as given to `ase_check_request`, the verdict it returned, and the
 /// status the host answered with (`response_status` 0: unknown). Call it
 /// once the response status is known (nginx: the log phase).

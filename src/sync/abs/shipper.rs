@@ -48,12 +48,12 @@ const KEPT_HEADERS: &[&str] = &[
 /// Longest header value kept; longer ones are cut (ABS needs their shape, not megabytes).
 const MAX_HEADER_VALUE: usize = 4096;
 
-/// One transaction as reported to ABS (notes §5).
+/// One transaction as reported to ABS (docs/abs.md).
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct TrafficRecord {
     /// When the request was checked (Unix ms).
     pub time_ms: u64,
-    /// Client address as the engine saw it (after `enable_xff`).
+    /// Client address as the enforcer saw it (after `enable_xff`).
     pub client_ip: String,
     /// Client port (0 = unknown).
     pub client_port: u16,
@@ -135,11 +135,11 @@ fn cut(b: &[u8]) -> String {
 }
 
 impl TrafficRecord {
-    /// The record of a request the engine has just decided. `http_version` as
+    /// The record of a request the enforcer has just decided. `http_version` as
     /// the host has it (`1.1`), `client_port` 0 if unknown. Identifiers are
     /// extracted again, as the matched API says.
     pub fn from_check<H: Headers + ?Sized>(
-        engine: &Enforcer,
+        enforcer: &Enforcer,
         req: &Request<'_, H>,
         d: &Decision<'_>,
         client_port: u16,
@@ -154,7 +154,7 @@ impl TrafficRecord {
         let ids = extract(
             d.api,
             req.client_ip,
-            engine.config().enable_xff,
+            enforcer.config().enable_xff,
             req.uri,
             req.headers,
             req.username,
@@ -436,7 +436,7 @@ struct Counters {
 }
 
 struct Shared {
-    engine: Arc<Enforcer>,
+    enforcer: Arc<Enforcer>,
     counters: Counters,
     last_error: Mutex<Option<String>>,
     obfuscating: bool,
@@ -459,7 +459,7 @@ impl ShipperHandle {
     /// Whether records are wanted now (`enable_abs` is on): lets a host skip
     /// building a record at all.
     pub fn enabled(&self) -> bool {
-        self.shared.engine.switch(Switch::Abs)
+        self.shared.enforcer.switch(Switch::Abs)
     }
 
     /// Queues a record without ever waiting. False when it was not queued
@@ -677,10 +677,10 @@ impl Worker {
 }
 
 impl Shipper {
-    /// Starts the shipper thread for `engine` (whose `enable_abs` switch gates
+    /// Starts the shipper thread for `enforcer` (whose `enable_abs` switch gates
     /// submits and whose `abs.conf` names ABS).
-    pub fn start(engine: Arc<Enforcer>, opts: ShipperOptions) -> Result<Shipper, String> {
-        let client = AbsClient::new(&engine.config().abs, opts.client.clone())?;
+    pub fn start(enforcer: Arc<Enforcer>, opts: ShipperOptions) -> Result<Shipper, String> {
+        let client = AbsClient::new(&enforcer.config().abs, opts.client.clone())?;
         let obf = if opts.obfuscate {
             Some(match &opts.key_path {
                 Some(p) => Obfuscator::from_key_file(p)?,
@@ -692,7 +692,7 @@ impl Shipper {
         let (tx, rx) = bounded(opts.queue_capacity.max(1));
         let (stop_tx, stop_rx) = bounded(1);
         let shared = Arc::new(Shared {
-            engine,
+            enforcer,
             counters: Counters::default(),
             last_error: Mutex::new(None),
             obfuscating: obf.is_some(),
