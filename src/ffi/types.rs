@@ -3,7 +3,7 @@
 //! Enumerations cross the ABI as `uint32_t` typedefs with `#define`d
 //! constants (as rustls-ffi does): C may pass any integer, and a Rust enum
 //! holding an undeclared value would be undefined behaviour. Each one is tied
-//! to its Rust enum by one [`abi_enum!`](super::abi_enum) list below its
+//! to its Rust enum by one `abi_enum!` list (`src/ffi/abi_enum.rs`) below its
 //! constants. Parameter structs only ever grow at the end.
 #![allow(non_camel_case_types, reason = "C names")]
 
