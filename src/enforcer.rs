@@ -1,4 +1,4 @@
-//! The engine: configuration, APIs, lists, switches and counters, and the
+//! The enforcer: configuration, APIs, lists, switches and counters, and the
 //! request check.
 //!
 //! Readers (`check`) take no lock: the lists sit behind `ArcSwap` and are
@@ -22,20 +22,18 @@ use crate::policy::lists::{ALLOW, IdMap, Meta, Source};
 use crate::policy::switches::{Switch, Switches};
 use crate::policy::{ApiSet, Config};
 
-const REASONS: usize = 10;
-
 /// Request counters. Every request lands in exactly one of `allowed` and
 /// `blocked`, so the number checked is their sum: one atomic add per
 /// request, not two.
 #[derive(Default, Debug)]
 struct Counters {
     allowed: AtomicU64,
-    blocked: [AtomicU64; REASONS],
-    would_block: [AtomicU64; REASONS],
+    blocked: [AtomicU64; Reason::COUNT],
+    would_block: [AtomicU64; Reason::COUNT],
     detections: AtomicU64,
 }
 
-/// A copy of the engine's counters.
+/// A copy of the enforcer's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Requests checked.
@@ -43,9 +41,9 @@ pub struct Stats {
     /// Requests allowed (monitor-mode "would block" included).
     pub allowed: u64,
     /// Requests stopped (block, decoy or error response, redirect), by [`Reason`].
-    pub blocked: [u64; REASONS],
+    pub blocked: [u64; Reason::COUNT],
     /// Monitor mode: requests that would have been stopped, by [`Reason`].
-    pub would_block: [u64; REASONS],
+    pub would_block: [u64; Reason::COUNT],
     /// Real-time detections recorded on the deny list.
     pub detections: u64,
     /// Deny-list entries.
@@ -61,17 +59,17 @@ impl Stats {
     }
 }
 
-/// Called with each real-time detection (identifier, source) after the engine
+/// Called with each real-time detection (identifier, source) after the enforcer
 /// has listed it; the store uses it to make detections durable and shared.
 pub type DetectionSink = Box<dyn Fn(&[Identifier], Source) + Send + Sync>;
 
-/// An enforcement engine. Shared by reference between threads.
+/// The live state requests are checked against. Shared by reference between threads.
 pub struct Enforcer {
     config: Config,
     apis: ApiSet,
     /// Both lists in one map (see `policy::lists`): one probe per identifier.
     lists: ArcSwap<IdMap>,
-    switches: [AtomicBool; 4],
+    switches: [AtomicBool; Switch::ALL.len()],
     counters: Counters,
     writer: Mutex<()>,
     sink: OnceLock<DetectionSink>,
@@ -95,7 +93,7 @@ impl Enforcer {
         Ok(Enforcer::new(config, apis))
     }
 
-    /// An engine over an already loaded configuration, with empty lists.
+    /// An enforcer over an already loaded configuration, with empty lists.
     pub fn new(config: Config, apis: ApiSet) -> Enforcer {
         let switches = [
             AtomicBool::new(config.enable_firewall),
@@ -359,7 +357,7 @@ impl Enforcer {
             allow_entries: self.lists.load().allow_len(),
             ..Stats::default()
         };
-        for i in 0..REASONS {
+        for i in 0..Reason::COUNT {
             s.blocked[i] = c.blocked[i].load(Relaxed);
             s.would_block[i] = c.would_block[i].load(Relaxed);
         }
@@ -385,11 +383,6 @@ fn retire(mut old: Arc<IdMap>) {
             Err(_) => return,
         }
     }
-}
-
-/// The index of a reason in [`Stats::blocked`] / [`Stats::would_block`].
-pub fn reason_index(r: Reason) -> usize {
-    r as usize
 }
 
 #[cfg(test)]

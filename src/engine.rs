@@ -18,11 +18,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::enforcer::Enforcer;
-use crate::load::LoadError;
-use crate::policy::Switch;
-use crate::policy::{Identifier, Source};
+use crate::enforcer::{Enforcer, Stats};
+use crate::load::{LoadError, abs_conf_path, load};
+use crate::policy::{
+    ApiSet, Config, ConfigError, Decision, Headers, Identifier, Meta, Request, Source, Switch,
+};
 use crate::store::{List, NewEntry, Store, StoreError};
+use crate::sync::abs::shipper::Obfuscator;
 use crate::sync::abs::{
     AbsClient, AbsSink, AbsStatus, ClientOptions, Poller, PollerOptions, Shipper, ShipperOptions,
     ShipperStatus, shared, sync_once,
@@ -147,14 +149,46 @@ impl AbsSink for StoreAbsSink {
     }
 }
 
+/// Reads the configuration at `path` and checks everything in it that
+/// [`Engine::open`] would otherwise find wrong only when starting: the files
+/// parse, and when `abs.conf` names an endpoint, the TLS client to ABS can be
+/// built (`abs_ca_cert_path` readable and holding a usable certificate) and
+/// an existing obfuscation key file in `state_dir` is usable. It writes
+/// nothing.
+///
+/// `Engine::open` starts with this, and `ase_config_check` (so `nginx -t`)
+/// is this, so a configuration that passes the check cannot fail at start
+/// for a reason the check could see, and a failure gives the same message
+/// in both. What only starting can find (threads, creating the key file)
+/// is left to `open`.
+pub fn check_config(path: &Path) -> Result<(Config, ApiSet), EngineError> {
+    let (config, apis) = load(path).map_err(EngineError::Load)?;
+    if !config.abs.endpoints.is_empty() {
+        AbsClient::new(&config.abs, ClientOptions::default()).map_err(|message| {
+            EngineError::Load(LoadError::Config(ConfigError {
+                file: abs_conf_path(path),
+                line: 0,
+                key: String::new(),
+                message,
+            }))
+        })?;
+        let opts = ShipperOptions::from_config(&config);
+        if let (true, Some(key)) = (opts.obfuscate, &opts.key_path) {
+            Obfuscator::check_key_file(key).map_err(EngineError::Abs)?;
+        }
+    }
+    Ok((config, apis))
+}
+
 impl Engine {
-    /// Loads the configuration at `path`, opens the store in its `state_dir`,
-    /// loads it into the enforcer and starts the watcher and detection-writer
-    /// threads. A store that cannot be opened is not an error here: the enforcer
-    /// follows `fail_mode` (see [`Engine::health`]) until the watcher manages to
-    /// load it.
+    /// Checks the configuration at `path` ([`check_config`]), opens the store
+    /// in its `state_dir`, loads it into the enforcer and starts the watcher
+    /// and detection-writer threads. A store that cannot be opened is not an
+    /// error here: the enforcer follows `fail_mode` (see [`Engine::health`])
+    /// until the watcher manages to load it.
     pub fn open(path: &Path) -> Result<Engine, EngineError> {
-        let enforcer = Arc::new(Enforcer::open(path).map_err(EngineError::Load)?);
+        let (config, apis) = check_config(path)?;
+        let enforcer = Arc::new(Enforcer::new(config, apis));
         let sync = Arc::new(Syncer::new(enforcer.clone()));
         let dir = enforcer.config().state_dir.clone();
         let watcher_store = match Store::open(&dir).and_then(|s| {
@@ -239,22 +273,44 @@ impl Engine {
         })
     }
 
-    /// An engine over an existing enforcer, with no store: changes apply to the
-    /// enforcer only (tests, and hosts that want no shared state).
-    pub fn with_engine(enforcer: Arc<Enforcer>) -> Engine {
-        Engine {
-            sync: Arc::new(Syncer::new(enforcer.clone())),
-            enforcer,
-            passive: false,
-            background: Mutex::new(None),
-            abs: None,
-            shipper: None,
-        }
-    }
-
-    /// The enforcer (for checks and reads).
+    /// The enforcer, for what the engine does not pass on (tests, traffic records).
     pub fn enforcer(&self) -> &Arc<Enforcer> {
         &self.enforcer
+    }
+
+    /// Decides one request and counts it ([`Enforcer::check`]).
+    pub fn check<H: Headers + ?Sized>(&self, req: &Request<'_, H>) -> Decision<'_> {
+        self.enforcer.check(req)
+    }
+
+    /// A copy of the counters and list sizes.
+    pub fn stats(&self) -> Stats {
+        self.enforcer.stats()
+    }
+
+    /// One switch, as requests see it now.
+    pub fn switch(&self, s: Switch) -> bool {
+        self.enforcer.switch(s)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        self.enforcer.config()
+    }
+
+    /// The APIs.
+    pub fn apis(&self) -> &ApiSet {
+        self.enforcer.apis()
+    }
+
+    /// Deny entries with a source in `mask`, in insertion order (expired ones included).
+    pub fn deny_entries(&self, mask: u8) -> Vec<(Identifier, Meta)> {
+        self.enforcer.deny_entries(mask)
+    }
+
+    /// Allow entries, in insertion order (expired ones included).
+    pub fn allow_entries(&self) -> Vec<(Identifier, Meta)> {
+        self.enforcer.allow_entries()
     }
 
     /// The store, when it is open.
@@ -294,9 +350,12 @@ impl Engine {
         self.abs.as_ref().map(Poller::status)
     }
 
-    /// The ABS poller, when ABS is configured (to sync now, or stop it).
-    pub fn abs_poller(&self) -> Option<&Poller> {
-        self.abs.as_ref()
+    /// Asks the ABS poller for a sync now, whatever `enable_abs_attack` and
+    /// the election say, without waiting for it ([`Engine::abs_sync_now`]
+    /// waits). `EngineError::Abs` when `abs.conf` names no endpoint.
+    pub fn abs_request_sync(&self) -> Result<(), EngineError> {
+        let p = self.abs.as_ref().ok_or_else(not_configured)?;
+        p.sync_now(None).map(|_| ()).map_err(EngineError::Abs)
     }
 
     /// The ABS traffic shipper, when ABS is configured (to submit records).
@@ -321,9 +380,7 @@ impl Engine {
     pub fn abs_sync_now(&self, wait: Duration) -> Result<AbsStatus, EngineError> {
         let cfg = self.enforcer.config();
         if cfg.abs.endpoints.is_empty() {
-            return Err(EngineError::Abs(
-                "abs.conf names no abs_endpoint: ABS is not configured".to_string(),
-            ));
+            return Err(not_configured());
         }
         let st = match &self.abs {
             Some(p) => p.sync_now(Some(wait)).map_err(EngineError::Abs)?,
@@ -603,6 +660,10 @@ impl Engine {
         )
         .map(|_| ())
     }
+}
+
+fn not_configured() -> EngineError {
+    EngineError::Abs("abs.conf names no abs_endpoint: ABS is not configured".to_string())
 }
 
 impl Drop for Engine {

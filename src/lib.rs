@@ -27,6 +27,7 @@
 //!   `ase_engine` is one of these.
 //! - [`ffi`]: the C ABI (`include/ase.h`); the only place with `extern "C"`.
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 
 /// cbindgen:ignore
 pub mod clock;
@@ -34,6 +35,10 @@ pub mod clock;
 pub mod enforcer;
 /// cbindgen:ignore
 pub mod engine;
+// The C ABI has to dereference the pointers C hands it and give C pointers
+// back, which only `unsafe` can do; every other module is safe Rust, and the
+// compiler holds them to it.
+#[allow(unsafe_code)]
 pub mod ffi;
 /// cbindgen:ignore
 pub mod load;

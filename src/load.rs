@@ -46,11 +46,16 @@ fn read_text(path: &Path) -> Result<String, ConfigError> {
     })
 }
 
+/// The `abs.conf` that goes with the `ase.conf` at `ase_conf`: the one beside it.
+pub fn abs_conf_path(ase_conf: &Path) -> PathBuf {
+    ase_conf.with_file_name("abs.conf")
+}
+
 /// Reads `ase.conf` at `path` and the `abs.conf` beside it (optional).
 pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
     let text = read_text(path)?;
     let mut c = parse_ase_conf(&text, path)?;
-    let abs = path.with_file_name("abs.conf");
+    let abs = abs_conf_path(path);
     if abs.exists() {
         c.abs = parse_abs_conf(&read_text(&abs)?, &abs)?;
     }

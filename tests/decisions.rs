@@ -1,5 +1,5 @@
-//! The decision order of DESIGN.md §2, step by step, with the identifiers of
-//! ASE's documentation (seeds 003 and 004).
+//! The decision order (docs/design.md, "Decision order"), step by step, with
+//! the identifiers of the examples in ASE's documentation.
 
 use std::path::Path;
 
@@ -430,7 +430,7 @@ fn step6_sources_follow_their_switches() {
 
 #[test]
 fn step7_pattern_violations_answer_and_record_by_kind() {
-    // (request, reason, source) with seed 003's identifiers.
+    // (request, reason, source) with the identifiers of ASE's documented example.
     let cases = [
         (
             get("/shopapi/a")

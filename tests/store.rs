@@ -54,7 +54,7 @@ fn wait_for(e: &Enforcer, ip: &str, want: bool, limit: Duration) -> Option<Durat
 
 /// The child side: an engine in its own process.
 fn child_main(config: &str) {
-    let node = Engine::open(Path::new(config)).unwrap();
+    let engine = Engine::open(Path::new(config)).unwrap();
     println!("@@ready");
     for line in std::io::stdin().lock().lines() {
         let line = line.unwrap();
@@ -62,7 +62,7 @@ fn child_main(config: &str) {
         match w.as_slice() {
             ["wait", ip, want, ms] => {
                 let r = wait_for(
-                    node.enforcer(),
+                    engine.enforcer(),
                     ip,
                     *want == "block",
                     Duration::from_millis(ms.parse().unwrap()),
@@ -72,7 +72,7 @@ fn child_main(config: &str) {
                     None => println!("@@timeout"),
                 }
             }
-            ["request", ip, uri] => println!("@@{}", stops(node.enforcer(), ip, uri)),
+            ["request", ip, uri] => println!("@@{}", stops(engine.enforcer(), ip, uri)),
             _ => break,
         }
     }
@@ -166,9 +166,9 @@ fn cli_change_is_enforced_by_an_engine_in_another_process() {
 
     // A restarted engine loads the same state.
     e.ok(&["enable_firewall"]);
-    let node = Engine::open(&e.config).unwrap();
-    assert!(stops(node.enforcer(), "9.9.1.1", "/shop/items"));
-    assert!(!stops(node.enforcer(), "9.8.1.1", "/shop/items"));
+    let engine = Engine::open(&e.config).unwrap();
+    assert!(stops(engine.enforcer(), "9.9.1.1", "/shop/items"));
+    assert!(!stops(engine.enforcer(), "9.8.1.1", "/shop/items"));
 }
 
 #[test]
@@ -329,15 +329,16 @@ fn two_clis_writing_at_once_corrupt_nothing() {
         )
         .unwrap();
     assert_eq!((n, max - min + 1), (662, 662));
-    let node = Engine::open(&e.config).unwrap();
-    assert!(stops(node.enforcer(), "12.0.1.20", "/shop/items"));
-    assert!(!stops(node.enforcer(), "11.0.0.0", "/shop/items"));
+    let engine = Engine::open(&e.config).unwrap();
+    assert!(stops(engine.enforcer(), "12.0.1.20", "/shop/items"));
+    assert!(!stops(engine.enforcer(), "11.0.0.0", "/shop/items"));
 }
 
 /// Every nginx worker opens the store at start, so the first open of a new
-/// store races with others. Switching the new file to WAL used to fail at
-/// once with "database is locked" in about one open of seventy, and a
-/// worker that hit it decided by `fail_mode` until its next poll.
+/// store races with others. Switching a new file to WAL while another
+/// process does the same can fail at once with "database is locked" (about
+/// one open in seventy without a retry), and a worker that hit it would
+/// decide by `fail_mode` until its next poll.
 #[test]
 fn processes_creating_one_store_at_once_all_open_it() {
     let e = Env::new("");
@@ -368,8 +369,8 @@ fn corrupt_store_is_reported_and_fail_mode_decides() {
         let db = store_common::store_path(&e.state_dir());
         std::fs::write(&db, vec![0x42; 16384]).unwrap();
 
-        let node = Engine::open(&e.config).unwrap();
-        let h = node.health();
+        let engine = Engine::open(&e.config).unwrap();
+        let h = engine.health();
         assert!(h.failed, "{mode}");
         let err = h.store_error.unwrap();
         assert!(
@@ -377,13 +378,13 @@ fn corrupt_store_is_reported_and_fail_mode_decides() {
             "{err}"
         );
         assert_eq!(
-            stops(node.enforcer(), "1.2.3.4", "/shop/items"),
+            stops(engine.enforcer(), "1.2.3.4", "/shop/items"),
             blocks,
             "{mode}"
         );
         let id = Identifier::new(IdKind::Ip, "", "1.1.1.1").unwrap();
         assert!(
-            node.deny_add(&id, Source::Manual, 0).is_err(),
+            engine.deny_add(&id, Source::Manual, 0).is_err(),
             "no write without a store"
         );
 
@@ -399,22 +400,22 @@ fn corrupt_store_is_reported_and_fail_mode_decides() {
         // Once the operator moves the file aside, the watcher loads a fresh store.
         std::fs::rename(&db, db.with_extension("bad")).unwrap();
         let t = Instant::now();
-        while node.health().failed && t.elapsed() < Duration::from_secs(5) {
+        while engine.health().failed && t.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert!(!node.health().failed, "{mode}: recovered");
-        assert!(!stops(node.enforcer(), "1.2.3.4", "/shop/items"));
-        node.deny_add(&id, Source::Manual, 0).unwrap();
-        assert!(stops(node.enforcer(), "1.1.1.1", "/shop/items"));
+        assert!(!engine.health().failed, "{mode}: recovered");
+        assert!(!stops(engine.enforcer(), "1.2.3.4", "/shop/items"));
+        engine.deny_add(&id, Source::Manual, 0).unwrap();
+        assert!(stops(engine.enforcer(), "1.1.1.1", "/shop/items"));
     }
 }
 
 #[test]
 fn engine_falls_behind_the_log_and_reloads() {
     let e = Env::new("");
-    let mut node = Engine::open(&e.config).unwrap();
-    node.shutdown(); // drive it by hand
-    node.shutdown(); // idempotent
+    let mut engine = Engine::open(&e.config).unwrap();
+    engine.shutdown(); // drive it by hand
+    engine.shutdown(); // idempotent
     let s = Store::open(&e.state_dir()).unwrap();
     let n = ase::store::LOG_KEEP as u32 + 1000;
     for chunk in 0..n / 1000 {
@@ -428,15 +429,15 @@ fn engine_falls_behind_the_log_and_reloads() {
         s.add_many(List::Deny, &v, Source::Manual, &mut |_| {})
             .unwrap();
     }
-    let before = node.health().full_loads;
-    node.sync_now().unwrap();
+    let before = engine.health().full_loads;
+    engine.sync_now().unwrap();
     assert_eq!(
-        node.health().full_loads,
+        engine.health().full_loads,
         before + 1,
         "reloaded, not replayed"
     );
-    assert_eq!(node.enforcer().stats().deny_entries, n as u64);
-    assert!(stops(node.enforcer(), "172.0.0.5", "/shop/items"));
+    assert_eq!(engine.enforcer().stats().deny_entries, n as u64);
+    assert!(stops(engine.enforcer(), "172.0.0.5", "/shop/items"));
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! The C ABI: every `extern "C"` function of `include/ase.h`.
 //!
-//! Conventions (rustls-ffi's, see README "C API"): functions are
+//! Conventions (rustls-ffi's; docs/design.md, "C API"): functions are
 //! `ase_<object>_<verb>`; every fallible one returns an [`ase_result`];
 //! outputs come last and are written only on success; bytes cross as
 //! [`ase_str`] (pointer + length, never NUL-terminated by contract); every body
@@ -11,13 +11,14 @@
     reason = "exports are called from C: every pointer is checked for NULL and each doc comment states the caller's obligations"
 )]
 
+mod abi_enum;
 pub mod panic;
 pub mod types;
 
 use std::ffi::{c_char, c_void};
 use std::path::Path;
 
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, check_config};
 use crate::load::LoadError;
 use crate::policy::Switch;
 use crate::policy::decide::{Action, Decision, Reason, Request};
@@ -72,50 +73,74 @@ pub extern "C" fn ase_version() -> *const c_char {
 #[unsafe(no_mangle)]
 pub extern "C" fn ase_result_str(result: ase_result) -> *const c_char {
     boundary(|| {
-        let s: &'static str = match result {
-            ASE_OK => "ok\0",
-            ASE_ERR_NULL_PARAMETER => "a required pointer was NULL\0",
-            ASE_ERR_INVALID_UTF8 => "a string is not valid UTF-8\0",
-            ASE_ERR_INVALID_ARGUMENT => "an argument is out of range\0",
-            ASE_ERR_INVALID_CLIENT_IP => "the client address is not an IP address\0",
-            ASE_ERR_INVALID_HEADER => "a request header has a NULL name or value\0",
-            ASE_ERR_INVALID_IDENTIFIER => {
-                "invalid identifier: empty value, bad IP or CIDR, or wrong name\0"
-            }
-            ASE_ERR_NOT_FOUND => "no such entry\0",
-            ASE_ERR_UNKNOWN_API => "no API has this name\0",
-            ASE_ERR_CONFIG => "invalid configuration file\0",
-            ASE_ERR_API_JSON => "invalid API JSON file\0",
-            ASE_ERR_STORE => "the state store failed\0",
-            ASE_ERR_ABS => "the ABS operation failed\0",
-            ASE_ERR_PANIC => "internal error (panic caught); the call had no effect\0",
-            _ => "unknown result code\0",
-        };
-        s.as_ptr().cast()
+        ResultCode::try_from(result)
+            .map_or(c"unknown result code", ResultCode::message)
+            .as_ptr()
     })
 }
 
-/// Writes `msg` NUL-terminated into `buf` (truncated to fit); nothing if NULL or 0.
-fn write_message(buf: *mut c_char, cap: usize, msg: &str) {
-    if buf.is_null() || cap == 0 {
+/// The one copy of a message out to C: NUL-terminated into `buf`, cut at a
+/// character boundary to fit (C code may print it as UTF-8), with each of
+/// `secrets` masked (messages never carry the ABS keys, but the copy out to C
+/// is the last place to make sure). Nothing if `buf` is empty.
+fn copy_message(buf: &mut [c_char], msg: &str, secrets: &[&str]) {
+    let Some(cap) = buf.len().checked_sub(1) else {
+        return;
+    };
+    let mut m = std::borrow::Cow::Borrowed(msg);
+    for k in secrets.iter().filter(|k| k.len() >= 4) {
+        if m.contains(k) {
+            m = m.replace(k, "***").into();
+        }
+    }
+    let mut n = m.len().min(cap);
+    while !m.is_char_boundary(n) {
+        n -= 1;
+    }
+    for (d, b) in buf.iter_mut().zip(&m.as_bytes()[..n]) {
+        *d = *b as c_char;
+    }
+    buf[n] = 0;
+}
+
+/// Copies `msg` into a caller's error buffer (`err_buf`, `err_buf_len`
+/// bytes; NULL or 0: nothing).
+fn write_error(err_buf: *mut c_char, err_buf_len: usize, msg: &str) {
+    if err_buf.is_null() || err_buf_len == 0 {
         return;
     }
-    let n = msg.len().min(cap - 1);
-    // SAFETY: the caller gave `cap` writable bytes at `buf`; we write n + 1 <= cap.
-    unsafe {
-        std::ptr::copy_nonoverlapping(msg.as_ptr(), buf.cast::<u8>(), n);
-        *buf.add(n) = 0;
+    // SAFETY: the caller gave `err_buf_len` writable bytes at `err_buf`, per
+    // the contract of the export that takes them.
+    let buf = unsafe { std::slice::from_raw_parts_mut(err_buf, err_buf_len) };
+    copy_message(buf, msg, &[]);
+}
+
+/// The `config_path` argument of `ase_engine_new` and `ase_config_check`, or
+/// the code and message both give for it.
+fn config_file<'a>(config_path: ase_str) -> Result<&'a Path, (ase_result, &'static str)> {
+    // SAFETY: the caller guarantees `config_path` describes readable bytes.
+    let bytes = unsafe { config_path.as_bytes() }.ok_or((
+        ASE_ERR_NULL_PARAMETER,
+        "config path is NULL with a non-zero length",
+    ))?;
+    let path = std::str::from_utf8(bytes)
+        .map_err(|_| (ASE_ERR_INVALID_UTF8, "config path is not valid UTF-8"))?;
+    if path.is_empty() {
+        return Err((ASE_ERR_CONFIG, "config path is empty"));
     }
+    Ok(Path::new(path))
 }
 
 /// Loads `ase.conf` at `config_path` (with its `abs.conf` and API directory),
 /// opens the state, starts the engine's threads, and writes the new engine to
 /// `*engine_out`.
 ///
-/// On failure returns `ASE_ERR_CONFIG`, `ASE_ERR_API_JSON`, `ASE_ERR_STORE`,
-/// ... and, when `err_buf` is not NULL, writes a NUL-terminated message naming
-/// the file, line and key (truncated to `err_buf_len`). `*engine_out` is
-/// written only on success; free the engine with `ase_engine_free`.
+/// It first makes the checks of `ase_config_check`, which fail here with the
+/// same code and message. On failure returns `ASE_ERR_CONFIG`,
+/// `ASE_ERR_API_JSON`, `ASE_ERR_ABS`, `ASE_ERR_STORE`, ... and, when
+/// `err_buf` is not NULL, writes a NUL-terminated message naming the file,
+/// line and key (truncated to `err_buf_len`). `*engine_out` is written only
+/// on success; free the engine with `ase_engine_free`.
 ///
 /// Thread safety: any thread; call after `fork()`.
 #[unsafe(no_mangle)]
@@ -129,19 +154,14 @@ pub extern "C" fn ase_engine_new(
         if engine_out.is_null() {
             return ASE_ERR_NULL_PARAMETER;
         }
-        // SAFETY: the caller guarantees `config_path` describes readable bytes.
-        let Some(bytes) = (unsafe { config_path.as_bytes() }) else {
-            return ASE_ERR_NULL_PARAMETER;
+        let path = match config_file(config_path) {
+            Ok(p) => p,
+            Err((code, msg)) => {
+                write_error(err_buf, err_buf_len, msg);
+                return code;
+            }
         };
-        let Ok(path) = std::str::from_utf8(bytes) else {
-            write_message(err_buf, err_buf_len, "config path is not valid UTF-8");
-            return ASE_ERR_INVALID_UTF8;
-        };
-        if path.is_empty() {
-            write_message(err_buf, err_buf_len, "config path is empty");
-            return ASE_ERR_CONFIG;
-        }
-        match Engine::open(Path::new(path)) {
+        match Engine::open(path) {
             Ok(engine) => {
                 let e = Box::new(ase_engine { engine });
                 // SAFETY: checked non-NULL above; the caller owns the out slot.
@@ -149,7 +169,7 @@ pub extern "C" fn ase_engine_new(
                 ASE_OK
             }
             Err(e) => {
-                write_message(err_buf, err_buf_len, &e.to_string());
+                write_error(err_buf, err_buf_len, &e.to_string());
                 (&e).into()
             }
         }
@@ -158,11 +178,21 @@ pub extern "C" fn ase_engine_new(
 
 /// Validates `ase.conf` at `config_path`, its `abs.conf` and every API JSON
 /// file, without opening the state store or starting threads: what a master
-/// process (nginx `-t`, reload) should call before forking workers.
+/// process (nginx `-t`, reload) should call before forking workers. When
+/// `abs.conf` names an endpoint it also builds the TLS client to ABS (so
+/// `abs_ca_cert_path` must be readable and hold a usable certificate) and
+/// reads the ABS obfuscation key file in `state_dir` if there is one. It
+/// writes nothing.
+///
+/// These are the checks `ase_engine_new` starts with: whatever fails here
+/// fails there with the same code and message, and a configuration that
+/// passes can still fail there only for what starting alone finds (the
+/// threads, creating the key file).
 ///
 /// Returns `ASE_OK`, or `ASE_ERR_CONFIG` / `ASE_ERR_API_JSON` /
-/// `ASE_ERR_INVALID_UTF8` / `ASE_ERR_NULL_PARAMETER` with, when `err_buf` is
-/// not NULL, a NUL-terminated message naming the file, line and key.
+/// `ASE_ERR_ABS` (obfuscation key file) / `ASE_ERR_INVALID_UTF8` /
+/// `ASE_ERR_NULL_PARAMETER` with, when `err_buf` is not NULL, a
+/// NUL-terminated message naming the file, line and key.
 ///
 /// Thread safety: any thread.
 #[unsafe(no_mangle)]
@@ -172,19 +202,18 @@ pub extern "C" fn ase_config_check(
     err_buf_len: usize,
 ) -> ase_result {
     boundary(|| {
-        // SAFETY: the caller guarantees `config_path` describes readable bytes.
-        let Some(bytes) = (unsafe { config_path.as_bytes() }) else {
-            return ASE_ERR_NULL_PARAMETER;
+        let path = match config_file(config_path) {
+            Ok(p) => p,
+            Err((code, msg)) => {
+                write_error(err_buf, err_buf_len, msg);
+                return code;
+            }
         };
-        let Ok(path) = std::str::from_utf8(bytes) else {
-            write_message(err_buf, err_buf_len, "config path is not valid UTF-8");
-            return ASE_ERR_INVALID_UTF8;
-        };
-        match crate::load::load(Path::new(path)) {
+        match check_config(path) {
             Ok(_) => ASE_OK,
             Err(e) => {
-                write_message(err_buf, err_buf_len, &e.to_string());
-                (&EngineError::Load(e)).into()
+                write_error(err_buf, err_buf_len, &e.to_string());
+                (&e).into()
             }
         }
     })
@@ -339,19 +368,14 @@ pub extern "C" fn ase_check_request(
             return Err(ASE_ERR_NULL_PARAMETER);
         }
         let p = parts(request)?;
-        let d = e.engine.enforcer().check(&p.request());
+        let d = e.engine.check(&p.request());
         let v = ase_verdict {
-            action: match d.action {
-                Action::Allow => ASE_ACTION_ALLOW,
-                Action::Block => ASE_ACTION_BLOCK,
-                Action::Respond => ASE_ACTION_RESPOND,
-                Action::Redirect => ASE_ACTION_REDIRECT,
-            },
-            reason: d.reason as u32,
+            action: d.action.into(),
+            reason: d.reason.into(),
             status: d.status as u32,
             would_block: d.would_block,
-            matched_kind: d.matched.map_or(ASE_ID_NONE, |k| k as u32),
-            source: d.source.map_or(ASE_SOURCE_ALL, |s| s as u32),
+            matched_kind: d.matched.map_or(ASE_ID_NONE, ase_id_kind::from),
+            source: d.source.map_or(ASE_SOURCE_ALL, ase_source::from),
             status_text: ase_str::from_bytes(d.status_text.as_bytes()),
             body: ase_str::from_bytes(d.body.as_bytes()),
             location: ase_str::from_bytes(d.location.as_bytes()),
@@ -369,7 +393,7 @@ pub extern "C" fn ase_check_request(
 fn identifier(id: *const ase_identifier) -> Result<Identifier, ase_result> {
     // SAFETY: a non-NULL identifier points to a valid `ase_identifier` for the call.
     let id = unsafe { id.as_ref() }.ok_or(ASE_ERR_NULL_PARAMETER)?;
-    let kind = IdKind::from_u32(id.kind).ok_or(ASE_ERR_INVALID_ARGUMENT)?;
+    let kind = IdKind::try_from(id.kind)?;
     // SAFETY: the caller keeps the strings readable for the call.
     let (name, value) = unsafe { (id.name.as_bytes(), id.value.as_bytes()) };
     let (name, value) = (
@@ -462,9 +486,7 @@ fn source_mask(source: ase_source) -> Result<u8, ase_result> {
     if source == ASE_SOURCE_ALL {
         Ok(Source::ANY)
     } else {
-        Source::from_u32(source)
-            .map(Source::bit)
-            .ok_or(ASE_ERR_INVALID_ARGUMENT)
+        Source::try_from(source).map(Source::bit)
     }
 }
 
@@ -528,7 +550,7 @@ fn each_entry(
 ) {
     for (id, source, exp) in items {
         let entry = ase_entry {
-            kind: id.kind as u32,
+            kind: id.kind.into(),
             name: ase_str::from_bytes(id.name.as_bytes()),
             value: ase_str::from_bytes(id.value.as_bytes()),
             source,
@@ -560,7 +582,7 @@ pub extern "C" fn ase_deny_list(
         let cb = cb.ok_or(ASE_ERR_NULL_PARAMETER)?;
         let mask = source_mask(source)?;
         let now = crate::clock::now_ms();
-        let entries = e.engine.enforcer().deny_entries(mask);
+        let entries = e.engine.deny_entries(mask);
         let mut items = Vec::with_capacity(entries.len());
         for s in Source::ALL.into_iter().filter(|s| mask & s.bit() != 0) {
             for (id, m) in &entries {
@@ -573,7 +595,7 @@ pub extern "C" fn ase_deny_list(
                     _ => 0,
                 };
                 if exp == 0 || exp > now {
-                    items.push((id.clone(), s as u32, exp));
+                    items.push((id.clone(), s.into(), exp));
                 }
             }
         }
@@ -598,7 +620,6 @@ pub extern "C" fn ase_allow_list(
         let now = crate::clock::now_ms();
         let items = e
             .engine
-            .enforcer()
             .allow_entries()
             .into_iter()
             .filter(|(_, m)| m.allow_exp == 0 || m.allow_exp > now)
@@ -621,7 +642,7 @@ pub extern "C" fn ase_switch_set(
 ) -> ase_result {
     run(|| {
         let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
-        let s = Switch::from_u32(which).ok_or(ASE_ERR_INVALID_ARGUMENT)?;
+        let s = Switch::try_from(which)?;
         e.engine.set_switch(s, on).map_err(|e| (&e).into())
     })
 }
@@ -636,8 +657,8 @@ pub extern "C" fn ase_switch_get(
     on_out: *mut bool,
 ) -> ase_result {
     fill(engine, on_out, |e| {
-        let s = Switch::from_u32(which).ok_or(ASE_ERR_INVALID_ARGUMENT)?;
-        Ok(e.engine.enforcer().switch(s))
+        let s = Switch::try_from(which)?;
+        Ok(e.engine.switch(s))
     })
 }
 
@@ -669,7 +690,7 @@ pub extern "C" fn ase_engine_stats(
     stats_out: *mut ase_stats,
 ) -> ase_result {
     fill(engine, stats_out, |e| {
-        let s = e.engine.enforcer().stats();
+        let s = e.engine.stats();
         let out = ase_stats {
             checked: s.checked,
             allowed: s.allowed,
@@ -683,24 +704,6 @@ pub extern "C" fn ase_engine_stats(
         };
         Ok(out)
     })
-}
-
-/// Copies `msg` NUL-terminated into `buf`, cut at a character boundary to
-/// fit, with each of `secrets` masked: messages never carry the ABS keys, but
-/// the copy out to C is the last place to make sure.
-fn copy_message(buf: &mut [c_char; ASE_MESSAGE_LEN], msg: &str, secrets: &[&str]) {
-    let mut m = msg.to_string();
-    for k in secrets.iter().filter(|k| k.len() >= 4) {
-        m = m.replace(k, "***");
-    }
-    let mut n = m.len().min(ASE_MESSAGE_LEN - 1);
-    while !m.is_char_boundary(n) {
-        n -= 1;
-    }
-    for (d, b) in buf.iter_mut().zip(m.as_bytes()[..n].iter()) {
-        *d = *b as c_char;
-    }
-    buf[n] = 0;
 }
 
 /// Fetches the ABS attack list now and applies it (every process of the host
@@ -720,8 +723,7 @@ pub extern "C" fn ase_abs_sync_now(engine: *const ase_engine, timeout_ms: u32) -
     run(|| {
         let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
         if timeout_ms == 0 {
-            let p = e.engine.abs_poller().ok_or(ASE_ERR_ABS)?;
-            return p.sync_now(None).map(|_| ()).map_err(|_| ASE_ERR_ABS);
+            return e.engine.abs_request_sync().map_err(|e| (&e).into());
         }
         let wait = std::time::Duration::from_millis(u64::from(timeout_ms));
         e.engine
@@ -743,7 +745,7 @@ pub extern "C" fn ase_abs_status(
     status_out: *mut ase_abs_state,
 ) -> ase_result {
     fill(engine, status_out, |e| {
-        let eng = e.engine.enforcer();
+        let engine = &e.engine;
         let mut out = ase_abs_state {
             configured: false,
             enabled: false,
@@ -764,11 +766,11 @@ pub extern "C" fn ase_abs_status(
             dropped_items: 0,
             memory_bytes: 0,
         };
-        if let Some(st) = e.engine.abs_status() {
+        if let Some(st) = engine.abs_status() {
             out.configured = true;
-            out.enabled = eng.switch(Switch::AbsAttack);
+            out.enabled = engine.switch(Switch::AbsAttack);
             out.leader = st.leader;
-            out.traffic_enabled = eng.switch(Switch::Abs);
+            out.traffic_enabled = engine.switch(Switch::Abs);
             out.consecutive_failures = st.consecutive_failures;
             out.last_attempt_ms = st.last_attempt_ms;
             out.last_success_ms = st.last_success_ms;
@@ -780,11 +782,11 @@ pub extern "C" fn ase_abs_status(
             out.syncs = st.syncs;
             out.failures = st.failures;
             if let Some(m) = &st.last_error {
-                let abs = &eng.config().abs;
+                let abs = &engine.config().abs;
                 copy_message(&mut out.last_error, m, &[&abs.access_key, &abs.secret_key]);
             }
         }
-        if let Some(t) = e.engine.shipper_status() {
+        if let Some(t) = engine.shipper_status() {
             out.traffic_queued = t.queued;
             out.traffic_sent = t.sent_records;
             out.traffic_dropped = t.dropped_full + t.dropped_failed;
@@ -793,7 +795,7 @@ pub extern "C" fn ase_abs_status(
     })
 }
 
-/// Reports a request to ABS as traffic (DESIGN.md §3, docs/abs.md): the
+/// Reports a request to ABS as traffic (docs/abs.md): the
 /// request as given to `ase_check_request`, the verdict it returned, and the
 /// status the host answered with (`response_status` 0: unknown). Call it
 /// once the response status is known (nginx: the log phase).
@@ -826,41 +828,23 @@ pub extern "C" fn ase_abs_report(
         if response_status > 999 {
             return Err(ASE_ERR_INVALID_ARGUMENT);
         }
-        let eng = e.engine.enforcer();
-        let Some(shipper) = e.engine.abs_shipper() else {
+        let engine = &e.engine;
+        let Some(shipper) = engine.abs_shipper() else {
             return Ok(());
         };
-        if !eng.switch(Switch::Abs) {
+        if !engine.switch(Switch::Abs) {
             return Ok(());
         }
         let p = parts(request)?;
-        let action = match v.action {
-            ASE_ACTION_ALLOW => Action::Allow,
-            ASE_ACTION_BLOCK => Action::Block,
-            ASE_ACTION_RESPOND => Action::Respond,
-            ASE_ACTION_REDIRECT => Action::Redirect,
-            _ => return Err(ASE_ERR_INVALID_ARGUMENT),
-        };
-        let reason = match v.reason {
-            ASE_REASON_NONE => Reason::None,
-            ASE_REASON_FIREWALL_OFF => Reason::FirewallOff,
-            ASE_REASON_UNKNOWN_API => Reason::UnknownApi,
-            ASE_REASON_ALLOW_LIST => Reason::AllowList,
-            ASE_REASON_DECOY => Reason::Decoy,
-            ASE_REASON_DENY_LIST => Reason::DenyList,
-            ASE_REASON_PROTOCOL => Reason::Protocol,
-            ASE_REASON_METHOD => Reason::Method,
-            ASE_REASON_CONTENT_TYPE => Reason::ContentType,
-            ASE_REASON_FAIL_MODE => Reason::FailMode,
-            _ => return Err(ASE_ERR_INVALID_ARGUMENT),
-        };
+        let action = Action::try_from(v.action)?;
+        let reason = Reason::try_from(v.reason)?;
         // SAFETY: the caller keeps the verdict's strings readable for the call.
         let api_name = unsafe { v.api_name.as_bytes() }.ok_or(ASE_ERR_NULL_PARAMETER)?;
         // The API by name: identifiers are extracted again as it says.
         let api = std::str::from_utf8(api_name)
             .ok()
             .filter(|n| !n.is_empty())
-            .and_then(|n| eng.apis().get(n));
+            .and_then(|n| engine.apis().get(n));
         let d = Decision {
             action,
             reason,
@@ -875,7 +859,8 @@ pub extern "C" fn ase_abs_report(
         };
         let version = String::from_utf8_lossy(p.http_version);
         let version = version.strip_prefix("HTTP/").unwrap_or(&version);
-        let mut rec = TrafficRecord::from_check(eng, &p.request(), &d, p.client_port, version);
+        let mut rec =
+            TrafficRecord::from_check(engine.enforcer(), &p.request(), &d, p.client_port, version);
         if response_status != 0 {
             rec = rec.with_status(response_status as u16);
         }

@@ -96,7 +96,7 @@ fn nulls_give_error_codes() {
         ),
         ASE_ERR_CONFIG
     );
-    // SAFETY: write_message NUL-terminates within the buffer.
+    // SAFETY: copy_message NUL-terminates within the buffer.
     let m = unsafe { CStr::from_ptr(msg.as_ptr()) }
         .to_string_lossy()
         .into_owned();
@@ -386,7 +386,7 @@ fn config_check_validates_without_opening_state() {
         ase_config_check(s(&path), msg.as_mut_ptr(), msg.len()),
         ASE_ERR_API_JSON
     );
-    // SAFETY: NUL-terminated by write_message.
+    // SAFETY: NUL-terminated by copy_message.
     let m = unsafe { CStr::from_ptr(msg.as_ptr()) }
         .to_string_lossy()
         .into_owned();
@@ -508,4 +508,47 @@ fn messages_are_cut_on_a_character_and_keys_masked() {
     copy_message(&mut buf, &long, &[]);
     let m = message(&buf);
     assert_eq!(m, "é".repeat(127), "254 bytes: whole characters only");
+}
+
+#[test]
+fn an_error_message_cut_to_the_callers_buffer_stays_utf8() {
+    // "/nonexistent/" is 13 bytes; the 15-byte buffer holds 14 and a NUL, so
+    // the cut falls inside the 2-byte "é" that follows.
+    let path = "/nonexistent/\u{e9}t\u{e9}/ase.conf";
+    let mut buf = [1 as c_char; 15];
+    let mut out: *mut ase_engine = ptr::null_mut();
+    let s = ase_str::from_bytes(path.as_bytes());
+    assert_eq!(
+        ase_engine_new(s, buf.as_mut_ptr(), buf.len(), &mut out),
+        ASE_ERR_CONFIG
+    );
+    assert_eq!(message(&buf), "/nonexistent/");
+    buf = [1 as c_char; 15];
+    assert_eq!(
+        ase_config_check(s, buf.as_mut_ptr(), buf.len()),
+        ASE_ERR_CONFIG
+    );
+    assert_eq!(message(&buf), "/nonexistent/");
+}
+
+#[test]
+fn abi_enums_convert_both_ways_and_reject_unknown_values() {
+    fn round_trip<T>(n: u32)
+    where
+        T: TryFrom<u32, Error = ase_result> + Into<u32> + std::fmt::Debug,
+    {
+        for v in 0..n {
+            let t = T::try_from(v).unwrap_or_else(|_| panic!("{v} refused"));
+            assert_eq!(t.into(), v);
+        }
+        assert_eq!(T::try_from(n).unwrap_err(), ASE_ERR_INVALID_ARGUMENT);
+        assert_eq!(T::try_from(u32::MAX).unwrap_err(), ASE_ERR_INVALID_ARGUMENT);
+    }
+    round_trip::<Reason>(ASE_REASON_COUNT as u32);
+    round_trip::<Action>(ASE_ACTION_REDIRECT + 1);
+    round_trip::<IdKind>(ASE_ID_USERNAME + 1);
+    round_trip::<Source>(ASE_SOURCE_INVALID_CONTENT_TYPE + 1);
+    round_trip::<Switch>(ASE_SWITCH_ASE_DETECTED_ATTACK + 1);
+    assert_eq!(ResultCode::try_from(ASE_ERR_ABS), Ok(ResultCode::Abs));
+    assert_eq!(ResultCode::try_from(9), Err(ASE_ERR_INVALID_ARGUMENT));
 }

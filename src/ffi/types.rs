@@ -2,27 +2,13 @@
 //!
 //! Enumerations cross the ABI as `uint32_t` typedefs with `#define`d
 //! constants (as rustls-ffi does): C may pass any integer, and a Rust enum
-//! holding an undeclared value would be undefined behaviour. Parameter
-//! structs only ever grow at the end.
+//! holding an undeclared value would be undefined behaviour. Each one is tied
+//! to its Rust enum by one `abi_enum!` list (`src/ffi/abi_enum.rs`) below its
+//! constants. Parameter structs only ever grow at the end.
 #![allow(non_camel_case_types, reason = "C names")]
 
-use crate::policy::{IdKind, Source};
-
-// cbindgen only emits literal constants; these keep the literals equal to the
-// Rust enums they mirror.
-const _: () = {
-    assert!(ASE_ID_IP == IdKind::Ip as u32);
-    assert!(ASE_ID_COOKIE == IdKind::Cookie as u32);
-    assert!(ASE_ID_TOKEN == IdKind::Token as u32);
-    assert!(ASE_ID_API_KEY == IdKind::ApiKey as u32);
-    assert!(ASE_ID_USERNAME == IdKind::Username as u32);
-    assert!(ASE_SOURCE_MANUAL == Source::Manual as u32);
-    assert!(ASE_SOURCE_ABS == Source::Abs as u32);
-    assert!(ASE_SOURCE_DECOY == Source::Decoy as u32);
-    assert!(ASE_SOURCE_INVALID_PROTOCOL == Source::InvalidProtocol as u32);
-    assert!(ASE_SOURCE_INVALID_METHOD == Source::InvalidMethod as u32);
-    assert!(ASE_SOURCE_INVALID_CONTENT_TYPE == Source::InvalidContentType as u32);
-};
+use super::abi_enum::abi_enum;
+use crate::policy::{Action, IdKind, Reason, Source, Switch};
 
 /// Result code of every fallible function. 0 is success; codes are never renumbered.
 pub type ase_result = u32;
@@ -55,6 +41,83 @@ pub const ASE_ERR_ABS: ase_result = 300;
 /// A panic inside the library was caught; the call had no effect.
 pub const ASE_ERR_PANIC: ase_result = 900;
 
+/// The result codes as a Rust enum, for their messages (`ase_result_str`).
+/// The values are the constants above, so they are written once.
+/// cbindgen:ignore
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ResultCode {
+    /// `ASE_OK`.
+    Ok = ASE_OK,
+    /// `ASE_ERR_NULL_PARAMETER`.
+    NullParameter = ASE_ERR_NULL_PARAMETER,
+    /// `ASE_ERR_INVALID_UTF8`.
+    InvalidUtf8 = ASE_ERR_INVALID_UTF8,
+    /// `ASE_ERR_INVALID_ARGUMENT`.
+    InvalidArgument = ASE_ERR_INVALID_ARGUMENT,
+    /// `ASE_ERR_INVALID_CLIENT_IP`.
+    InvalidClientIp = ASE_ERR_INVALID_CLIENT_IP,
+    /// `ASE_ERR_INVALID_HEADER`.
+    InvalidHeader = ASE_ERR_INVALID_HEADER,
+    /// `ASE_ERR_INVALID_IDENTIFIER`.
+    InvalidIdentifier = ASE_ERR_INVALID_IDENTIFIER,
+    /// `ASE_ERR_NOT_FOUND`.
+    NotFound = ASE_ERR_NOT_FOUND,
+    /// `ASE_ERR_UNKNOWN_API`.
+    UnknownApi = ASE_ERR_UNKNOWN_API,
+    /// `ASE_ERR_CONFIG`.
+    Config = ASE_ERR_CONFIG,
+    /// `ASE_ERR_API_JSON`.
+    ApiJson = ASE_ERR_API_JSON,
+    /// `ASE_ERR_STORE`.
+    Store = ASE_ERR_STORE,
+    /// `ASE_ERR_ABS`.
+    Abs = ASE_ERR_ABS,
+    /// `ASE_ERR_PANIC`.
+    Panic = ASE_ERR_PANIC,
+}
+
+abi_enum!(ResultCode as ase_result {
+    ASE_OK => Ok,
+    ASE_ERR_NULL_PARAMETER => NullParameter,
+    ASE_ERR_INVALID_UTF8 => InvalidUtf8,
+    ASE_ERR_INVALID_ARGUMENT => InvalidArgument,
+    ASE_ERR_INVALID_CLIENT_IP => InvalidClientIp,
+    ASE_ERR_INVALID_HEADER => InvalidHeader,
+    ASE_ERR_INVALID_IDENTIFIER => InvalidIdentifier,
+    ASE_ERR_NOT_FOUND => NotFound,
+    ASE_ERR_UNKNOWN_API => UnknownApi,
+    ASE_ERR_CONFIG => Config,
+    ASE_ERR_API_JSON => ApiJson,
+    ASE_ERR_STORE => Store,
+    ASE_ERR_ABS => Abs,
+    ASE_ERR_PANIC => Panic,
+});
+
+impl ResultCode {
+    /// What `ase_result_str` returns: a static NUL-terminated message.
+    pub fn message(self) -> &'static std::ffi::CStr {
+        match self {
+            ResultCode::Ok => c"ok",
+            ResultCode::NullParameter => c"a required pointer was NULL",
+            ResultCode::InvalidUtf8 => c"a string is not valid UTF-8",
+            ResultCode::InvalidArgument => c"an argument is out of range",
+            ResultCode::InvalidClientIp => c"the client address is not an IP address",
+            ResultCode::InvalidHeader => c"a request header has a NULL name or value",
+            ResultCode::InvalidIdentifier => {
+                c"invalid identifier: empty value, bad IP or CIDR, or wrong name"
+            }
+            ResultCode::NotFound => c"no such entry",
+            ResultCode::UnknownApi => c"no API has this name",
+            ResultCode::Config => c"invalid configuration file",
+            ResultCode::ApiJson => c"invalid API JSON file",
+            ResultCode::Store => c"the state store failed",
+            ResultCode::Abs => c"the ABS operation failed",
+            ResultCode::Panic => c"internal error (panic caught); the call had no effect",
+        }
+    }
+}
+
 /// Kind of client identifier.
 pub type ase_id_kind = u32;
 /// IP address or CIDR range.
@@ -69,6 +132,14 @@ pub const ASE_ID_API_KEY: ase_id_kind = 3;
 pub const ASE_ID_USERNAME: ase_id_kind = 4;
 /// "No identifier" in a verdict.
 pub const ASE_ID_NONE: ase_id_kind = 0xFFFF_FFFF;
+
+abi_enum!(IdKind as ase_id_kind, count: [IdKind::ALL.len()] {
+    ASE_ID_IP => Ip,
+    ASE_ID_COOKIE => Cookie,
+    ASE_ID_TOKEN => Token,
+    ASE_ID_API_KEY => ApiKey,
+    ASE_ID_USERNAME => Username,
+});
 
 /// Source of a deny-list entry.
 pub type ase_source = u32;
@@ -87,6 +158,15 @@ pub const ASE_SOURCE_INVALID_CONTENT_TYPE: ase_source = 5;
 /// Every source (for listing and clearing); "no source" in a verdict.
 pub const ASE_SOURCE_ALL: ase_source = 0xFFFF_FFFF;
 
+abi_enum!(Source as ase_source, count: [Source::ALL.len()] {
+    ASE_SOURCE_MANUAL => Manual,
+    ASE_SOURCE_ABS => Abs,
+    ASE_SOURCE_DECOY => Decoy,
+    ASE_SOURCE_INVALID_PROTOCOL => InvalidProtocol,
+    ASE_SOURCE_INVALID_METHOD => InvalidMethod,
+    ASE_SOURCE_INVALID_CONTENT_TYPE => InvalidContentType,
+});
+
 /// What the host must do with a request.
 pub type ase_action = u32;
 /// Let the request go on.
@@ -97,6 +177,13 @@ pub const ASE_ACTION_BLOCK: ase_action = 1;
 pub const ASE_ACTION_RESPOND: ase_action = 2;
 /// Redirect with `status` to `location` (empty: `https://` + host + uri).
 pub const ASE_ACTION_REDIRECT: ase_action = 3;
+
+abi_enum!(Action as ase_action {
+    ASE_ACTION_ALLOW => Allow,
+    ASE_ACTION_BLOCK => Block,
+    ASE_ACTION_RESPOND => Respond,
+    ASE_ACTION_REDIRECT => Redirect,
+});
 
 /// Why the verdict is what it is.
 pub type ase_reason = u32;
@@ -123,6 +210,19 @@ pub const ASE_REASON_FAIL_MODE: ase_reason = 9;
 /// Number of reasons (size of the per-reason arrays in `ase_stats`).
 pub const ASE_REASON_COUNT: usize = 10;
 
+abi_enum!(Reason as ase_reason, count: [Reason::COUNT, ASE_REASON_COUNT] {
+    ASE_REASON_NONE => None,
+    ASE_REASON_FIREWALL_OFF => FirewallOff,
+    ASE_REASON_UNKNOWN_API => UnknownApi,
+    ASE_REASON_ALLOW_LIST => AllowList,
+    ASE_REASON_DECOY => Decoy,
+    ASE_REASON_DENY_LIST => DenyList,
+    ASE_REASON_PROTOCOL => Protocol,
+    ASE_REASON_METHOD => Method,
+    ASE_REASON_CONTENT_TYPE => ContentType,
+    ASE_REASON_FAIL_MODE => FailMode,
+});
+
 /// How to treat a request that matches no API.
 pub type ase_unknown_api = u32;
 /// As `unknown_api` in ase.conf says.
@@ -142,6 +242,13 @@ pub const ASE_SWITCH_ABS: ase_switch = 1;
 pub const ASE_SWITCH_ABS_ATTACK: ase_switch = 2;
 /// `enable_ase_detected_attack` (real-time detection; off deletes real-time entries).
 pub const ASE_SWITCH_ASE_DETECTED_ATTACK: ase_switch = 3;
+
+abi_enum!(Switch as ase_switch, count: [Switch::ALL.len()] {
+    ASE_SWITCH_FIREWALL => Firewall,
+    ASE_SWITCH_ABS => Abs,
+    ASE_SWITCH_ABS_ATTACK => AbsAttack,
+    ASE_SWITCH_ASE_DETECTED_ATTACK => AseDetectedAttack,
+});
 
 /// Bytes: pointer and length, laid out like nginx's `ngx_str_t` so one can be
 /// passed for the other. Never NUL-terminated by contract; `data` may be NULL

@@ -52,6 +52,12 @@ pub enum Reason {
     FailMode = 9,
 }
 
+impl Reason {
+    /// Number of reasons: the size of per-reason counter arrays (the C ABI
+    /// checks it against its own count and every variant's value).
+    pub const COUNT: usize = Reason::FailMode as usize + 1;
+}
+
 /// One request as the host sees it. All fields are raw bytes.
 pub struct Request<'a, H: Headers + ?Sized> {
     /// The connection's client address, parsed; `None` when unknown.

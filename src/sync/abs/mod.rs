@@ -1,4 +1,4 @@
-//! ABS, the AI enforcer that detects attacks (DESIGN.md §3, issue 4).
+//! ABS, the AI engine that detects attacks (docs/abs.md).
 //!
 //! - [`attacklist`]: parsing the attack-list body (pure).
 //! - [`client`]: the HTTP(S) client to ABS, with fail-over between endpoints.

@@ -199,11 +199,11 @@ pub struct SyncReport {
 }
 
 /// The names an unnamed ABS API key is listed under: every `apikey_header` and
-/// `apikey_qs` of the loaded APIs (once each, case-insensitively, as the engine
+/// `apikey_qs` of the loaded APIs (once each, case-insensitively, as the enforcer
 /// compares them).
-pub fn api_key_names(engine: &Enforcer) -> Vec<String> {
+pub fn api_key_names(enforcer: &Enforcer) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
-    for a in engine.apis().apis() {
+    for a in enforcer.apis().apis() {
         for n in [&a.apikey_header, &a.apikey_qs].into_iter().flatten() {
             if !names.iter().any(|x| x.eq_ignore_ascii_case(n)) {
                 names.push(n.clone());
@@ -280,7 +280,7 @@ struct Ctl {
 }
 
 struct Inner {
-    engine: Arc<Enforcer>,
+    enforcer: Arc<Enforcer>,
     sink: Arc<dyn AbsSink>,
     client: AbsClient,
     opts: PollerOptions,
@@ -375,7 +375,7 @@ impl Inner {
             &self.client,
             &*self.sink,
             &self.api_key_names,
-            self.engine.config().attack_list_memory,
+            self.enforcer.config().attack_list_memory,
         );
         match &r {
             Ok(_) => {
@@ -415,7 +415,7 @@ impl Inner {
     /// The loop; returns when asked to stop. Panics propagate to [`Inner::run`].
     fn run_loop(&self, st: &mut LoopState) {
         loop {
-            let enabled = self.engine.switch(Switch::AbsAttack);
+            let enabled = self.enforcer.switch(Switch::AbsAttack);
             let leader = match (&mut st.election, enabled) {
                 (None, _) => true,
                 (Some(e), false) => {
@@ -502,18 +502,18 @@ impl Inner {
 }
 
 impl Poller {
-    /// Starts the poller thread for `engine` (whose `enable_abs_attack` switch
+    /// Starts the poller thread for `enforcer` (whose `enable_abs_attack` switch
     /// gates polling and whose APIs name unnamed API keys), applying lists to `sink`.
     /// Fails only when the client cannot be built (an unreadable `abs_ca_cert_path`).
     pub fn start(
-        engine: Arc<Enforcer>,
+        enforcer: Arc<Enforcer>,
         sink: Arc<dyn AbsSink>,
         opts: PollerOptions,
     ) -> Result<Poller, String> {
-        let client = AbsClient::new(&engine.config().abs, opts.client.clone())?;
+        let client = AbsClient::new(&enforcer.config().abs, opts.client.clone())?;
         let inner = Arc::new(Inner {
-            api_key_names: api_key_names(&engine),
-            engine,
+            api_key_names: api_key_names(&enforcer),
+            enforcer,
             sink,
             client,
             opts,

@@ -48,12 +48,12 @@ const KEPT_HEADERS: &[&str] = &[
 /// Longest header value kept; longer ones are cut (ABS needs their shape, not megabytes).
 const MAX_HEADER_VALUE: usize = 4096;
 
-/// One transaction as reported to ABS (notes §5).
+/// One transaction as reported to ABS (docs/abs.md).
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct TrafficRecord {
     /// When the request was checked (Unix ms).
     pub time_ms: u64,
-    /// Client address as the engine saw it (after `enable_xff`).
+    /// Client address as the enforcer saw it (after `enable_xff`).
     pub client_ip: String,
     /// Client port (0 = unknown).
     pub client_port: u16,
@@ -135,11 +135,11 @@ fn cut(b: &[u8]) -> String {
 }
 
 impl TrafficRecord {
-    /// The record of a request the engine has just decided. `http_version` as
+    /// The record of a request the enforcer has just decided. `http_version` as
     /// the host has it (`1.1`), `client_port` 0 if unknown. Identifiers are
     /// extracted again, as the matched API says.
     pub fn from_check<H: Headers + ?Sized>(
-        engine: &Enforcer,
+        enforcer: &Enforcer,
         req: &Request<'_, H>,
         d: &Decision<'_>,
         client_port: u16,
@@ -154,7 +154,7 @@ impl TrafficRecord {
         let ids = extract(
             d.api,
             req.client_ip,
-            engine.config().enable_xff,
+            enforcer.config().enable_xff,
             req.uri,
             req.headers,
             req.username,
@@ -222,6 +222,18 @@ impl fmt::Debug for Obfuscator {
 /// Name of the obfuscation key file in `state_dir`.
 pub const KEY_FILE: &str = "abs_obfuscation.key";
 
+/// The key in the file at `path`; `None` when there is no such file.
+fn read_key(path: &Path) -> Result<Option<Vec<u8>>, String> {
+    use std::io::Read;
+    let mut v = Vec::new();
+    match std::fs::File::open(path).and_then(|f| f.take(1024).read_to_end(&mut v)) {
+        Ok(_) if v.len() < 16 => Err(format!("{}: key shorter than 16 bytes", path.display())),
+        Ok(_) => Ok(Some(v)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("reading {}: {e}", path.display())),
+    }
+}
+
 impl Obfuscator {
     /// An obfuscator with a fresh random key (pseudonyms valid for this process only).
     pub fn random() -> Result<Obfuscator, String> {
@@ -234,15 +246,10 @@ impl Obfuscator {
     /// An obfuscator with the key of `path`, created (32 random bytes, mode 0600)
     /// if missing, so every process of the host makes the same pseudonyms.
     pub fn from_key_file(path: &Path) -> Result<Obfuscator, String> {
-        use std::io::{Read, Write};
-        let read = |p: &Path| -> Result<Vec<u8>, std::io::Error> {
-            let mut v = Vec::new();
-            std::fs::File::open(p)?.take(1024).read_to_end(&mut v)?;
-            Ok(v)
-        };
-        let bytes = match read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        use std::io::Write;
+        let bytes = match read_key(path)? {
+            Some(b) => b,
+            None => {
                 let mut key = [0u8; 32];
                 ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
                     .map_err(|_| "no system randomness".to_string())?;
@@ -263,19 +270,22 @@ impl Obfuscator {
                     // Another process created it first: use theirs.
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                         std::thread::sleep(Duration::from_millis(20));
-                        read(path).map_err(|e| format!("reading {}: {e}", path.display()))?
+                        read_key(path)?
+                            .ok_or_else(|| format!("reading {}: vanished", path.display()))?
                     }
                     Err(e) => return Err(format!("creating {}: {e}", path.display())),
                 }
             }
-            Err(e) => return Err(format!("reading {}: {e}", path.display())),
         };
-        if bytes.len() < 16 {
-            return Err(format!("{}: key shorter than 16 bytes", path.display()));
-        }
         Ok(Obfuscator {
             key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes),
         })
+    }
+
+    /// Checks, without creating anything, that [`Obfuscator::from_key_file`]
+    /// can use the key file at `path` if it exists (readable, long enough).
+    pub fn check_key_file(path: &Path) -> Result<(), String> {
+        read_key(path).map(|_| ())
     }
 
     /// `obf:` + 32 hex digits of HMAC-SHA256(key, kind ‖ 0 ‖ value).
@@ -426,7 +436,7 @@ struct Counters {
 }
 
 struct Shared {
-    engine: Arc<Enforcer>,
+    enforcer: Arc<Enforcer>,
     counters: Counters,
     last_error: Mutex<Option<String>>,
     obfuscating: bool,
@@ -449,7 +459,7 @@ impl ShipperHandle {
     /// Whether records are wanted now (`enable_abs` is on): lets a host skip
     /// building a record at all.
     pub fn enabled(&self) -> bool {
-        self.shared.engine.switch(Switch::Abs)
+        self.shared.enforcer.switch(Switch::Abs)
     }
 
     /// Queues a record without ever waiting. False when it was not queued
@@ -667,10 +677,10 @@ impl Worker {
 }
 
 impl Shipper {
-    /// Starts the shipper thread for `engine` (whose `enable_abs` switch gates
+    /// Starts the shipper thread for `enforcer` (whose `enable_abs` switch gates
     /// submits and whose `abs.conf` names ABS).
-    pub fn start(engine: Arc<Enforcer>, opts: ShipperOptions) -> Result<Shipper, String> {
-        let client = AbsClient::new(&engine.config().abs, opts.client.clone())?;
+    pub fn start(enforcer: Arc<Enforcer>, opts: ShipperOptions) -> Result<Shipper, String> {
+        let client = AbsClient::new(&enforcer.config().abs, opts.client.clone())?;
         let obf = if opts.obfuscate {
             Some(match &opts.key_path {
                 Some(p) => Obfuscator::from_key_file(p)?,
@@ -682,7 +692,7 @@ impl Shipper {
         let (tx, rx) = bounded(opts.queue_capacity.max(1));
         let (stop_tx, stop_rx) = bounded(1);
         let shared = Arc::new(Shared {
-            engine,
+            enforcer,
             counters: Counters::default(),
             last_error: Mutex::new(None),
             obfuscating: obf.is_some(),
