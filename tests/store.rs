@@ -497,3 +497,253 @@ fn files_belong_to_the_state_dir_owner() {
         "{err}"
     );
 }
+
+/// Runs this test binary's test `name` again in a child process under
+/// `umask 0`, as nginx runs, with [`CHILD_ENV`] set to `arg`; stdin and
+/// stdout piped.
+fn rerun_under_umask_0(name: &str, arg: &Path) -> Child {
+    Command::new("sh")
+        .arg("-c")
+        .arg(r#"umask 0 && exec "$0" "$@""#)
+        .arg(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .env(CHILD_ENV, arg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Everything the library creates in `state_dir` gets its mode from the
+/// library, not from the umask: under nginx's umask 0 a default-mode lock
+/// file would let any local user hold the ABS poll lock.
+#[test]
+fn files_are_private_under_umask_0() {
+    use ase::sync::abs::{election::Election, shipper};
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(dir) = std::env::var(CHILD_ENV) {
+        let dir = Path::new(&dir);
+        let s = Store::open(dir).unwrap();
+        s.set_meta("k", "v").unwrap(); // the -wal and -shm files
+        assert!(Election::in_dir(dir).try_lead().unwrap());
+        shipper::Obfuscator::from_key_file(&dir.join(shipper::KEY_FILE)).unwrap();
+        // Hold everything open (the -wal and -shm files last as long as a
+        // connection) until the parent has looked.
+        println!("@@done");
+        let _ = std::io::stdin().lines().next();
+        return;
+    }
+    let top = tempfile::tempdir().unwrap();
+    let dir = top.path().join("state");
+    let mut child = rerun_under_umask_0("files_are_private_under_umask_0", &dir);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let done = (&mut out)
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l == "@@done");
+    assert!(done, "the child made the files");
+    assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+    let mut seen = Vec::new();
+    for f in std::fs::read_dir(&dir).unwrap() {
+        let f = f.unwrap();
+        let name = f.file_name().into_string().unwrap();
+        assert_eq!(f.metadata().unwrap().mode() & 0o777, 0o600, "{name}");
+        seen.push(name);
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "abs_obfuscation.key",
+            "abs_poll.lock",
+            "ase.db",
+            "ase.db-shm",
+            "ase.db-wal"
+        ],
+        "every file the library makes was checked"
+    );
+    drop(child.stdin.take());
+    let rest: Vec<String> = out.lines().map_while(Result::ok).collect();
+    assert!(child.wait().unwrap().success(), "{rest:?}");
+}
+
+/// A store emptied to 0 bytes (by `> ase.db`, a full disk, a bad copy) is
+/// refused by engines and the CLI alike; nothing starts a new, empty store
+/// over it.
+#[test]
+fn an_emptied_store_is_refused_not_started_afresh() {
+    let e = Env::new("fail_mode=closed");
+    e.ok(&["add_blacklist", "ip", "7.7.7.7"]);
+    let db = store_common::store_path(&e.state_dir());
+    std::fs::write(&db, b"").unwrap();
+
+    let node = Engine::open(&e.config).unwrap();
+    let err = node.health().store_error.expect("store refused");
+    assert!(
+        err.contains(db.to_str().unwrap()) && err.contains("0 bytes"),
+        "{err}"
+    );
+    assert!(
+        stops(node.enforcer(), "1.2.3.4", "/shop/items"),
+        "fail_mode=closed"
+    );
+    let o = e.cli(&["add_blacklist", "ip", "8.8.8.8"]);
+    let msg = String::from_utf8(o.stderr).unwrap();
+    assert_eq!(o.status.code(), Some(1), "{msg}");
+    assert!(
+        msg.contains("0 bytes") && msg.contains("move it aside"),
+        "{msg}"
+    );
+    assert_eq!(
+        std::fs::metadata(&db).unwrap().len(),
+        0,
+        "left for the operator"
+    );
+}
+
+/// A store damaged in its middle still reads its credential, so the CLI gets
+/// as far as writing; the write must fail rather than report a change that
+/// no engine (which cannot load the store) enforces.
+#[test]
+fn a_damaged_store_refuses_writes_from_the_cli_and_engines() {
+    let e = Env::new("");
+    let mut list = String::new();
+    for i in 0..20_000u32 {
+        list.push_str(&format!(
+            "ip 10.{}.{}.{}\n",
+            i >> 16,
+            (i >> 8) & 255,
+            i & 255
+        ));
+    }
+    let o = e.cli_in(&["import_blacklist", "-"], &list);
+    assert_success(&o, &["import_blacklist"]);
+    let db = store_common::store_path(&e.state_dir());
+    let mut bytes = std::fs::read(&db).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid..mid + 40_000].fill(0x5a);
+    std::fs::write(&db, bytes).unwrap();
+
+    let o = e.cli(&["add_blacklist", "ip", "9.9.9.9"]);
+    let msg = String::from_utf8(o.stderr).unwrap();
+    assert_eq!(o.status.code(), Some(1), "{msg}");
+    assert!(
+        msg.contains(db.to_str().unwrap()) && msg.contains("corrupt"),
+        "{msg}"
+    );
+    let node = Engine::open_passive(&e.config).unwrap();
+    let id = Identifier::new(IdKind::Ip, "", "9.9.9.9").unwrap();
+    let err = node.deny_add(&id, Source::Manual, 0).unwrap_err();
+    assert!(err.to_string().contains("corrupt"), "{err}");
+}
+
+/// A small tmpfs mounted for one test and unmounted when dropped, even when
+/// the test fails.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    /// `None` (with the reason printed) when this process may not mount.
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let is_root = std::fs::metadata("/proc/self")
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+            .unwrap_or(false);
+        if !is_root {
+            eprintln!("not root: full and read-only file systems not exercised");
+            return None;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let o = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(d.path())
+            .output();
+        match o {
+            Ok(o) if o.status.success() => Some(Tmpfs(d)),
+            Ok(o) => {
+                eprintln!(
+                    "cannot mount a tmpfs ({}): full and read-only file systems not exercised",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("no mount command ({e}): full and read-only file systems not exercised");
+                None
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    fn remount(&self, opts: &str) {
+        let o = Command::new("mount")
+            .args(["-o", &format!("remount,{opts}")])
+            .arg(self.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+/// A full disk and a read-only file system are named as such, with the
+/// directory, instead of "disk I/O error" or advice about file ownership.
+#[test]
+fn full_and_read_only_file_systems_are_named() {
+    let Some(fs) = Tmpfs::mount("2m") else {
+        return;
+    };
+    let dir = fs.path().join("state");
+    let s = Store::open(&dir).unwrap();
+    let ip = |i: u32| {
+        let v = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
+        NewEntry::new(Identifier::new(IdKind::Ip, "", &v).unwrap(), 0)
+    };
+    s.add(List::Deny, &ip(0), Source::Manual).unwrap();
+    // Fill the file system, then write.
+    let filler = fs.path().join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while f.write_all(&chunk).is_ok() {}
+    drop(f);
+    let v: Vec<NewEntry> = (1..20_000).map(ip).collect();
+    let e = s
+        .add_many(List::Deny, &v, Source::Manual, &mut |_| {})
+        .unwrap_err();
+    assert!(
+        e.message.contains(&format!(
+            "the file system holding {} is full",
+            dir.display()
+        )),
+        "{e}"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    drop(s);
+
+    fs.remount("ro");
+    let err = match Store::open(&dir) {
+        Ok(s) => s
+            .add(List::Deny, &ip(1), Source::Manual)
+            .map(|_| ())
+            .unwrap_err(),
+        Err(e) => e,
+    };
+    assert!(
+        err.message
+            .contains(&format!("{} is on a read-only file system", dir.display()))
+            && !err.message.contains("owned by"),
+        "{err}"
+    );
+}

@@ -3,6 +3,14 @@
 //! The round count is stored with each hash so it can be raised later without
 //! invalidating existing credentials.
 
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::{Store, StoreError, StoreErrorKind};
+
+/// The default credential, as ASE ships it.
+pub const DEFAULT_USER: &str = "admin";
+pub(crate) const DEFAULT_PASSWORD: &str = "admin";
+
 /// Rounds for new hashes (OWASP 2023 for PBKDF2-SHA256); about 60 ms per check: slow
 /// enough to make guessing from a stolen store costly, fast enough for a CLI.
 pub const ROUNDS: u32 = 600_000;
@@ -48,9 +56,63 @@ pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+impl Store {
+    /// Whether `user` / `password` is the stored credential.
+    pub fn verify_password(&self, user: &str, password: &str) -> Result<bool, StoreError> {
+        let row: Option<(Vec<u8>, i64, Vec<u8>)> = self.read(|tx| {
+            tx.query_row(
+                "SELECT salt, rounds, hash FROM users WHERE name = ?1",
+                [user],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+        })?;
+        Ok(match row {
+            Some((salt, rounds, hash)) => {
+                let rounds = u32::try_from(rounds).unwrap_or(ROUNDS);
+                same(&derive(password, &salt, rounds), &hash)
+            }
+            None => {
+                // Same work for an unknown user, so timing does not tell users apart.
+                let _ = derive(password, b"0123456789abcdef", ROUNDS);
+                false
+            }
+        })
+    }
+
+    /// Sets the password of `user` (created if absent).
+    pub fn set_password(&self, user: &str, password: &str) -> Result<(), StoreError> {
+        let h = hash_new(password).map_err(|m| StoreError::new(StoreErrorKind::Other, m))?;
+        self.write(|tx| set_user(tx, user, &h))
+    }
+}
+
+pub(crate) fn set_user(tx: &Transaction<'_>, user: &str, h: &Hashed) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO users (name, salt, rounds, hash) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (name) DO UPDATE SET salt = excluded.salt, rounds = excluded.rounds, \
+         hash = excluded.hash",
+        params![user, h.salt, h.rounds, h.hash],
+    )
+    .map(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credential_default_and_update() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        assert!(s.verify_password("admin", "admin").unwrap());
+        assert!(!s.verify_password("admin", "x").unwrap());
+        assert!(!s.verify_password("root", "admin").unwrap());
+        s.set_password("admin", "n3w").unwrap();
+        let s2 = Store::open(d.path()).unwrap();
+        assert!(s2.verify_password("admin", "n3w").unwrap());
+        assert!(!s2.verify_password("admin", "admin").unwrap());
+    }
 
     #[test]
     fn hash_verifies_only_the_right_password() {

@@ -4,11 +4,82 @@
 //! records its number in `schema_version`; a store written by a newer build
 //! (a higher number than [`LATEST`]) is refused rather than misread.
 
+use rusqlite::{Connection, TransactionBehavior, params};
+
+use super::{auth, ms, now_ms};
+
 /// Migrations, by version number (1-based, contiguous).
 pub(crate) const MIGRATIONS: &[(u32, &str)] = &[(1, V1)];
 
 /// The schema version this build writes.
 pub const LATEST: u32 = 1;
+
+pub(crate) enum MigrateError {
+    Sql(rusqlite::Error),
+    TooNew(u32),
+    Other(String),
+}
+
+impl From<rusqlite::Error> for MigrateError {
+    fn from(e: rusqlite::Error) -> Self {
+        MigrateError::Sql(e)
+    }
+}
+
+/// The schema version of the open database; 0 when it has no tables yet.
+pub(crate) fn version(c: &Connection) -> rusqlite::Result<u32> {
+    let has: bool = c.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has {
+        return Ok(0);
+    }
+    c.query_row(
+        "SELECT coalesce(max(version), 0) FROM schema_version",
+        [],
+        |r| r.get(0),
+    )
+}
+
+/// Applies the migrations the database has not had yet.
+pub(crate) fn migrate(c: &mut Connection) -> Result<(), MigrateError> {
+    // Check with a read first: every worker opens the store at start and most
+    // must not queue for the write lock just to learn there is nothing to do.
+    let v = version(c)?;
+    if v > LATEST {
+        return Err(MigrateError::TooNew(v));
+    }
+    if v == LATEST {
+        return Ok(());
+    }
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let v = version(&tx)?;
+    if v > LATEST {
+        return Err(MigrateError::TooNew(v));
+    }
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied INTEGER NOT NULL)",
+    )?;
+    for (n, sql) in MIGRATIONS {
+        if *n <= v {
+            continue;
+        }
+        tx.execute_batch(sql)?;
+        if *n == 1 {
+            // A new store accepts the credential ASE ships with.
+            let h = auth::hash_new(auth::DEFAULT_PASSWORD).map_err(MigrateError::Other)?;
+            auth::set_user(&tx, auth::DEFAULT_USER, &h)?;
+        }
+        tx.execute(
+            "INSERT INTO schema_version (version, applied) VALUES (?1, ?2)",
+            params![n, ms(now_ms())],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
 
 const V1: &str = "
 CREATE TABLE entries (

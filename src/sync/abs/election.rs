@@ -4,11 +4,13 @@
 //! next time it tries. Locks are per open file, so two pollers in one process
 //! elect each other too.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use fs4::fs_std::FileExt;
+
+use crate::store::files;
 
 /// Name of the lock file inside `state_dir`.
 pub const LOCK_FILE: &str = "abs_poll.lock";
@@ -31,26 +33,16 @@ impl Election {
         Election::new(state_dir.join(LOCK_FILE))
     }
 
-    /// Whether this candidate holds the lock.
-    pub fn is_leader(&self) -> bool {
-        self.held.is_some()
-    }
-
     /// Takes the lock if it is free. Ok(true): this candidate is (or stays) the
     /// leader; Ok(false): another holds it; Err: the file cannot be used.
     pub fn try_lead(&mut self) -> Result<bool, String> {
         if self.held.is_some() {
             return Ok(true);
         }
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        }
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&self.path)
+        // Any user who can open the file can hold the lock and stop the
+        // host's sync, so it is private to the state's owner (created 0600,
+        // an existing one narrowed or refused).
+        let f = files::open_private(&self.path)
             .map_err(|e| format!("opening {}: {e}", self.path.display()))?;
         match FileExt::try_lock_exclusive(&f) {
             Ok(true) => {

@@ -254,14 +254,10 @@ impl Obfuscator {
                 ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
                     .map_err(|_| "no system randomness".to_string())?;
                 if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)
+                    crate::store::files::create_state_dir(dir)
                         .map_err(|e| format!("creating {}: {e}", dir.display()))?;
                 }
-                let mut o = std::fs::OpenOptions::new();
-                o.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-                match o.open(path) {
+                match crate::store::files::create_new_private(path) {
                     Ok(mut f) => {
                         f.write_all(&key)
                             .map_err(|e| format!("writing {}: {e}", path.display()))?;
