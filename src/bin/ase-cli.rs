@@ -241,13 +241,13 @@ fn run(args: impl Iterator<Item = String>, out: &mut dyn Write, input: &mut dyn 
         return fail("missing credential: give -u USER -p PASS");
     };
     let config = config_path(&o);
-    let node = Engine::open_passive(&config).map_err(|e| open_error(&config, e))?;
-    let store = node
+    let engine = Engine::open_passive(&config).map_err(|e| open_error(&config, e))?;
+    let store = engine
         .store()
         .ok_or_else(|| Fail("state store unavailable".into()))?;
-    authenticate(&store, &node.enforcer().config().state_dir, user, pass)?;
+    authenticate(&store, &engine.enforcer().config().state_dir, user, pass)?;
     let mut ctx = Ctx {
-        node: &node,
+        engine: &engine,
         user,
         out,
         input,
@@ -504,7 +504,7 @@ impl Command {
 }
 
 struct Ctx<'a> {
-    node: &'a Engine,
+    engine: &'a Engine,
     user: &'a str,
     out: &'a mut dyn Write,
     input: &'a mut dyn BufRead,
@@ -529,13 +529,13 @@ fn expiry_of(o: &Opts) -> u64 {
 
 impl Ctx<'_> {
     fn store(&self) -> Res<std::sync::Arc<store::Store>> {
-        self.node
+        self.engine
             .store()
             .ok_or_else(|| Fail("state store unavailable".into()))
     }
 
     fn exec_with(&mut self, c: &Command, o: &Opts) -> Res {
-        let n = self.node;
+        let n = self.engine;
         match c {
             Command::Add(list, id) => {
                 let exp = expiry_of(o);
@@ -695,7 +695,7 @@ impl Ctx<'_> {
     }
 
     fn status(&mut self, json: bool) -> Res {
-        let n = self.node;
+        let n = self.engine;
         let st = self.store()?;
         let cfg = n.enforcer().config();
         let stored = st.switches()?;
@@ -841,8 +841,8 @@ impl Ctx<'_> {
     }
 
     fn sync_abs(&mut self) -> Res {
-        let n = self.node;
-        // The client's own timeouts bound the wait (passive node: this thread).
+        let n = self.engine;
+        // The client's own timeouts bound the wait (a passive engine: this thread).
         let st = n
             .abs_sync_now(Duration::from_secs(120))
             .map_err(|e| match e {
@@ -934,7 +934,7 @@ impl Ctx<'_> {
         let total = entries.len();
         let mut bar = Progress::new(total);
         let new = self
-            .node
+            .engine
             .deny_add_many(&entries, Source::Manual, &mut |done| bar.show(done))?;
         bar.finish();
         writeln!(
