@@ -95,12 +95,7 @@ impl Enforcer {
 
     /// An enforcer over an already loaded configuration, with empty lists.
     pub fn new(config: Config, apis: ApiSet) -> Enforcer {
-        let switches = [
-            AtomicBool::new(config.enable_firewall),
-            AtomicBool::new(config.enable_abs),
-            AtomicBool::new(config.enable_abs_attack),
-            AtomicBool::new(config.enable_ase_detected_attack),
-        ];
+        let switches = Switch::ALL.map(|s| AtomicBool::new(s.configured(&config)));
         Enforcer {
             config,
             apis,

@@ -1,19 +1,27 @@
 //! `ase-cli` through the real binary: ASE's documented outputs byte for byte
-//! (seeds 000, 001, 003, 004), our extensions, and bad input.
+//! (its pages "Managing allow lists and deny lists", "Configuring automated ASE
+//! attack blocking", "Managing ASE blocking of ABS-detected attacks" and
+//! "Real-time Detected attacks for inline ASE"), our extensions, and bad input.
 
 mod common;
 mod store_common;
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ase::clock::now_ms;
 use ase::policy::{IdKind, Identifier, Source};
 use ase::store::{NewEntry, Store};
-use store_common::{Env, assert_success, run};
+use store_common::{CLI, Env, assert_success, run};
 
 fn id(kind: IdKind, name: &str, value: &str) -> Identifier {
     Identifier::new(kind, name, value).unwrap()
 }
 
 #[test]
-fn seed_004_allow_list() {
+fn documented_allow_list() {
     let e = Env::new("");
     for (args, want) in [
         (
@@ -114,8 +122,8 @@ fn seed_004_allow_list() {
     assert_eq!(e.ok(&["view_whitelist"]), "No Whitelist\n");
 }
 
-/// Fills the ABS and real-time sources as the seed's views show them.
-fn seed_sources(e: &Env) {
+/// Fills the ABS and real-time sources as ASE's documented views show them.
+fn documented_sources(e: &Env) {
     let s = Store::open(&e.state_dir()).unwrap();
     let abs: Vec<NewEntry> = [
         "fAtTzxFJZ2Zkr7HZ9KM17s7kY2Mu",
@@ -156,7 +164,7 @@ fn seed_sources(e: &Env) {
 }
 
 #[test]
-fn seed_004_deny_list() {
+fn documented_deny_list() {
     let e = Env::new("");
     for (args, want) in [
         (
@@ -256,7 +264,7 @@ fn seed_004_deny_list() {
     let s = Store::open(&e.state_dir()).unwrap();
     s.set_switch("ase_detected_attack", true).unwrap();
     drop(s);
-    seed_sources(&e);
+    documented_sources(&e);
     let all = e.ok(&["view_blacklist", "all"]);
     assert!(
         all.starts_with(
@@ -343,7 +351,7 @@ fn seed_004_deny_list() {
 }
 
 #[test]
-fn seeds_000_001_003_switches() {
+fn documented_switch_messages() {
     let e = Env::new("");
     for (cmd, want) in [
         ("enable_firewall", "Firewall is now enabled\n"),
@@ -499,7 +507,8 @@ fn bad_input_changes_nothing() {
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(
         String::from_utf8(o.stderr).unwrap(),
-        "ase-cli: authentication failed: wrong user name or password\n"
+        "ase-cli: authentication failed: wrong user name or password (1 failed login in the \
+         last 15 minutes; the next attempt is checked after 1 s)\n"
     );
     let o = run(
         &[
@@ -820,4 +829,157 @@ fn sync_abs_without_an_endpoint_is_an_error() {
     assert_eq!(status_line(&e.ok(&["status"]), "abs endpoints"), "none");
     let o = e.cli(&["sync_abs", "now"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("sync_abs takes no arguments"));
+}
+
+/// Runs the CLI with raw arguments (which need not be UTF-8).
+fn run_os(args: &[&OsStr]) -> Output {
+    Command::new(CLI)
+        .args(args)
+        .env_remove("ASE_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_non_utf8_argument_is_refused_by_position_and_never_shown() {
+    let e = Env::new("");
+    e.ok(&["view_blacklist"]);
+    let s = |t: &'static str| OsStr::new(t);
+    let b = |t: &'static [u8]| OsStr::from_bytes(t);
+    let cfg = e.config.as_os_str();
+    let head = [s("--config"), cfg, s("-u"), s("admin")];
+    let cases: [(Vec<&OsStr>, &str); 5] = [
+        (
+            vec![
+                s("-p"),
+                b(b"MyPass\xe9"),
+                s("add_blacklist"),
+                s("ip"),
+                s("9.9.9.9"),
+            ],
+            "argument 6 (the password given with -p) is not valid UTF-8",
+        ),
+        (
+            vec![
+                b(b"--password=MyPass\xe9"),
+                s("add_blacklist"),
+                s("ip"),
+                s("9.9.9.9"),
+            ],
+            "argument 5 (the password given with -p) is not valid UTF-8",
+        ),
+        (
+            vec![
+                s("-p"),
+                s("admin"),
+                b(b"add_black\xfflist"),
+                s("ip"),
+                s("9.9.9.9"),
+            ],
+            "argument 7 (the command) is not valid UTF-8",
+        ),
+        (
+            vec![
+                s("-p"),
+                s("admin"),
+                s("add_blacklist"),
+                s("token"),
+                b(b"MyPass\xe9"),
+            ],
+            "argument 9 (argument 2 of the command) is not valid UTF-8",
+        ),
+        (
+            vec![
+                s("add_blacklist"),
+                s("--ttl"),
+                b(b"1\xe9d"),
+                s("-p"),
+                s("admin"),
+                s("ip"),
+                s("9.9.9.9"),
+            ],
+            "argument 7 (the value of --ttl) is not valid UTF-8",
+        ),
+    ];
+    for (tail, want) in cases {
+        let args: Vec<&OsStr> = head.iter().copied().chain(tail).collect();
+        let o = run_os(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{want}: {err}");
+        assert_eq!(err, format!("ase-cli: {want}; nothing was done\n"));
+        assert!(
+            !o.stderr.windows(6).any(|w| w == b"MyPass") && !o.stderr.contains(&0xe9),
+            "{want}: the argument is not shown: {err}"
+        );
+        assert!(o.stdout.is_empty(), "{want}");
+    }
+    assert_eq!(e.ok(&["view_blacklist"]), "No Blacklist\n", "nothing added");
+}
+
+#[test]
+fn failed_logins_delay_the_next_attempt_across_processes() {
+    let e = Env::new("");
+    e.ok(&["view_whitelist"]);
+    let cfg = e.config.to_str().unwrap();
+    let login = |pass: &str| {
+        let o = run(
+            &[
+                "--config",
+                cfg,
+                "-u",
+                "admin",
+                "-p",
+                pass,
+                "add_blacklist",
+                "ip",
+                "7.7.7.7",
+            ],
+            "",
+        );
+        (o, Instant::now())
+    };
+    let failed = |n: u32, next: u64| {
+        format!(
+            "ase-cli: authentication failed: wrong user name or password ({n} failed login{} \
+             in the last 15 minutes; the next attempt is checked after {next} s)\n",
+            if n == 1 { "" } else { "s" }
+        )
+    };
+
+    // Each failure doubles the wait before the next attempt is checked,
+    // whichever process makes it: 1 s after the first, 2 s after the second.
+    let (o, mut last_end) = login("guess-one");
+    assert_eq!(String::from_utf8_lossy(&o.stderr), failed(1, 1));
+    for (n, delay) in [(2, 1), (3, 2)] {
+        let (o, end) = login("guess-two");
+        assert_eq!(o.status.code(), Some(1));
+        assert_eq!(String::from_utf8_lossy(&o.stderr), failed(n, 1 << (n - 1)));
+        assert!(
+            end - last_end >= Duration::from_secs(delay),
+            "attempt {n} was checked {:?} after the previous failure",
+            end - last_end
+        );
+        last_end = end;
+    }
+    // The right password also waits its turn (4 s), then works and forgets
+    // the failures: the next wrong one counts from 1 again.
+    let (o, end) = login("admin");
+    assert_success(&o, &["right password"]);
+    assert!(end - last_end >= Duration::from_secs(4));
+    assert_eq!(
+        e.ok(&["view_blacklist", "manual"]),
+        "Manual Blacklist\n1) type : ip, value : 7.7.7.7\n"
+    );
+    let (o, _) = login("guess-three");
+    assert_eq!(String::from_utf8_lossy(&o.stderr), failed(1, 1));
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("guess"));
+
+    // Failures older than the 15-minute window are forgotten.
+    let s = Store::open(&e.state_dir()).unwrap();
+    let old = now_ms() - 16 * 60 * 1000;
+    s.set_meta("cli_login_failures", &format!("9 {old}"))
+        .unwrap();
+    let (o, _) = login("guess-four");
+    assert_eq!(String::from_utf8_lossy(&o.stderr), failed(1, 1));
 }

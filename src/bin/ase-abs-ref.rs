@@ -27,6 +27,8 @@ OPTIONS:
   --secret-key KEY      expected x-abs-sk (default abs_sk)
   --traffic-dir DIR     store each POST /v4/abs/traffic body as DIR/batch-NNNNNN.json
   --control FILE        read the failure mode from FILE on every request (overrides /__control)
+  --redirect-to URL     Location of the 3xx answers of `status N` and `bodyless N`
+                        (default http://abs-moved.example/v4/abs/attacklist)
   --tls-cert PEM        serve HTTPS with this certificate chain...
   --tls-key PEM         ...and this private key
   -h, --help            this text
@@ -38,6 +40,9 @@ FAILURE MODES (control file content, or GET /__control?mode=MODE&arg=N):
   slow N                wait N seconds (default 5) before answering
   malformed             answer 200 with a truncated JSON body
   oversized N           answer 200 with a body of N bytes (default 80 MiB), no Content-Length
+  status N              answer status N (default 302) with the attack list as body;
+                        a 3xx carries Location: the --redirect-to URL
+  bodyless N            answer status N (default 302) with no body (and Location for a 3xx)
 
 OTHER ENDPOINTS (no keys needed, never failing):
   GET /__stats          {\"attacklist\":N,\"traffic\":N,\"unauthorized\":N,\"last_query\":\"...\"}
@@ -52,6 +57,8 @@ enum Mode {
     Slow(f64),
     Malformed,
     Oversized(u64),
+    Status(u16),
+    Bodyless(u16),
 }
 
 fn parse_mode(word: &str, arg: Option<&str>) -> Option<Mode> {
@@ -63,6 +70,8 @@ fn parse_mode(word: &str, arg: Option<&str>) -> Option<Mode> {
         "slow" => Mode::Slow(num(5.0).max(0.0)),
         "malformed" => Mode::Malformed,
         "oversized" => Mode::Oversized(num(80.0 * 1048576.0) as u64),
+        "status" => Mode::Status(num(302.0) as u16),
+        "bodyless" => Mode::Bodyless(num(302.0) as u16),
         _ => return None,
     })
 }
@@ -73,6 +82,7 @@ struct Server {
     secret_key: String,
     traffic_dir: Option<PathBuf>,
     control: Option<PathBuf>,
+    redirect_to: String,
     mode: Mutex<Mode>,
     attacklist_hits: AtomicU64,
     traffic_hits: AtomicU64,
@@ -156,7 +166,49 @@ fn respond(s: &mut impl Write, status: &str, body: &[u8]) {
     let _ = s.flush();
 }
 
+/// The reason phrase of the statuses the failure modes are used with.
+fn reason(code: u16) -> &'static str {
+    match code {
+        200 => "OK",
+        202 => "Accepted",
+        204 => "No Content",
+        300 => "Multiple Choices",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        _ => "Status",
+    }
+}
+
 impl Server {
+    /// Answers `code` with `body` (`None`: no body at all), and a Location
+    /// for a 3xx.
+    fn respond_status(&self, s: &mut impl Write, code: u16, body: Option<&[u8]>) {
+        let mut head = format!(
+            "HTTP/1.1 {code} {}\r\nServer: ase-abs-ref\r\n",
+            reason(code)
+        );
+        if (300..400).contains(&code) {
+            head.push_str(&format!("Location: {}\r\n", self.redirect_to));
+        }
+        match body {
+            Some(b) => head.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                b.len()
+            )),
+            // 204 and 304 have no body by definition; others say so.
+            None if code == 204 || code == 304 => {}
+            None => head.push_str("Content-Length: 0\r\n"),
+        }
+        head.push_str("Connection: close\r\n\r\n");
+        let _ = s.write_all(head.as_bytes());
+        let _ = s.write_all(body.unwrap_or_default());
+        let _ = s.flush();
+    }
+
     fn mode(&self) -> Mode {
         if let Some(p) = &self.control {
             if let Ok(t) = std::fs::read_to_string(p) {
@@ -209,6 +261,12 @@ impl Server {
             }
             Mode::Slow(secs) => std::thread::sleep(Duration::from_secs_f64(secs.min(3600.0))),
             Mode::Malformed => return respond(s, "200 OK", b"{\"ips\": [\"1.2.3.4\", "),
+            Mode::Status(code) => {
+                let body =
+                    std::fs::read(&self.attacklist).unwrap_or_else(|_| b"{\"ips\":[]}".to_vec());
+                return self.respond_status(s, code, Some(&body));
+            }
+            Mode::Bodyless(code) => return self.respond_status(s, code, None),
             Mode::Oversized(n) => {
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"ips\":[");
                 let chunk = "\"10.0.0.1\",".repeat(6000);
@@ -275,6 +333,7 @@ fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, Stri
 fn main() {
     let mut args = std::env::args().skip(1);
     let mut listen = "127.0.0.1:0".to_string();
+    let mut redirect_to = "http://abs-moved.example/v4/abs/attacklist".to_string();
     let (mut attacklist, mut traffic_dir, mut control, mut cert, mut key) =
         (None, None, None, None, None);
     let (mut ak, mut sk) = ("abs_ak".to_string(), "abs_sk".to_string());
@@ -296,6 +355,7 @@ fn main() {
             "--secret-key" => sk = val("--secret-key"),
             "--traffic-dir" => traffic_dir = Some(PathBuf::from(val("--traffic-dir"))),
             "--control" => control = Some(PathBuf::from(val("--control"))),
+            "--redirect-to" => redirect_to = val("--redirect-to"),
             "--tls-cert" => cert = Some(PathBuf::from(val("--tls-cert"))),
             "--tls-key" => key = Some(PathBuf::from(val("--tls-key"))),
             other => {
@@ -347,6 +407,7 @@ fn main() {
         secret_key: sk,
         traffic_dir,
         control,
+        redirect_to,
         mode: Mutex::new(Mode::Ok),
         attacklist_hits: AtomicU64::new(0),
         traffic_hits: AtomicU64::new(0),

@@ -14,10 +14,11 @@
 //! Where it is silent the strings are ours (see `help`).
 
 use std::collections::HashSet;
+use std::ffi::OsString;
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ase::clock::now_ms;
 use ase::engine::{Engine, EngineError};
@@ -145,12 +146,68 @@ fn parse_args(args: impl IntoIterator<Item = String>, top: bool) -> Res<Opts> {
     Ok(o)
 }
 
+/// Options that take a value (the next argument when not given as `--opt=value`).
+fn takes_value(flag: &str) -> bool {
+    matches!(
+        flag,
+        "-u" | "--user" | "-p" | "--password" | "-c" | "--config" | "--ttl"
+    )
+}
+
+/// The arguments as UTF-8. One that is not is refused by its position and
+/// what it is (the password, an option's value, the command or one of its
+/// arguments), never shown: it may be a password or a token.
+fn utf8_args(args: impl IntoIterator<Item = OsString>) -> Res<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    let mut options_ended = false;
+    let mut words = 0;
+    for (i, a) in args.into_iter().enumerate() {
+        let raw = match a.into_string() {
+            Ok(s) => {
+                if options_ended || !s.starts_with('-') || s == "-" {
+                    let prev_takes = !options_ended && out.last().is_some_and(|p| takes_value(p));
+                    if !prev_takes {
+                        words += 1;
+                    }
+                } else if s == "--" {
+                    options_ended = true;
+                }
+                out.push(s);
+                continue;
+            }
+            Err(raw) => raw,
+        };
+        let bytes = raw.as_encoded_bytes();
+        let prev = out.last().map(String::as_str).filter(|_| !options_ended);
+        let what = if matches!(prev, Some("-p" | "--password"))
+            || (!options_ended && bytes.starts_with(b"--password="))
+        {
+            "the password given with -p".to_string()
+        } else if let Some(flag) = prev.filter(|p| takes_value(p)) {
+            format!("the value of {flag}")
+        } else if !options_ended && bytes.starts_with(b"-") {
+            "an option".to_string()
+        } else if words == 0 {
+            "the command".to_string()
+        } else {
+            format!("argument {words} of the command")
+        };
+        return fail(format!(
+            "argument {} ({what}) is not valid UTF-8; nothing was done",
+            i + 1
+        ));
+    }
+    Ok(out)
+}
+
 fn main() -> ExitCode {
     let stdout = io::stdout();
     let mut out = stdout.lock();
     let stdin = io::stdin();
     let mut input = stdin.lock();
-    match run(std::env::args().skip(1), &mut out, &mut input) {
+    let r = utf8_args(std::env::args_os().skip(1))
+        .and_then(|args| run(args.into_iter(), &mut out, &mut input));
+    match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail(m)) => {
             let _ = out.flush();
@@ -184,21 +241,117 @@ fn run(args: impl Iterator<Item = String>, out: &mut dyn Write, input: &mut dyn 
         return fail("missing credential: give -u USER -p PASS");
     };
     let config = config_path(&o);
-    let node = Engine::open_passive(&config).map_err(|e| open_error(&config, e))?;
-    let store = node
+    let engine = Engine::open_passive(&config).map_err(|e| open_error(&config, e))?;
+    let store = engine
         .store()
         .ok_or_else(|| Fail("state store unavailable".into()))?;
-    if !store.verify_password(user, pass)? {
-        return fail("authentication failed: wrong user name or password");
-    }
+    authenticate(&store, &engine.enforcer().config().state_dir, user, pass)?;
     let mut ctx = Ctx {
-        node: &node,
+        engine: &engine,
         user,
         out,
         input,
         batch: false,
     };
     ctx.exec_with(&parsed, &o)
+}
+
+/// Meta key of the host's recent failed logins: `COUNT LAST_FAILURE_MS`.
+const META_LOGIN_FAILURES: &str = "cli_login_failures";
+/// Failures older than this (counted from the last one) are forgotten.
+const LOGIN_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Wait after the first failure; it doubles with each further one.
+const LOGIN_DELAY: Duration = Duration::from_secs(1);
+/// Longest wait.
+const LOGIN_DELAY_MAX: Duration = Duration::from_secs(30);
+/// Lock file (in `state_dir`) that makes concurrent logins take turns.
+const LOGIN_LOCK_FILE: &str = "cli-login.lock";
+
+/// How long after the last of `failures` recent failures the next attempt
+/// is checked: 0, then 1 s, 2 s, 4 s, ... up to 30 s.
+fn login_delay(failures: u32) -> Duration {
+    match failures {
+        0 => Duration::ZERO,
+        n => LOGIN_DELAY
+            .saturating_mul(1u32 << (n - 1).min(16))
+            .min(LOGIN_DELAY_MAX),
+    }
+}
+
+/// The recent failures recorded for the host: (count, last failure in Unix ms).
+fn recent_failures(store: &store::Store, now: u64) -> (u32, u64) {
+    let v = store.meta(META_LOGIN_FAILURES).ok().flatten();
+    let parsed = v.as_deref().and_then(|v| {
+        let (n, last) = v.split_once(' ')?;
+        Some((n.parse::<u32>().ok()?, last.parse::<u64>().ok()?))
+    });
+    match parsed {
+        Some((n, last)) if now.saturating_sub(last) < LOGIN_WINDOW.as_millis() as u64 => (n, last),
+        _ => (0, 0),
+    }
+}
+
+fn plural(n: u32) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// Checks the credential, throttled for the host: every ase-cli is a new
+/// process, so the failures are counted in the store (meta table), and the
+/// next attempt is checked only once `login_delay(count)` has passed since
+/// the last one. Checking before waiting would not do: a guesser could stop
+/// waiting as soon as no success showed. Attempts take turns on a lock file,
+/// so guessing in parallel is no faster. A success forgets the failures.
+fn authenticate(store: &store::Store, state_dir: &Path, user: &str, pass: &str) -> Res {
+    // Best effort: without the lock file the attempts are still delayed. A
+    // lock file another user created can still be locked read-only.
+    let path = state_dir.join(LOGIN_LOCK_FILE);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .or_else(|_| std::fs::File::open(&path))
+        .ok()
+        .filter(|f| fs4::fs_std::FileExt::lock_exclusive(f).is_ok());
+    let (count, last) = recent_failures(store, now_ms());
+    let due = last.saturating_add(login_delay(count).as_millis() as u64);
+    let wait = Duration::from_millis(due.saturating_sub(now_ms()));
+    if !wait.is_zero() {
+        // Said on a terminal only, like the progress bar: a script's stderr
+        // stays empty when its command succeeds.
+        if io::stderr().is_terminal() {
+            eprintln!(
+                "ase-cli: {count} failed login{} in the last {} minutes: waiting {:.1} s before \
+             checking the credential",
+                plural(count),
+                LOGIN_WINDOW.as_secs() / 60,
+                wait.as_secs_f64()
+            );
+        }
+        let end = Instant::now() + wait;
+        std::thread::sleep(end.saturating_duration_since(Instant::now()));
+    }
+    let ok = store.verify_password(user, pass)?;
+    if ok {
+        if count > 0 {
+            let _ = store.set_meta(META_LOGIN_FAILURES, "0 0");
+        }
+        drop(lock);
+        return Ok(());
+    }
+    // Counted from the failures as they are now: another process may have
+    // added some while this one waited.
+    let (count, _) = recent_failures(store, now_ms());
+    let count = count.saturating_add(1);
+    let _ = store.set_meta(META_LOGIN_FAILURES, &format!("{count} {}", now_ms()));
+    drop(lock);
+    fail(format!(
+        "authentication failed: wrong user name or password ({count} failed login{} in the \
+         last {} minutes; the next attempt is checked after {} s)",
+        plural(count),
+        LOGIN_WINDOW.as_secs() / 60,
+        login_delay(count).as_secs()
+    ))
 }
 
 fn config_path(o: &Opts) -> PathBuf {
@@ -351,7 +504,7 @@ impl Command {
 }
 
 struct Ctx<'a> {
-    node: &'a Engine,
+    engine: &'a Engine,
     user: &'a str,
     out: &'a mut dyn Write,
     input: &'a mut dyn BufRead,
@@ -376,13 +529,13 @@ fn expiry_of(o: &Opts) -> u64 {
 
 impl Ctx<'_> {
     fn store(&self) -> Res<std::sync::Arc<store::Store>> {
-        self.node
+        self.engine
             .store()
             .ok_or_else(|| Fail("state store unavailable".into()))
     }
 
     fn exec_with(&mut self, c: &Command, o: &Opts) -> Res {
-        let n = self.node;
+        let n = self.engine;
         match c {
             Command::Add(list, id) => {
                 let exp = expiry_of(o);
@@ -542,22 +695,11 @@ impl Ctx<'_> {
     }
 
     fn status(&mut self, json: bool) -> Res {
-        let n = self.node;
+        let n = self.engine;
         let st = self.store()?;
         let cfg = n.enforcer().config();
         let stored = st.switches()?;
-        let sw = |s: Switch| -> bool {
-            stored
-                .iter()
-                .find(|(k, _)| k == s.as_str())
-                .map(|(_, on)| *on)
-                .unwrap_or(match s {
-                    Switch::Firewall => cfg.enable_firewall,
-                    Switch::Abs => cfg.enable_abs,
-                    Switch::AbsAttack => cfg.enable_abs_attack,
-                    Switch::AseDetectedAttack => cfg.enable_ase_detected_attack,
-                })
-        };
+        let sw = |s: Switch| switch_in_force(&stored, s, cfg);
         let counts = st.counts(now_ms())?;
         let overrides = st.api_blocking()?;
         let apis = n.enforcer().apis().apis();
@@ -699,8 +841,8 @@ impl Ctx<'_> {
     }
 
     fn sync_abs(&mut self) -> Res {
-        let n = self.node;
-        // The client's own timeouts bound the wait (passive node: this thread).
+        let n = self.engine;
+        // The client's own timeouts bound the wait (a passive engine: this thread).
         let st = n
             .abs_sync_now(Duration::from_secs(120))
             .map_err(|e| match e {
@@ -722,13 +864,8 @@ impl Ctx<'_> {
             ));
         }
         writeln!(self.out, "{line}")?;
-        let on = self
-            .store()?
-            .switches()?
-            .iter()
-            .find(|(k, _)| k == Switch::AbsAttack.as_str())
-            .map_or(n.enforcer().config().enable_abs_attack, |(_, on)| *on);
-        if !on {
+        let stored = self.store()?.switches()?;
+        if !switch_in_force(&stored, Switch::AbsAttack, n.enforcer().config()) {
             writeln!(
                 self.out,
                 "ABS Attack is disabled: these entries block after enable_abs_attack"
@@ -797,7 +934,7 @@ impl Ctx<'_> {
         let total = entries.len();
         let mut bar = Progress::new(total);
         let new = self
-            .node
+            .engine
             .deny_add_many(&entries, Source::Manual, &mut |done| bar.show(done))?;
         bar.finish();
         writeln!(
@@ -857,6 +994,15 @@ fn parse_line(line: &str) -> Res<Identifier> {
         _ => args.extend(rest.split_whitespace().map(String::from)),
     }
     identifier(&args)
+}
+
+/// A switch as the engines apply it: the value stored by `enable_*` /
+/// `disable_*`, else the one `ase.conf` gives.
+fn switch_in_force(stored: &[(String, bool)], s: Switch, cfg: &ase::policy::Config) -> bool {
+    stored
+        .iter()
+        .find(|(k, _)| k == s.as_str())
+        .map_or(s.configured(cfg), |(_, on)| *on)
 }
 
 /// `3s`, `5m`, `2h`, `4d`: how long ago, coarsely.

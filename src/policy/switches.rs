@@ -1,6 +1,7 @@
 //! The four runtime switches of ASE (`ase-cli enable_*` / `disable_*`):
 //! [`Switch`] names one, [`Switches`] is the set a decision reads.
 
+use super::config::Config;
 use super::lists::Source;
 
 /// The runtime switches, as `ase-cli enable_*` / `disable_*` set them.
@@ -38,6 +39,17 @@ impl Switch {
             Switch::Abs => "abs",
             Switch::AbsAttack => "abs_attack",
             Switch::AseDetectedAttack => "ase_detected_attack",
+        }
+    }
+
+    /// The value `ase.conf` gives this switch (its `enable_*` key, or that
+    /// key's default), which holds until `ase-cli` stores another.
+    pub fn configured(self, config: &Config) -> bool {
+        match self {
+            Switch::Firewall => config.enable_firewall,
+            Switch::Abs => config.enable_abs,
+            Switch::AbsAttack => config.enable_abs_attack,
+            Switch::AseDetectedAttack => config.enable_ase_detected_attack,
         }
     }
 }

@@ -1,12 +1,13 @@
 //! Parsing an ABS attack-list body into deny-list entries (pure: no I/O).
 //!
 //! ABS's `GET /v4/abs/attacklist` response is not documented, so two shapes are
-//! accepted (DESIGN.md §3), and may be mixed:
+//! accepted (docs/abs.md, Accepted bodies), and may be mixed:
 //!
 //! - **Section form**, as ABS's `PUT /v4/abs/attacklist` body, optionally wrapped
 //!   in `{"attacklist": {...}}`:
 //!   `{"ips": [..], "cookies": {"NAME": [..]}, "oauth_tokens": [..], "api_keys": [..], "usernames": [..]}`.
-//! - **Attack-report form** of `/v4/abs/attack` (seeds/003):
+//! - **Attack-report form** of `/v4/abs/attack`, as ASE's documentation page
+//!   "Real-time Detected attacks for inline ASE" shows it:
 //!   `{"cookie": "NAME", "ips": [{"ip": ..}], "cookies": [{"cookie": ..}], "access_tokens": [{"access_token": ..}]}`.
 //!
 //! Sections: `ips`; `cookies` (an object of cookie name to items, or a list whose
@@ -1007,7 +1008,7 @@ mod tests {
     }
 
     #[test]
-    fn attack_report_form_of_seed_003() {
+    fn attack_report_form_as_documented() {
         let l = p(
             r#"{"company": "ping identity", "cookie": "JSESSIONID", "api_name": "atm_app_public",
                 "ips": [{"ip": "1.2.3.4", "details": [{"access_time": "Fri Jan 26 21:17:10:662 2018", "attack_code": "method"}]}],

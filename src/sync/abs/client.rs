@@ -1,7 +1,10 @@
 //! The HTTP client to ABS: fetches the attack list and posts traffic batches.
 //!
 //! Every call tries the `abs_endpoint`s in order and stops at the first that
-//! answers 2xx. TLS (`enable_ssl=true`) verifies the server against
+//! answers well: `200` with a body for the attack list, any 2xx for a traffic
+//! batch. Redirects are not followed (see [`AbsClient::new`]): a 3xx, like a
+//! 1xx, a `204` or another 2xx to the attack-list request, is an error that
+//! names the status, and the next endpoint is tried. TLS (`enable_ssl=true`) verifies the server against
 //! `abs_ca_cert_path` when set (a PEM bundle; only those roots are trusted),
 //! else against the Mozilla roots compiled in (webpki-roots), so behaviour does
 //! not depend on the host's CA store. With `enable_ssl=false` plain HTTP is used.
@@ -146,6 +149,73 @@ fn read_capped(resp: ureq::Response, max: u64) -> Result<Vec<u8>, String> {
     Ok(body)
 }
 
+/// What the server said, for a message: printable ASCII only, and short, so a
+/// misbehaving server cannot fill a log line.
+fn printable(s: &str, max: usize) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(max)
+        .collect()
+}
+
+/// `302 Found`: the status code and the server's reason phrase.
+fn status_line(resp: &ureq::Response) -> String {
+    let text = printable(resp.status_text(), 40);
+    if text.is_empty() {
+        resp.status().to_string()
+    } else {
+        format!("{} {text}", resp.status())
+    }
+}
+
+/// The host (and port) a `Location` points to, without user info, path or
+/// query, which may carry credentials. `None` for a relative location.
+fn location_host(location: &str) -> Option<String> {
+    let (_, rest) = location.trim().split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = printable(host, 100);
+    (!host.is_empty()).then_some(host)
+}
+
+/// Refuses an answer that is not a success: a 1xx, or a 3xx (named with the
+/// host it points to; never followed).
+fn check_success(resp: &ureq::Response) -> Result<(), String> {
+    match resp.status() {
+        200..=299 => Ok(()),
+        300..=399 => {
+            let to = match resp.header("location") {
+                None => String::new(),
+                Some(l) => match location_host(l) {
+                    Some(h) => format!(" (redirect to {h})"),
+                    None => " (redirect to a path on the same host)".to_string(),
+                },
+            };
+            Err(format!(
+                "ABS answered {}{to}; not following: check abs_endpoint",
+                status_line(resp)
+            ))
+        }
+        _ => Err(format!(
+            "ABS answered {}: not a final answer",
+            status_line(resp)
+        )),
+    }
+}
+
+/// Refuses an answer to the attack-list request that is not `200` with a body:
+/// only that is a list, so nothing else may replace the one in force.
+fn check_attacklist(resp: &ureq::Response) -> Result<(), String> {
+    check_success(resp)?;
+    if resp.status() != 200 {
+        return Err(format!(
+            "ABS answered {}: no attack list",
+            status_line(resp)
+        ));
+    }
+    Ok(())
+}
+
 /// A short description of a ureq error. Transport errors name the URL, which
 /// carries no credential (the keys are headers).
 fn describe(e: ureq::Error) -> String {
@@ -174,7 +244,10 @@ impl AbsClient {
         let mut b = ureq::AgentBuilder::new()
             .timeout_connect(opts.connect_timeout)
             .timeout(opts.request_timeout)
-            // An ABS that redirects is misconfigured; following could send the keys elsewhere.
+            // The ABS API is not documented to redirect, and a followed
+            // redirect would carry the x-abs-ak / x-abs-sk headers to whatever
+            // host it names. With 0, ureq returns the 3xx as is and
+            // `check_success` reports it.
             .redirects(0)
             .try_proxy_from_env(false)
             .user_agent(concat!("ase/", env!("CARGO_PKG_VERSION")));
@@ -249,7 +322,12 @@ impl AbsClient {
                 .set("accept", "application/json")
                 .call()
                 .map_err(describe)?;
-            accept(read_capped(resp, self.opts.max_body)?)
+            check_attacklist(&resp)?;
+            let body = read_capped(resp, self.opts.max_body)?;
+            if body.iter().all(u8::is_ascii_whitespace) {
+                return Err("ABS answered 200 with an empty body: no attack list".into());
+            }
+            accept(body)
         })
     }
 
@@ -265,10 +343,30 @@ impl AbsClient {
                 .set("content-type", "application/json")
                 .send_bytes(body)
                 .map_err(describe)?;
+            check_success(&resp)?;
             // Drain a small answer so the connection can be reused.
             let _ = read_capped(resp, 64 << 10);
             Ok(())
         })?;
         Ok(ep)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_location_is_shown_by_its_host_only() {
+        assert_eq!(
+            location_host("https://u:secret@abs2.example:8443/v4?sk=x").as_deref(),
+            Some("abs2.example:8443")
+        );
+        assert_eq!(
+            location_host("http://[::1]:80#f").as_deref(),
+            Some("[::1]:80")
+        );
+        assert_eq!(location_host("/v4/abs/attacklist?ak=x"), None);
+        assert_eq!(location_host("http://\u{7}\n"), None);
     }
 }
