@@ -268,7 +268,8 @@ pub fn jwt_username<'s>(jwt: &[u8], claim: &str, s: &'s mut Scratch) -> Option<&
 /// address (already parsed); with `xff` the first `X-Forwarded-For` address
 /// replaces it when it parses. `host_user` is a user name the host passes in.
 /// Cookie and API-key names in the result are the API's own
-/// ([`KeyPrefix::name`](crate::policy::ident::KeyPrefix::name)), so the list key can reuse its hashed prefix.
+/// (the same bytes, not a copy), so the list key can reuse the API's
+/// hashed key prefix.
 pub fn extract<'a, H: Headers + ?Sized>(
     api: Option<&'a Api>,
     client_ip: Option<u128>,

@@ -130,7 +130,7 @@ pub fn ip_to_u128(ip: IpAddr) -> u128 {
 }
 
 /// Whether a 128-bit address is IPv4 (mapped).
-pub fn is_v4(addr: u128) -> bool {
+pub(crate) fn is_v4(addr: u128) -> bool {
     addr >> 32 == 0xffff
 }
 
@@ -339,7 +339,7 @@ pub struct KeyRef<'a> {
 /// The constant part of a key (kind and name) hashed once, so a request
 /// hashes only the value. The hash is the same as [`KeyRef::new`]'s.
 #[derive(Clone)]
-pub struct KeyPrefix {
+pub(crate) struct KeyPrefix {
     kind: IdKind,
     name: Box<[u8]>,
     seed: u64,
@@ -410,7 +410,7 @@ fn fixed() -> &'static Fixed {
 }
 
 impl<'a> KeyRef<'a> {
-    /// A key for a named or plain identifier. IP keys are made with [`IpKeyBuf::key`].
+    /// A key for a named or plain identifier. IP keys are made with [`Key::ip`].
     pub fn new(kind: IdKind, name: &'a [u8], value: &'a [u8]) -> KeyRef<'a> {
         KeyRef {
             kind,
@@ -475,7 +475,7 @@ impl<'a> KeyRef<'a> {
 
 /// Storage for IP keys on the stack: prefix length byte + 16 address bytes.
 #[derive(Clone, Copy, Debug)]
-pub struct IpKeyBuf {
+pub(crate) struct IpKeyBuf {
     len: [u8; 1],
     addr: [u8; 16],
 }
@@ -627,11 +627,11 @@ impl equivalent::Equivalent<Key> for KeyRef<'_> {
 /// A `BuildHasher` for keys that carry their own hash: the map re-mixes the
 /// precomputed 64-bit value instead of hashing the bytes again.
 #[derive(Clone, Copy, Default, Debug)]
-pub struct PrehashedState;
+pub(crate) struct PrehashedState;
 
 /// The hasher of [`PrehashedState`].
 #[derive(Default)]
-pub struct Prehashed(u64);
+pub(crate) struct Prehashed(u64);
 
 impl Hasher for Prehashed {
     fn finish(&self) -> u64 {
