@@ -691,10 +691,12 @@ const char *ase_result_str(ase_result result);
  opens the state, starts the engine's threads, and writes the new engine to
  `*engine_out`.
 
- On failure returns `ASE_ERR_CONFIG`, `ASE_ERR_API_JSON`, `ASE_ERR_STORE`,
- ... and, when `err_buf` is not NULL, writes a NUL-terminated message naming
- the file, line and key (truncated to `err_buf_len`). `*engine_out` is
- written only on success; free the engine with `ase_engine_free`.
+ It first makes the checks of `ase_config_check`, which fail here with the
+ same code and message. On failure returns `ASE_ERR_CONFIG`,
+ `ASE_ERR_API_JSON`, `ASE_ERR_ABS`, `ASE_ERR_STORE`, ... and, when
+ `err_buf` is not NULL, writes a NUL-terminated message naming the file,
+ line and key (truncated to `err_buf_len`). `*engine_out` is written only
+ on success; free the engine with `ase_engine_free`.
 
  Thread safety: any thread; call after `fork()`.
  */
@@ -706,11 +708,21 @@ ase_result ase_engine_new(struct ase_str config_path,
 /*
  Validates `ase.conf` at `config_path`, its `abs.conf` and every API JSON
  file, without opening the state store or starting threads: what a master
- process (nginx `-t`, reload) should call before forking workers.
+ process (nginx `-t`, reload) should call before forking workers. When
+ `abs.conf` names an endpoint it also builds the TLS client to ABS (so
+ `abs_ca_cert_path` must be readable and hold a usable certificate) and
+ reads the ABS obfuscation key file in `state_dir` if there is one. It
+ writes nothing.
+
+ These are the checks `ase_engine_new` starts with: whatever fails here
+ fails there with the same code and message, and a configuration that
+ passes can still fail there only for what starting alone finds (the
+ threads, creating the key file).
 
  Returns `ASE_OK`, or `ASE_ERR_CONFIG` / `ASE_ERR_API_JSON` /
- `ASE_ERR_INVALID_UTF8` / `ASE_ERR_NULL_PARAMETER` with, when `err_buf` is
- not NULL, a NUL-terminated message naming the file, line and key.
+ `ASE_ERR_ABS` (obfuscation key file) / `ASE_ERR_INVALID_UTF8` /
+ `ASE_ERR_NULL_PARAMETER` with, when `err_buf` is not NULL, a
+ NUL-terminated message naming the file, line and key.
 
  Thread safety: any thread.
  */
@@ -870,7 +882,7 @@ ase_result ase_abs_sync_now(const struct ase_engine *engine, uint32_t timeout_ms
 ase_result ase_abs_status(const struct ase_engine *engine, struct ase_abs_state *status_out);
 
 /*
- Reports a request to ABS as traffic (DESIGN.md §3, docs/abs.md): the
+ Reports a request to ABS as traffic (docs/abs.md): the
  request as given to `ase_check_request`, the verdict it returned, and the
  status the host answered with (`response_status` 0: unknown). Call it
  once the response status is known (nginx: the log phase).

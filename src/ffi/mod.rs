@@ -13,6 +13,8 @@
 
 mod abi_enum;
 pub mod panic;
+/// cbindgen:ignore
+pub mod result;
 pub mod types;
 
 use std::ffi::{c_char, c_void};
@@ -26,6 +28,7 @@ use crate::policy::extract::{Headers, parse_ip};
 use crate::policy::{IdError, IdKind, Identifier, Source, UnknownApi};
 use crate::sync::abs::TrafficRecord;
 use panic::boundary;
+pub use result::ResultCode;
 pub use types::*;
 
 /// An engine: configuration, APIs, lists, counters, and the threads that keep
