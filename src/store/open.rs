@@ -123,10 +123,6 @@ impl Store {
                     schema::LATEST
                 ),
             ),
-            schema::MigrateError::Other(m) => StoreError::new(
-                StoreErrorKind::Other,
-                format!("state store {}: {m}", self.path.display()),
-            ),
         })
     }
 
