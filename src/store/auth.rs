@@ -9,7 +9,28 @@ use super::{Store, StoreError, StoreErrorKind};
 
 /// The default credential, as ASE ships it.
 pub const DEFAULT_USER: &str = "admin";
-pub(crate) const DEFAULT_PASSWORD: &str = "admin";
+
+/// The hash of the default password, computed once here rather than by
+/// each new store: every process starting on a fresh host races to create
+/// the store, and each would spend a full hash on a credential the next
+/// `update_password` replaces. A fixed salt hides nothing here, as the
+/// default password is public; every password set later gets a fresh salt.
+pub(crate) fn default_hash() -> Hashed {
+    const SALT: [u8; 16] = [
+        0x2a, 0xcc, 0x71, 0x50, 0x22, 0xa9, 0xc9, 0x27, 0x01, 0x0c, 0x09, 0xd1, 0x3d, 0x38, 0x0d,
+        0xea,
+    ];
+    const HASH: [u8; 32] = [
+        0xbc, 0x95, 0x35, 0x19, 0xa1, 0x66, 0x10, 0x31, 0x64, 0xe8, 0x67, 0xfa, 0x99, 0xe2, 0xe2,
+        0xd6, 0x4d, 0x4d, 0xea, 0x89, 0xee, 0x55, 0x6d, 0x43, 0x4e, 0x21, 0x4a, 0xd5, 0xc7, 0x22,
+        0x99, 0x1f,
+    ];
+    Hashed {
+        salt: SALT.to_vec(),
+        rounds: ROUNDS,
+        hash: HASH.to_vec(),
+    }
+}
 
 /// Rounds for new hashes (OWASP 2023 for PBKDF2-SHA256); about 60 ms per check: slow
 /// enough to make guessing from a stolen store costly, fast enough for a CLI.
@@ -112,6 +133,13 @@ mod tests {
         let s2 = Store::open(d.path()).unwrap();
         assert!(s2.verify_password("admin", "n3w").unwrap());
         assert!(!s2.verify_password("admin", "admin").unwrap());
+    }
+
+    #[test]
+    fn default_hash_is_the_default_password() {
+        let h = default_hash();
+        assert!(same(&derive("admin", &h.salt, h.rounds), &h.hash));
+        assert!(!same(&derive("admin2", &h.salt, h.rounds), &h.hash));
     }
 
     #[test]

@@ -123,10 +123,6 @@ impl Store {
                     schema::LATEST
                 ),
             ),
-            schema::MigrateError::Other(m) => StoreError::new(
-                StoreErrorKind::Other,
-                format!("state store {}: {m}", self.path.display()),
-            ),
         })
     }
 
@@ -155,8 +151,9 @@ impl Store {
 /// same directory and linked into place. Another process linking first is
 /// not an error: its store is as good.
 fn create(dir: &Path, path: &Path) -> Result<(), StoreError> {
+    remove_abandoned(dir);
     let tmp = dir.join(format!(
-        ".{STORE_FILE}.new-{}-{}",
+        "{TMP_PREFIX}{}-{}",
         std::process::id(),
         crate::clock::now_ms()
     ));
@@ -173,6 +170,29 @@ fn create(dir: &Path, path: &Path) -> Result<(), StoreError> {
     });
     let _ = fs::remove_file(&tmp);
     linked
+}
+
+/// Temporary stores are named this, then the pid and the time.
+const TMP_PREFIX: &str = ".ase.db.new-";
+
+/// Removes temporary stores (and their `-wal`/`-shm`) that a process killed
+/// while creating one left behind. Creating takes well under a second; one
+/// older than the busy timeout has no creator left.
+fn remove_abandoned(dir: &Path) {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > BUSY_TIMEOUT);
+        if old && e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
 
 fn build(tmp: &Path) -> Result<(), StoreError> {
@@ -296,6 +316,21 @@ mod tests {
         fs::rename(&path, path.with_extension("bad")).unwrap();
         let s = Store::open(d.path()).unwrap();
         assert_eq!(s.counts(0).unwrap().deny[Source::Manual as usize], 0);
+    }
+
+    #[test]
+    fn a_creation_killed_midway_is_cleaned_up_by_the_next() {
+        let d = tempfile::tempdir().unwrap();
+        let left = d.path().join(format!("{TMP_PREFIX}1-1"));
+        let recent = d.path().join(format!("{TMP_PREFIX}2-2"));
+        fs::write(&left, b"").unwrap();
+        fs::write(&recent, b"").unwrap();
+        let f = fs::File::options().write(true).open(&left).unwrap();
+        f.set_modified(std::time::SystemTime::now() - 2 * BUSY_TIMEOUT)
+            .unwrap();
+        Store::open(d.path()).unwrap();
+        assert!(!left.exists(), "abandoned");
+        assert!(recent.exists(), "maybe still being created");
     }
 
     #[test]

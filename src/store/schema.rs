@@ -17,7 +17,6 @@ pub const LATEST: u32 = 1;
 pub(crate) enum MigrateError {
     Sql(rusqlite::Error),
     TooNew(u32),
-    Other(String),
 }
 
 impl From<rusqlite::Error> for MigrateError {
@@ -69,8 +68,7 @@ pub(crate) fn migrate(c: &mut Connection) -> Result<(), MigrateError> {
         tx.execute_batch(sql)?;
         if *n == 1 {
             // A new store accepts the credential ASE ships with.
-            let h = auth::hash_new(auth::DEFAULT_PASSWORD).map_err(MigrateError::Other)?;
-            auth::set_user(&tx, auth::DEFAULT_USER, &h)?;
+            auth::set_user(&tx, auth::DEFAULT_USER, &auth::default_hash())?;
         }
         tx.execute(
             "INSERT INTO schema_version (version, applied) VALUES (?1, ?2)",
