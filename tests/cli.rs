@@ -801,6 +801,25 @@ fn sync_abs_fetches_now_and_status_shows_the_sync() {
     assert_eq!(status_line(&st, "abs entries"), "2", "the list in force");
     assert_eq!(status_line(&st, "abs blacklist"), "2");
 
+    // A redirect carrying a list in its body is not an answer: the same.
+    abs.set_list(r#"{"ips": ["10.20.0.1"]}"#);
+    abs.control("status", "302");
+    let o = e.cli(&["sync_abs"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("ABS answered 302 Found (redirect to abs-moved.example); not following"),
+        "{err}"
+    );
+    let st = e.ok(&["status"]);
+    assert!(
+        status_line(&st, "abs last error").contains("302 Found"),
+        "{st}"
+    );
+    assert_eq!(status_line(&st, "abs consecutive failures"), "2");
+    assert_eq!(status_line(&st, "abs blacklist"), "2", "the list in force");
+    abs.set_list(r#"{"ips": ["10.20.0.1"], "usernames": ["mallory"]}"#);
+
     // With ABS Attack off, the sync still runs, and says the entries wait.
     abs.control("ok", "");
     e.ok(&["disable_abs_attack"]);

@@ -18,7 +18,7 @@ use std::ffi::OsString;
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ase::clock::now_ms;
 use ase::engine::{Engine, EngineError};
@@ -328,8 +328,7 @@ fn authenticate(store: &store::Store, state_dir: &Path, user: &str, pass: &str) 
                 wait.as_secs_f64()
             );
         }
-        let end = Instant::now() + wait;
-        std::thread::sleep(end.saturating_duration_since(Instant::now()));
+        std::thread::sleep(wait);
     }
     let ok = store.verify_password(user, pass)?;
     if ok {
@@ -339,8 +338,8 @@ fn authenticate(store: &store::Store, state_dir: &Path, user: &str, pass: &str) 
         drop(lock);
         return Ok(());
     }
-    // Counted from the failures as they are now: another process may have
-    // added some while this one waited.
+    // Read again: without the lock file, another process may have added
+    // failures while this one waited.
     let (count, _) = recent_failures(store, now_ms());
     let count = count.saturating_add(1);
     let _ = store.set_meta(META_LOGIN_FAILURES, &format!("{count} {}", now_ms()));
