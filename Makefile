@@ -4,9 +4,12 @@
 CARGO      ?= cargo
 CBINDGEN_VERSION := 0.29.0
 RELEASE    := target/release
+# Seconds per fuzz target: `make fuzz` (a session) and `make fuzz-smoke` (in `make test`).
+FUZZ_SECONDS ?= 300
+FUZZ_SMOKE_SECONDS ?= 5
 
 .PHONY: all build deps header check-header lint test test-rust examples test-examples \
-        nginx-module test-nginx demo bench clean
+        nginx-module test-nginx demo bench fuzz fuzz-smoke clean
 
 all: build
 
@@ -45,7 +48,7 @@ nginx-module: deps build
 test-nginx: nginx-module
 	@scripts/nginx-module.sh test
 
-test: deps lint check-header test-rust test-examples test-nginx
+test: deps lint check-header test-rust test-examples test-nginx fuzz-smoke
 	@echo "make test: all suites passed"
 
 demo: deps build nginx-module
@@ -53,6 +56,15 @@ demo: deps build nginx-module
 
 bench: build
 	$(CARGO) bench --bench check
+
+# Every target in fuzz/ for FUZZ_SECONDS each (docs/fuzzing.md). Needs the
+# nightly toolchain; installs cargo-fuzz when missing.
+fuzz:
+	@scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# A few seconds per target; says so and passes when nightly is missing.
+fuzz-smoke:
+	@scripts/fuzz.sh $(FUZZ_SMOKE_SECONDS)
 
 clean:
 	$(CARGO) clean
