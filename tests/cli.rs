@@ -606,7 +606,11 @@ fn options_anywhere_help_version_and_env_config() {
 #[test]
 fn ttl_json_import_export() {
     let e = Env::new("");
-    e.ok(&["add_blacklist", "--ttl", "3s", "ip", "6.6.6.6"]);
+    // Long enough that the views below run before the expiry even on a
+    // loaded machine (each ase-cli run derives the password key); the wait
+    // further down counts from here.
+    let added = std::time::Instant::now();
+    e.ok(&["add_blacklist", "--ttl", "8s", "ip", "6.6.6.6"]);
     e.ok(&["add_whitelist", "username", "ops", "team", "--ttl=1h"]);
     let v = e.ok(&["view_blacklist", "manual"]);
     assert!(
@@ -617,7 +621,8 @@ fn ttl_json_import_export() {
     assert_eq!(j["whitelist"][0]["type"], "username");
     assert_eq!(j["whitelist"][0]["value"], "ops team");
     assert!(j["whitelist"][0]["expires"].is_string());
-    std::thread::sleep(std::time::Duration::from_millis(3100));
+    let expiry = std::time::Duration::from_millis(8100);
+    std::thread::sleep(expiry.saturating_sub(added.elapsed()));
     assert_eq!(
         e.ok(&["view_blacklist", "manual"]),
         "No Blacklist\n",
