@@ -10,11 +10,11 @@
 //! Durability: WAL mode with `synchronous=FULL` syncs the log on every commit,
 //! so a change whose call returned survives `kill -9` and power loss. Writers
 //! take the write lock up front (`BEGIN IMMEDIATE`) and wait up to
-//! [`BUSY_TIMEOUT`] for it, so two writers never fail each other; readers
+//! [`BUSY_TIMEOUT`](crate::store::BUSY_TIMEOUT) for it, so two writers never fail each other; readers
 //! never wait in WAL mode.
 //!
 //! Where to look:
-//! - [`open`](Store::open): finding or creating the file, its health checks;
+//! - [`open`](crate::store::Store::open): finding or creating the file, its health checks;
 //!   `files`: the modes and owners of everything created in `state_dir`;
 //! - `entries`: the list rows and their queries; `bulk`: imports, whole-source
 //!   replacement and the full load;
