@@ -11,6 +11,7 @@
     reason = "exports are called from C: every pointer is checked for NULL and each doc comment states the caller's obligations"
 )]
 
+mod config_info;
 pub mod panic;
 pub mod types;
 
@@ -24,6 +25,7 @@ use crate::policy::decide::{Action, Decision, Reason, Request};
 use crate::policy::extract::{Headers, parse_ip};
 use crate::policy::{IdError, IdKind, Identifier, Source, UnknownApi};
 use crate::sync::abs::TrafficRecord;
+pub use config_info::ase_config_fail_verdict;
 use panic::boundary;
 pub use types::*;
 
