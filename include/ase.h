@@ -912,6 +912,26 @@ ase_result ase_abs_report(const struct ase_engine *engine,
  */
 ase_result ase_engine_health(const struct ase_engine *engine, struct ase_health *health_out);
 
+/*
+ Reads `ase.conf` at `config_path` and writes to `*verdict_out` the verdict
+ that `fail_mode` gives every request while no engine can decide: with
+ `fail_mode=open` `ASE_ACTION_ALLOW`, with `fail_mode=closed`
+ `ASE_ACTION_BLOCK` with its status, reason phrase and body; the reason is
+ `ASE_REASON_FAIL_MODE`. It is the verdict an engine gives while it cannot
+ load its state, for a host whose engine could not be made at all
+ (`ase_engine_new` failed): call it where the files are readable (an nginx
+ master, at configuration time, after `ase_config_check`) and keep the
+ verdict.
+
+ The verdict's strings are static: they live as long as the library.
+ Errors: `ASE_ERR_NULL_PARAMETER` (NULL `verdict_out`, or NULL path data
+ with a non-zero length), `ASE_ERR_INVALID_UTF8`, `ASE_ERR_CONFIG` (the
+ file is missing or invalid). `*verdict_out` is written only on success.
+
+ Thread safety: any thread.
+ */
+ase_result ase_config_fail_verdict(struct ase_str config_path, struct ase_verdict *verdict_out);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

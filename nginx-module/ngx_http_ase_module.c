@@ -2,10 +2,15 @@
 /*
  * ngx_http_ase_module: API client blocking by the in-process ase engine.
  *
- * The engine (libase, include/ase.h) is created per worker in init_process
- * and freed in exit_process; the master only creates one at config time to
- * validate ase_config, and frees it at once.  The access handler hands the
- * request to ase_check_request and turns the verdict into the response.
+ * Each worker builds its engine (libase, include/ase.h) in init_process and
+ * frees it in exit_process: an engine runs threads, which do not survive
+ * fork().  The master only reads the files at config time: ase_config_check
+ * so that "nginx -t" and a reload report a bad configuration, and
+ * ase_config_fail_verdict for the verdict of fail_mode.  A worker that
+ * cannot build its engine (the files are unreadable for its user, say)
+ * serves on: it decides every request by that verdict, logs why at "alert"
+ * and retries from a timer.  The access handler hands the request to
+ * ase_check_request and turns the verdict into the response.
  */
 
 
@@ -19,6 +24,8 @@
 #define NGX_HTTP_ASE_ERR_LEN           1024
 #define NGX_HTTP_ASE_STACK_HEADERS     64
 #define NGX_HTTP_ASE_STATS_INTERVAL    1000
+#define NGX_HTTP_ASE_RETRY_INTERVAL    5000
+#define NGX_HTTP_ASE_RETRY_ALERT       12  /* a minute of retries */
 #define NGX_HTTP_ASE_SLOTS             NGX_MAX_PROCESSES
 
 
@@ -26,6 +33,8 @@
 
 typedef struct {
     ngx_pid_t                  pid;
+    ngx_uint_t                 no_engine;  /* building it failed */
+    uint64_t                   requests_without_engine;
     ase_stats                  stats;
     ase_abs_state              abs;
     ase_health                 health;
@@ -39,6 +48,13 @@ typedef struct {
     ngx_http_ase_slot_t       *slots;
     ngx_event_t                stats_event;
     ngx_flag_t                 abs_configured;
+
+    /* what a worker without engine does, and how it retries */
+    ase_verdict                fail_verdict;
+    ase_stats                  fail_stats;
+    ngx_event_t                retry_event;
+    ngx_uint_t                 failures;
+    char                       error[NGX_HTTP_ASE_ERR_LEN];
 } ngx_http_ase_main_conf_t;
 
 
@@ -46,6 +62,60 @@ typedef struct {
     ngx_flag_t                 enable;
     ngx_uint_t                 unknown_api;
 } ngx_http_ase_loc_conf_t;
+
+
+/*
+ * What ase_status shows: the counters of every worker summed, the list
+ * sizes of one engine, the host's latest ABS sync.
+ */
+
+typedef struct {
+    uint64_t                   checked;
+    uint64_t                   allowed;
+    uint64_t                   blocked[ASE_REASON_COUNT];
+    uint64_t                   would_block[ASE_REASON_COUNT];
+    uint64_t                   detections;
+    uint64_t                   deny_entries;
+    uint64_t                   allow_entries;
+    uint64_t                   store_up;
+    uint64_t                   fail_mode_active;
+    uint64_t                   workers_without_engine;
+    uint64_t                   requests_without_engine;
+    uint64_t                   detections_dropped;
+    uint64_t                   panics;
+    uint64_t                   abs_configured;
+    uint64_t                   abs_leader;
+    uint64_t                   abs_last_attempt;
+    uint64_t                   abs_last_success;
+    uint64_t                   abs_entries;
+    uint64_t                   abs_bad_items;
+    uint64_t                   abs_dropped_items;
+    uint64_t                   abs_syncs;
+    uint64_t                   abs_failures;
+    uint64_t                   abs_consecutive_failures;
+    uint64_t                   traffic_sent;
+    uint64_t                   traffic_dropped;
+    uint64_t                   traffic_queued;
+} ngx_http_ase_totals_t;
+
+
+/*
+ * One metric of ase_status, in Prometheus text format: a value of
+ * ngx_http_ase_totals_t, or one per ASE_REASON_* ("reason" label), or
+ * the library version ("version" label, value 1).
+ */
+
+#define NGX_HTTP_ASE_VALUE             0
+#define NGX_HTTP_ASE_BY_REASON         1
+#define NGX_HTTP_ASE_VERSION           2
+
+typedef struct {
+    ngx_str_t                  name;
+    ngx_str_t                  type;
+    ngx_uint_t                 labels;
+    size_t                     offset;
+    ngx_str_t                  help;
+} ngx_http_ase_metric_t;
 
 
 /*
@@ -69,14 +139,20 @@ static ngx_int_t ngx_http_ase_redirect(ngx_http_request_t *r,
     ase_verdict *v);
 static ngx_int_t ngx_http_ase_log_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ase_status_handler(ngx_http_request_t *r);
+static void ngx_http_ase_totals(ngx_http_ase_main_conf_t *amcf,
+    ngx_http_ase_totals_t *t);
+static size_t ngx_http_ase_metric_size(ngx_http_ase_metric_t *m);
+static u_char *ngx_http_ase_metric_write(u_char *p, u_char *last,
+    ngx_http_ase_metric_t *m, ngx_http_ase_totals_t *t);
 static ngx_http_ase_ctx_t *ngx_http_ase_get_ctx(ngx_http_request_t *r);
 static void ngx_http_ase_cleanup(void *data);
 static ngx_int_t ngx_http_ase_verdict_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
-static u_char *ngx_http_ase_abs_metrics(u_char *p,
-    ngx_http_ase_main_conf_t *amcf);
 static void ngx_http_ase_publish(ngx_http_ase_main_conf_t *amcf);
 static void ngx_http_ase_stats_timer(ngx_event_t *ev);
+static ngx_int_t ngx_http_ase_engine_new(ngx_http_ase_main_conf_t *amcf,
+    ngx_log_t *log);
+static void ngx_http_ase_retry_timer(ngx_event_t *ev);
 static ngx_int_t ngx_http_ase_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 
@@ -122,6 +198,127 @@ static ngx_str_t  ngx_http_ase_actions[] = {
     ngx_string("block"),
     ngx_string("respond"),
     ngx_string("redirect")
+};
+
+
+#define ngx_http_ase_metric(name, type, labels, field, help)                 \
+    { ngx_string(name), ngx_string(type), labels,                             \
+      offsetof(ngx_http_ase_totals_t, field), ngx_string(help) }
+
+/* ase_status, in this order; the page is sized from this table */
+
+static ngx_http_ase_metric_t  ngx_http_ase_metrics[] = {
+
+    /* the value is 1: the field is not read */
+
+    ngx_http_ase_metric("ase_info", "gauge", NGX_HTTP_ASE_VERSION, checked,
+        "Library version."),
+
+    ngx_http_ase_metric("ase_requests_checked_total", "counter",
+        NGX_HTTP_ASE_VALUE, checked,
+        "Requests checked."),
+
+    ngx_http_ase_metric("ase_requests_allowed_total", "counter",
+        NGX_HTTP_ASE_VALUE, allowed,
+        "Requests allowed (monitor-mode would-block included)."),
+
+    ngx_http_ase_metric("ase_requests_blocked_total", "counter",
+        NGX_HTTP_ASE_BY_REASON, blocked,
+        "Requests stopped (blocked, answered, redirected), by reason."),
+
+    ngx_http_ase_metric("ase_requests_would_block_total", "counter",
+        NGX_HTTP_ASE_BY_REASON, would_block,
+        "Monitor mode: requests that would have been stopped, by reason."),
+
+    ngx_http_ase_metric("ase_detections_total", "counter",
+        NGX_HTTP_ASE_VALUE, detections,
+        "Real-time detections recorded."),
+
+    ngx_http_ase_metric("ase_deny_list_entries", "gauge",
+        NGX_HTTP_ASE_VALUE, deny_entries,
+        "Deny-list entries."),
+
+    ngx_http_ase_metric("ase_allow_list_entries", "gauge",
+        NGX_HTTP_ASE_VALUE, allow_entries,
+        "Allow-list entries."),
+
+    ngx_http_ase_metric("ase_store_up", "gauge",
+        NGX_HTTP_ASE_VALUE, store_up,
+        "1 when every worker reaches the state store."),
+
+    ngx_http_ase_metric("ase_fail_mode_active", "gauge",
+        NGX_HTTP_ASE_VALUE, fail_mode_active,
+        "Workers deciding by fail_mode (state never loaded)."),
+
+    ngx_http_ase_metric("ase_workers_without_engine", "gauge",
+        NGX_HTTP_ASE_VALUE, workers_without_engine,
+        "Workers that could not build their engine"
+        " (deciding by fail_mode, retrying)."),
+
+    ngx_http_ase_metric("ase_requests_without_engine_total", "counter",
+        NGX_HTTP_ASE_VALUE, requests_without_engine,
+        "Requests decided by fail_mode in workers without engine"
+        " (counted as checked too)."),
+
+    ngx_http_ase_metric("ase_detections_dropped_total", "counter",
+        NGX_HTTP_ASE_VALUE, detections_dropped,
+        "Real-time detections dropped (queue full or store down)."),
+
+    ngx_http_ase_metric("ase_background_panics_total", "counter",
+        NGX_HTTP_ASE_VALUE, panics,
+        "Panics caught in background threads (each restarted)."),
+
+    ngx_http_ase_metric("ase_abs_configured", "gauge",
+        NGX_HTTP_ASE_VALUE, abs_configured,
+        "1 when abs.conf names an ABS endpoint."),
+
+    ngx_http_ase_metric("ase_abs_leader", "gauge",
+        NGX_HTTP_ASE_VALUE, abs_leader,
+        "Workers of this nginx polling ABS for the host."),
+
+    ngx_http_ase_metric("ase_abs_last_attempt_timestamp_seconds", "gauge",
+        NGX_HTTP_ASE_VALUE, abs_last_attempt,
+        "Start of the last attack-list sync attempt (0: never)."),
+
+    ngx_http_ase_metric("ase_abs_last_success_timestamp_seconds", "gauge",
+        NGX_HTTP_ASE_VALUE, abs_last_success,
+        "End of the last good attack-list sync (0: never)."),
+
+    ngx_http_ase_metric("ase_abs_entries", "gauge",
+        NGX_HTTP_ASE_VALUE, abs_entries,
+        "Entries of the ABS attack list in force."),
+
+    ngx_http_ase_metric("ase_abs_bad_items", "gauge",
+        NGX_HTTP_ASE_VALUE, abs_bad_items,
+        "Unreadable items skipped in that list."),
+
+    ngx_http_ase_metric("ase_abs_dropped_items", "gauge",
+        NGX_HTTP_ASE_VALUE, abs_dropped_items,
+        "Entries of that list dropped: over attack_list_memory."),
+
+    ngx_http_ase_metric("ase_abs_syncs_total", "counter",
+        NGX_HTTP_ASE_VALUE, abs_syncs,
+        "Good attack-list syncs (of the polling process)."),
+
+    ngx_http_ase_metric("ase_abs_sync_failures_total", "counter",
+        NGX_HTTP_ASE_VALUE, abs_failures,
+        "Failed attack-list syncs (of the polling process)."),
+
+    ngx_http_ase_metric("ase_abs_consecutive_failures", "gauge",
+        NGX_HTTP_ASE_VALUE, abs_consecutive_failures,
+        "Failed syncs since the last good one."),
+
+    ngx_http_ase_metric("ase_abs_traffic_sent_total", "counter",
+        NGX_HTTP_ASE_VALUE, traffic_sent,
+        "Traffic records ABS accepted."),
+
+    ngx_http_ase_metric("ase_abs_traffic_dropped_total", "counter",
+        NGX_HTTP_ASE_VALUE, traffic_dropped,
+        "Traffic records dropped (queue full, or ABS refused every try)."),
+
+    ngx_http_ase_metric("ase_abs_traffic_queued", "gauge",
+        NGX_HTTP_ASE_VALUE, traffic_queued,
+        "Traffic records waiting to be sent.")
 };
 
 
@@ -232,17 +429,15 @@ ngx_http_ase_handler(ngx_http_request_t *r)
 
     amcf = ngx_http_get_module_main_conf(r, ngx_http_ase_module);
 
-    if (amcf->engine == NULL) {
-        return NGX_DECLINED;
-    }
-
     c = r->connection;
 
-    if (ngx_http_ase_request(r, &req, stack) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    if (amcf->engine) {
+        if (ngx_http_ase_request(r, &req, stack) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
 
-    req.unknown_api = alcf->unknown_api;
+        req.unknown_api = alcf->unknown_api;
+    }
 
     cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_ase_ctx_t));
     if (cln == NULL) {
@@ -258,7 +453,29 @@ ngx_http_ase_handler(ngx_http_request_t *r)
 
     v = &ctx->verdict;
 
-    ctx->rc = ase_check_request(amcf->engine, &req, v);
+    if (amcf->engine == NULL) {
+
+        /*
+         * this worker could not build its engine and retries from a
+         * timer; meanwhile fail_mode decides, as in an engine that cannot
+         * load its state, and the request is counted for ase_status
+         */
+
+        *v = amcf->fail_verdict;
+
+        amcf->fail_stats.checked++;
+
+        if (v->action == ASE_ACTION_ALLOW) {
+            amcf->fail_stats.allowed++;
+
+        } else {
+            amcf->fail_stats.blocked++;
+            amcf->fail_stats.blocked_by_reason[ASE_REASON_FAIL_MODE]++;
+        }
+
+    } else {
+        ctx->rc = ase_check_request(amcf->engine, &req, v);
+    }
 
     if (ctx->rc != ASE_OK) {
 
@@ -512,7 +729,8 @@ ngx_http_ase_redirect(ngx_http_request_t *r, ase_verdict *v)
 /*
  * The log phase reports each checked request, with the status it was
  * answered with, to ABS as traffic (while enable_abs is on).  The record is
- * queued without waiting; the engine's shipper thread sends it.
+ * queued without waiting; the engine's shipper thread sends it.  A worker
+ * without engine has nothing to report through.
  */
 
 static ngx_int_t
@@ -665,10 +883,9 @@ ngx_http_ase_status_handler(ngx_http_request_t *r)
     size_t                     size;
     ngx_int_t                  rc;
     ngx_buf_t                 *b;
-    ngx_uint_t                 i, k;
+    ngx_uint_t                 i;
     ngx_chain_t                out;
-    ase_stats                  own, sum;
-    ngx_http_ase_slot_t       *slot;
+    ngx_http_ase_totals_t      totals;
     ngx_http_ase_main_conf_t  *amcf;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
@@ -683,93 +900,43 @@ ngx_http_ase_status_handler(ngx_http_request_t *r)
 
     amcf = ngx_http_get_module_main_conf(r, ngx_http_ase_module);
 
-    if (amcf->engine == NULL
-        || ase_engine_stats(amcf->engine, &own) != ASE_OK)
-    {
-        return NGX_HTTP_SERVICE_UNAVAILABLE;
-    }
-
     /* every worker's counters: this one's now, the others' <= 1 s old */
 
     ngx_http_ase_publish(amcf);
+    ngx_http_ase_totals(amcf, &totals);
 
-    ngx_memzero(&sum, sizeof(ase_stats));
+    /*
+     * Every number is counted at its longest; the spare byte tells a page
+     * that fits from one cut short by a size that no longer matches what
+     * ngx_http_ase_metric_write() writes.
+     */
 
-    for (i = 0; i < NGX_HTTP_ASE_SLOTS; i++) {
-        slot = &amcf->slots[i];
+    size = 1;
 
-        if (slot->pid == 0) {
-            continue;
-        }
-
-        sum.checked += slot->stats.checked;
-        sum.allowed += slot->stats.allowed;
-        sum.blocked += slot->stats.blocked;
-        sum.would_block += slot->stats.would_block;
-        sum.detections += slot->stats.detections;
-
-        for (k = 0; k < ASE_REASON_COUNT; k++) {
-            sum.blocked_by_reason[k] += slot->stats.blocked_by_reason[k];
-            sum.would_block_by_reason[k] +=
-                                      slot->stats.would_block_by_reason[k];
-        }
+    for (i = 0; i < sizeof(ngx_http_ase_metrics)
+                    / sizeof(ngx_http_ase_metric_t); i++)
+    {
+        size += ngx_http_ase_metric_size(&ngx_http_ase_metrics[i]);
     }
-
-    size = 8192 + 2 * ASE_REASON_COUNT * 128;
 
     b = ngx_create_temp_buf(r->pool, size);
     if (b == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    b->last = ngx_sprintf(b->last,
-        "# HELP ase_info Library version.\n"
-        "# TYPE ase_info gauge\n"
-        "ase_info{version=\"%s\"} 1\n"
-        "# HELP ase_requests_checked_total Requests checked.\n"
-        "# TYPE ase_requests_checked_total counter\n"
-        "ase_requests_checked_total %uL\n"
-        "# HELP ase_requests_allowed_total Requests allowed"
-        " (monitor-mode would-block included).\n"
-        "# TYPE ase_requests_allowed_total counter\n"
-        "ase_requests_allowed_total %uL\n"
-        "# HELP ase_requests_blocked_total Requests stopped"
-        " (blocked, answered, redirected), by reason.\n"
-        "# TYPE ase_requests_blocked_total counter\n",
-        ase_version(), sum.checked, sum.allowed);
-
-    for (k = 1; k < ASE_REASON_COUNT; k++) {
-        b->last = ngx_sprintf(b->last,
-                              "ase_requests_blocked_total{reason=\"%V\"} %uL\n",
-                              &ngx_http_ase_reasons[k],
-                              sum.blocked_by_reason[k]);
+    for (i = 0; i < sizeof(ngx_http_ase_metrics)
+                    / sizeof(ngx_http_ase_metric_t); i++)
+    {
+        b->last = ngx_http_ase_metric_write(b->last, b->end,
+                                            &ngx_http_ase_metrics[i],
+                                            &totals);
     }
 
-    b->last = ngx_sprintf(b->last,
-        "# HELP ase_requests_would_block_total Monitor mode: requests that"
-        " would have been stopped, by reason.\n"
-        "# TYPE ase_requests_would_block_total counter\n");
-
-    for (k = 1; k < ASE_REASON_COUNT; k++) {
-        b->last = ngx_sprintf(b->last,
-                          "ase_requests_would_block_total{reason=\"%V\"} %uL\n",
-                          &ngx_http_ase_reasons[k],
-                          sum.would_block_by_reason[k]);
+    if (b->last == b->end) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "ase_status: page larger than its %uz bytes", size);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    b->last = ngx_sprintf(b->last,
-        "# HELP ase_detections_total Real-time detections recorded.\n"
-        "# TYPE ase_detections_total counter\n"
-        "ase_detections_total %uL\n"
-        "# HELP ase_deny_list_entries Deny-list entries.\n"
-        "# TYPE ase_deny_list_entries gauge\n"
-        "ase_deny_list_entries %uL\n"
-        "# HELP ase_allow_list_entries Allow-list entries.\n"
-        "# TYPE ase_allow_list_entries gauge\n"
-        "ase_allow_list_entries %uL\n",
-        sum.detections, own.deny_entries, own.allow_entries);
-
-    b->last = ngx_http_ase_abs_metrics(b->last, amcf);
 
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
@@ -794,29 +961,29 @@ ngx_http_ase_status_handler(ngx_http_request_t *r)
 
 
 /*
- * ABS and store metrics.  Sync state is the host's (every worker shows the
- * latest attempt, whichever process made it): the slot with the latest
- * attempt is used.  Traffic and store counters are summed over workers.
+ * Sums the slots the workers published.  Sync state is the host's (every
+ * worker shows the latest attempt, whichever process made it): the slot
+ * with the latest attempt gives it.  List sizes are those of this worker's
+ * engine or, in a worker without engine, of the first slot that has one.
  */
 
-static u_char *
-ngx_http_ase_abs_metrics(u_char *p, ngx_http_ase_main_conf_t *amcf)
+static void
+ngx_http_ase_totals(ngx_http_ase_main_conf_t *amcf, ngx_http_ase_totals_t *t)
 {
-    ngx_uint_t            i, leaders, store_up, fail_mode, configured;
-    uint64_t              sent, dropped, queued, det_dropped, panics;
+    ngx_uint_t            i, k;
+    ase_stats            *lists;
     ase_abs_state        *latest;
     ngx_http_ase_slot_t  *slot;
 
+    ngx_memzero(t, sizeof(ngx_http_ase_totals_t));
+
+    t->store_up = 1;
     latest = NULL;
-    leaders = 0;
-    store_up = 1;
-    fail_mode = 0;
-    configured = 0;
-    sent = 0;
-    dropped = 0;
-    queued = 0;
-    det_dropped = 0;
-    panics = 0;
+    lists = NULL;
+
+    if (amcf->engine && ngx_worker < NGX_HTTP_ASE_SLOTS) {
+        lists = &amcf->slots[ngx_worker].stats;
+    }
 
     for (i = 0; i < NGX_HTTP_ASE_SLOTS; i++) {
         slot = &amcf->slots[i];
@@ -825,8 +992,31 @@ ngx_http_ase_abs_metrics(u_char *p, ngx_http_ase_main_conf_t *amcf)
             continue;
         }
 
+        t->checked += slot->stats.checked;
+        t->allowed += slot->stats.allowed;
+        t->detections += slot->stats.detections;
+
+        for (k = 0; k < ASE_REASON_COUNT; k++) {
+            t->blocked[k] += slot->stats.blocked_by_reason[k];
+            t->would_block[k] += slot->stats.would_block_by_reason[k];
+        }
+
+        if (lists == NULL && !slot->no_engine) {
+            lists = &slot->stats;
+        }
+
+        if (!slot->health.store_ok) {
+            t->store_up = 0;
+        }
+
+        t->fail_mode_active += slot->health.fail_mode_active ? 1 : 0;
+        t->workers_without_engine += slot->no_engine ? 1 : 0;
+        t->requests_without_engine += slot->requests_without_engine;
+        t->detections_dropped += slot->health.detections_dropped;
+        t->panics += slot->health.panics;
+
         if (slot->abs.configured) {
-            configured = 1;
+            t->abs_configured = 1;
 
             if (latest == NULL
                 || slot->abs.last_attempt_ms > latest->last_attempt_ms)
@@ -835,123 +1025,153 @@ ngx_http_ase_abs_metrics(u_char *p, ngx_http_ase_main_conf_t *amcf)
             }
         }
 
-        leaders += slot->abs.leader ? 1 : 0;
-        sent += slot->abs.traffic_sent;
-        dropped += slot->abs.traffic_dropped;
-        queued += slot->abs.traffic_queued;
-        if (!slot->health.store_ok) {
-            store_up = 0;
-        }
-
-        fail_mode += slot->health.fail_mode_active ? 1 : 0;
-        det_dropped += slot->health.detections_dropped;
-        panics += slot->health.panics;
+        t->abs_leader += slot->abs.leader ? 1 : 0;
+        t->traffic_sent += slot->abs.traffic_sent;
+        t->traffic_dropped += slot->abs.traffic_dropped;
+        t->traffic_queued += slot->abs.traffic_queued;
     }
 
-    p = ngx_sprintf(p,
-        "# HELP ase_store_up 1 when every worker reaches the state store.\n"
-        "# TYPE ase_store_up gauge\n"
-        "ase_store_up %ui\n"
-        "# HELP ase_fail_mode_active Workers deciding by fail_mode"
-        " (state never loaded).\n"
-        "# TYPE ase_fail_mode_active gauge\n"
-        "ase_fail_mode_active %ui\n"
-        "# HELP ase_detections_dropped_total Real-time detections dropped"
-        " (queue full or store down).\n"
-        "# TYPE ase_detections_dropped_total counter\n"
-        "ase_detections_dropped_total %uL\n"
-        "# HELP ase_background_panics_total Panics caught in background"
-        " threads (each restarted).\n"
-        "# TYPE ase_background_panics_total counter\n"
-        "ase_background_panics_total %uL\n"
-        "# HELP ase_abs_configured 1 when abs.conf names an ABS endpoint.\n"
-        "# TYPE ase_abs_configured gauge\n"
-        "ase_abs_configured %ui\n"
-        "# HELP ase_abs_leader Workers of this nginx polling ABS"
-        " for the host.\n"
-        "# TYPE ase_abs_leader gauge\n"
-        "ase_abs_leader %ui\n",
-        store_up, fail_mode,
-        det_dropped, panics, configured, leaders);
+    if (lists) {
+        t->deny_entries = lists->deny_entries;
+        t->allow_entries = lists->allow_entries;
+    }
 
-    p = ngx_sprintf(p,
-        "# HELP ase_abs_last_attempt_timestamp_seconds Start of the last"
-        " attack-list sync attempt (0: never).\n"
-        "# TYPE ase_abs_last_attempt_timestamp_seconds gauge\n"
-        "ase_abs_last_attempt_timestamp_seconds %uL\n"
-        "# HELP ase_abs_last_success_timestamp_seconds End of the last"
-        " good attack-list sync (0: never).\n"
-        "# TYPE ase_abs_last_success_timestamp_seconds gauge\n"
-        "ase_abs_last_success_timestamp_seconds %uL\n"
-        "# HELP ase_abs_entries Entries of the ABS attack list in force.\n"
-        "# TYPE ase_abs_entries gauge\n"
-        "ase_abs_entries %uL\n"
-        "# HELP ase_abs_bad_items Unreadable items skipped in that list.\n"
-        "# TYPE ase_abs_bad_items gauge\n"
-        "ase_abs_bad_items %uL\n"
-        "# HELP ase_abs_dropped_items Entries of that list dropped:"
-        " over attack_list_memory.\n"
-        "# TYPE ase_abs_dropped_items gauge\n"
-        "ase_abs_dropped_items %uL\n"
-        "# HELP ase_abs_syncs_total Good attack-list syncs"
-        " (of the polling process).\n"
-        "# TYPE ase_abs_syncs_total counter\n"
-        "ase_abs_syncs_total %uL\n"
-        "# HELP ase_abs_sync_failures_total Failed attack-list syncs"
-        " (of the polling process).\n"
-        "# TYPE ase_abs_sync_failures_total counter\n"
-        "ase_abs_sync_failures_total %uL\n"
-        "# HELP ase_abs_consecutive_failures Failed syncs since the last"
-        " good one.\n"
-        "# TYPE ase_abs_consecutive_failures gauge\n"
-        "ase_abs_consecutive_failures %uD\n",
-        latest ? latest->last_attempt_ms / 1000 : 0,
-        latest ? latest->last_success_ms / 1000 : 0,
-        latest ? latest->entries : 0,
-        latest ? latest->bad_items : 0,
-        latest ? latest->dropped_items : 0,
-        latest ? latest->syncs : 0,
-        latest ? latest->failures : 0,
-        latest ? latest->consecutive_failures : 0);
+    if (latest) {
+        t->abs_last_attempt = latest->last_attempt_ms / 1000;
+        t->abs_last_success = latest->last_success_ms / 1000;
+        t->abs_entries = latest->entries;
+        t->abs_bad_items = latest->bad_items;
+        t->abs_dropped_items = latest->dropped_items;
+        t->abs_syncs = latest->syncs;
+        t->abs_failures = latest->failures;
+        t->abs_consecutive_failures = latest->consecutive_failures;
+    }
+}
 
-    p = ngx_sprintf(p,
-        "# HELP ase_abs_traffic_sent_total Traffic records ABS accepted.\n"
-        "# TYPE ase_abs_traffic_sent_total counter\n"
-        "ase_abs_traffic_sent_total %uL\n"
-        "# HELP ase_abs_traffic_dropped_total Traffic records dropped"
-        " (queue full, or ABS refused every try).\n"
-        "# TYPE ase_abs_traffic_dropped_total counter\n"
-        "ase_abs_traffic_dropped_total %uL\n"
-        "# HELP ase_abs_traffic_queued Traffic records waiting to be sent.\n"
-        "# TYPE ase_abs_traffic_queued gauge\n"
-        "ase_abs_traffic_queued %uL\n",
-        sent, dropped, queued);
+
+/* the longest text ngx_http_ase_metric_write() makes of "m" */
+
+static size_t
+ngx_http_ase_metric_size(ngx_http_ase_metric_t *m)
+{
+    size_t      size;
+    ngx_uint_t  k;
+
+    size = sizeof("# HELP  \n") - 1 + m->name.len + m->help.len
+           + sizeof("# TYPE  \n") - 1 + m->name.len + m->type.len;
+
+    switch (m->labels) {
+
+    case NGX_HTTP_ASE_BY_REASON:
+        for (k = 1; k < ASE_REASON_COUNT; k++) {
+            size += m->name.len + sizeof("{reason=\"\"} \n") - 1
+                    + ngx_http_ase_reasons[k].len + NGX_INT64_LEN;
+        }
+
+        break;
+
+    case NGX_HTTP_ASE_VERSION:
+        size += m->name.len + sizeof("{version=\"\"} 1\n") - 1
+                + ngx_strlen(ase_version());
+        break;
+
+    default: /* NGX_HTTP_ASE_VALUE */
+        size += m->name.len + sizeof(" \n") - 1 + NGX_INT64_LEN;
+        break;
+    }
+
+    return size;
+}
+
+
+static u_char *
+ngx_http_ase_metric_write(u_char *p, u_char *last, ngx_http_ase_metric_t *m,
+    ngx_http_ase_totals_t *t)
+{
+    uint64_t    *value;
+    ngx_uint_t   k;
+
+    value = (uint64_t *) ((u_char *) t + m->offset);
+
+    p = ngx_slprintf(p, last, "# HELP %V %V\n# TYPE %V %V\n",
+                     &m->name, &m->help, &m->name, &m->type);
+
+    switch (m->labels) {
+
+    case NGX_HTTP_ASE_BY_REASON:
+
+        /* ASE_REASON_NONE stops nothing */
+
+        for (k = 1; k < ASE_REASON_COUNT; k++) {
+            p = ngx_slprintf(p, last, "%V{reason=\"%V\"} %uL\n", &m->name,
+                             &ngx_http_ase_reasons[k], value[k]);
+        }
+
+        break;
+
+    case NGX_HTTP_ASE_VERSION:
+        p = ngx_slprintf(p, last, "%V{version=\"%s\"} 1\n", &m->name,
+                         ase_version());
+        break;
+
+    default: /* NGX_HTTP_ASE_VALUE */
+        p = ngx_slprintf(p, last, "%V %uL\n", &m->name, *value);
+        break;
+    }
 
     return p;
 }
 
 
+/*
+ * Publishes this worker's counters to its slot.  A worker without engine
+ * publishes what it decided by fail_mode, and that it reaches no store.
+ */
+
 static void
 ngx_http_ase_publish(ngx_http_ase_main_conf_t *amcf)
 {
+    ngx_uint_t            k;
     ase_stats             stats;
     ase_health            health;
     ase_abs_state         abs;
     ngx_http_ase_slot_t  *slot;
 
-    if (amcf->engine == NULL || amcf->slots == NULL
-        || ngx_worker >= NGX_HTTP_ASE_SLOTS
-        || ase_engine_stats(amcf->engine, &stats) != ASE_OK
-        || ase_abs_status(amcf->engine, &abs) != ASE_OK
-        || ase_engine_health(amcf->engine, &health) != ASE_OK)
-    {
+    if (amcf->slots == NULL || ngx_worker >= NGX_HTTP_ASE_SLOTS) {
         return;
+    }
+
+    if (amcf->engine) {
+        if (ase_engine_stats(amcf->engine, &stats) != ASE_OK
+            || ase_abs_status(amcf->engine, &abs) != ASE_OK
+            || ase_engine_health(amcf->engine, &health) != ASE_OK)
+        {
+            return;
+        }
+
+    } else {
+        ngx_memzero(&stats, sizeof(ase_stats));
+        ngx_memzero(&abs, sizeof(ase_abs_state));
+        ngx_memzero(&health, sizeof(ase_health));
+        health.fail_mode_active = 1;
+    }
+
+    /* requests decided before the engine was built count on */
+
+    stats.checked += amcf->fail_stats.checked;
+    stats.allowed += amcf->fail_stats.allowed;
+    stats.blocked += amcf->fail_stats.blocked;
+
+    for (k = 0; k < ASE_REASON_COUNT; k++) {
+        stats.blocked_by_reason[k] += amcf->fail_stats.blocked_by_reason[k];
     }
 
     slot = &amcf->slots[ngx_worker];
     slot->stats = stats;
     slot->abs = abs;
     slot->health = health;
+    slot->no_engine = (amcf->engine == NULL);
+    slot->requests_without_engine = amcf->fail_stats.checked;
     slot->pid = ngx_pid;
 }
 
@@ -968,6 +1188,95 @@ ngx_http_ase_stats_timer(ngx_event_t *ev)
     }
 
     ngx_add_timer(ev, NGX_HTTP_ASE_STATS_INTERVAL);
+}
+
+
+/*
+ * Builds this worker's engine.  On failure the worker goes on without one
+ * (see ngx_http_ase_handler) rather than exit: a worker that fails in
+ * init_process is not respawned, and after a reload nginx would be left
+ * without workers.  The alert is repeated when the reason changes and
+ * every NGX_HTTP_ASE_RETRY_ALERT failures, not at every retry.
+ */
+
+static ngx_int_t
+ngx_http_ase_engine_new(ngx_http_ase_main_conf_t *amcf, ngx_log_t *log)
+{
+    ase_str         path;
+    ase_result      rc;
+    ase_abs_state   abs;
+    char            err[NGX_HTTP_ASE_ERR_LEN];
+
+    path.len = amcf->config.len;
+    path.data = amcf->config.data;
+    err[0] = '\0';
+
+    rc = ase_engine_new(path, err, sizeof(err), &amcf->engine);
+
+    if (rc != ASE_OK) {
+        amcf->engine = NULL;
+
+        if (amcf->failures % NGX_HTTP_ASE_RETRY_ALERT == 0
+            || ngx_strcmp(err, amcf->error) != 0)
+        {
+            ngx_log_error(NGX_LOG_ALERT, log, 0,
+                          "ase_config \"%V\": %s (%s); this worker has no "
+                          "engine: fail_mode %s decides every request, "
+                          "retrying every %ui s",
+                          &amcf->config, err[0] ? err : "failed",
+                          ase_result_str(rc),
+                          amcf->fail_verdict.action == ASE_ACTION_ALLOW
+                          ? "open" : "closed",
+                          (ngx_uint_t) NGX_HTTP_ASE_RETRY_INTERVAL / 1000);
+
+            ngx_cpystrn((u_char *) amcf->error, (u_char *) err,
+                        sizeof(amcf->error));
+        }
+
+        amcf->failures++;
+
+        return NGX_ERROR;
+    }
+
+    if (amcf->failures) {
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "ase_config \"%V\": engine built after %ui failures",
+                      &amcf->config, amcf->failures);
+        amcf->failures = 0;
+        amcf->error[0] = '\0';
+
+    } else if (ngx_worker == 0) {
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "ase %s, config \"%V\"", ase_version(), &amcf->config);
+    }
+
+    /* whether the log phase has anything to report to */
+
+    amcf->abs_configured = 0;
+
+    if (ase_abs_status(amcf->engine, &abs) == ASE_OK) {
+        amcf->abs_configured = abs.configured;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_ase_retry_timer(ngx_event_t *ev)
+{
+    ngx_http_ase_main_conf_t  *amcf = ev->data;
+
+    if (ngx_exiting || ngx_quit || ngx_terminate) {
+        return;
+    }
+
+    if (ngx_http_ase_engine_new(amcf, ev->log) == NGX_OK) {
+        ngx_http_ase_publish(amcf);
+        return;
+    }
+
+    ngx_add_timer(ev, NGX_HTTP_ASE_RETRY_INTERVAL);
 }
 
 
@@ -1033,6 +1342,9 @@ ngx_http_ase_create_main_conf(ngx_conf_t *cf)
      *     amcf->engine = NULL;
      *     amcf->shm_zone = NULL;
      *     amcf->slots = NULL;
+     *     amcf->fail_stats = { 0 };
+     *     amcf->failures = 0;
+     *     amcf->error = "";
      */
 
     return amcf;
@@ -1107,7 +1419,7 @@ ngx_http_ase_config(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     /*
      * Validate now so that "nginx -t" shows the library's message.  The
-     * master only checks the files: it opens no state store (whose files
+     * master only reads the files: it opens no state store (whose files
      * must stay owned by the workers' user) and starts no thread; each
      * worker makes its engine in init_process.
      */
@@ -1122,6 +1434,21 @@ ngx_http_ase_config(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "ase_config \"%V\": %s (%s)",
                            &amcf->config, err[0] ? err : "failed",
                            ase_result_str(rc));
+        return NGX_CONF_ERROR;
+    }
+
+    /*
+     * Read here, where the files were just read, for a worker that cannot
+     * build its engine: it may be unable to read ase.conf itself.  The
+     * verdict's strings are static in the library.
+     */
+
+    rc = ase_config_fail_verdict(path, &amcf->fail_verdict);
+
+    if (rc != ASE_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "ase_config \"%V\": fail_mode: %s",
+                           &amcf->config, ase_result_str(rc));
         return NGX_CONF_ERROR;
     }
 
@@ -1189,11 +1516,7 @@ ngx_http_ase_init(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_ase_init_process(ngx_cycle_t *cycle)
 {
-    ase_str                    path;
-    ase_result                 rc;
-    ase_abs_state              abs;
     ngx_http_ase_main_conf_t  *amcf;
-    char                       err[NGX_HTTP_ASE_ERR_LEN];
 
     /* threads do not survive fork(): engines live in workers only */
 
@@ -1209,37 +1532,21 @@ ngx_http_ase_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    path.len = amcf->config.len;
-    path.data = amcf->config.data;
-    err[0] = '\0';
-
-    rc = ase_engine_new(path, err, sizeof(err), &amcf->engine);
-
-    if (rc != ASE_OK) {
-        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
-                      "ase_config \"%V\": %s (%s)", &amcf->config,
-                      err[0] ? err : "failed", ase_result_str(rc));
-        amcf->engine = NULL;
-        return NGX_ERROR;
-    }
-
-    if (ngx_worker == 0) {
-        ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
-                      "ase %s, config \"%V\"", ase_version(), &amcf->config);
-    }
-
-    /* whether the log phase has anything to report to */
-
-    amcf->abs_configured = 0;
-
-    if (ase_abs_status(amcf->engine, &abs) == ASE_OK) {
-        amcf->abs_configured = abs.configured;
-    }
+    /* cancelable: neither timer keeps a worker from a graceful exit */
 
     amcf->stats_event.handler = ngx_http_ase_stats_timer;
     amcf->stats_event.data = amcf;
     amcf->stats_event.log = cycle->log;
     amcf->stats_event.cancelable = 1;
+
+    amcf->retry_event.handler = ngx_http_ase_retry_timer;
+    amcf->retry_event.data = amcf;
+    amcf->retry_event.log = cycle->log;
+    amcf->retry_event.cancelable = 1;
+
+    if (ngx_http_ase_engine_new(amcf, cycle->log) != NGX_OK) {
+        ngx_add_timer(&amcf->retry_event, NGX_HTTP_ASE_RETRY_INTERVAL);
+    }
 
     ngx_http_ase_publish(amcf);
     ngx_add_timer(&amcf->stats_event, NGX_HTTP_ASE_STATS_INTERVAL);
@@ -1255,12 +1562,16 @@ ngx_http_ase_exit_process(ngx_cycle_t *cycle)
 
     amcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_ase_module);
 
-    if (amcf == NULL || amcf->engine == NULL) {
+    if (amcf == NULL) {
         return;
     }
 
     if (amcf->stats_event.timer_set) {
         ngx_del_timer(&amcf->stats_event);
+    }
+
+    if (amcf->retry_event.timer_set) {
+        ngx_del_timer(&amcf->retry_event);
     }
 
     ase_engine_free(amcf->engine);

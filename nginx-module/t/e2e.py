@@ -10,8 +10,9 @@ detections of one test do not leak into another.
 
 Tests that need `target/release/ase-cli` (list changes shared by every
 worker through the state store) or `target/release/ase-abs-ref` (the
-reference ABS server) are reported as SKIP while those binaries do not exist;
-with ASE_E2E_STRICT=1 a skip fails the run.
+reference ABS server) are reported as SKIP while those binaries do not exist,
+and test_worker_without_engine (workers under another user than the
+master's) when not run as root; with ASE_E2E_STRICT=1 a skip fails the run.
 
 Usage: e2e.py --nginx BIN --module SO --root REPO [TEST...]
 """
@@ -28,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -47,6 +49,35 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def spawn_abs(abs_bin, attacklist, traffic_dir):
+    """The reference ABS server on a free port: (process, "host:port")."""
+    proc = subprocess.Popen(
+        [abs_bin, "--attacklist", attacklist,
+         "--listen", "127.0.0.1:0", "--access-key", "demo_access",
+         "--secret-key", "demo_secret", "--traffic-dir", traffic_dir],
+        stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    m = re.search(r"listening on (\S+)", line)
+    if not m:
+        proc.kill()
+        raise AssertionError("ase-abs-ref said %r" % line)
+    return proc, m.group(1)
+
+
+def set_abs_endpoint(conf_dir, endpoint):
+    abs_conf = os.path.join(conf_dir, "abs.conf")
+    text = open(abs_conf).read()
+    text = re.sub(r"(?m)^abs_endpoint=.*$", "abs_endpoint=" + endpoint, text)
+    with open(abs_conf, "w") as f:
+        f.write(text)
+
+
+def proc_status(pid, field):
+    """A number from /proc/PID/status (VmRSS in kB, Threads)."""
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(field + r":\s+(\d+)", f.read()).group(1))
 
 
 def jwt(claims):
@@ -78,8 +109,9 @@ class Nginx:
     """One nginx with the module, in its own prefix under `tmp`."""
 
     def __init__(self, args, tmp, conf_dir, name="nginx", workers=WORKERS,
-                 extra_http="", extra_server=""):
+                 extra_http="", extra_server="", user=None):
         self.args = args
+        self.nworkers = workers
         self.prefix = os.path.join(tmp, name)
         self.port = free_port()
         self.port_reject = free_port()
@@ -93,7 +125,10 @@ class Nginx:
         self.conf = os.path.join(self.prefix, "nginx.conf")
         self.error_log = os.path.join(self.prefix, "logs", "error.log")
         self.access_log = os.path.join(self.prefix, "logs", "access.log")
-        user = "user root;" if os.geteuid() == 0 else ""
+        if user:
+            user = "user %s;" % user
+        else:
+            user = "user root;" if os.geteuid() == 0 else ""
         p = self.prefix
         with open(self.conf, "w") as f:
             f.write(f"""
@@ -196,12 +231,12 @@ http {{
         return {int(x) for x in out.split()}
 
     def wait_workers(self, old, timeout=10):
-        """Waits until WORKERS workers run, none of them in `old`, and the
+        """Waits until all workers run, none of them in `old`, and the
         old ones have exited (no stuck thread keeps one alive)."""
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout:
             w = self.workers()
-            if len(w) == WORKERS and not (w & old) \
+            if len(w) == self.nworkers and not (w & old) \
                     and not (self.all_children() & old):
                 # every worker answers (its engine is up)
                 return w
@@ -272,26 +307,13 @@ class Suite:
     # -- helpers ---------------------------------------------------------
 
     def start_abs(self):
-        abs_conf = os.path.join(self.conf_dir, "abs.conf")
-        text = open(abs_conf).read()
         if os.access(self.abs_bin, os.X_OK):
-            self.abs_proc = subprocess.Popen(
-                [self.abs_bin, "--attacklist", self.attacklist,
-                 "--listen", "127.0.0.1:0", "--access-key", "demo_access",
-                 "--secret-key", "demo_secret",
-                 "--traffic-dir", self.traffic_dir],
-                stdout=subprocess.PIPE, text=True)
-            line = self.abs_proc.stdout.readline()
-            m = re.search(r"listening on (\S+)", line)
-            if not m:
-                raise AssertionError("ase-abs-ref said %r" % line)
-            endpoint = m.group(1)
+            self.abs_proc, endpoint = spawn_abs(self.abs_bin, self.attacklist,
+                                                self.traffic_dir)
             self.abs_endpoint = endpoint
         else:
             endpoint = "127.0.0.1:%d" % free_port()  # nobody listens
-        text = re.sub(r"(?m)^abs_endpoint=.*$", "abs_endpoint=" + endpoint, text)
-        with open(abs_conf, "w") as f:
-            f.write(text)
+        set_abs_endpoint(self.conf_dir, endpoint)
 
     def need_cli(self):
         if not os.access(self.cli_bin, os.X_OK):
@@ -315,7 +337,11 @@ class Suite:
         return out
 
     def metrics(self):
-        r = self.get("/ase_status")
+        return self.metrics_of(self.nginx)
+
+    @staticmethod
+    def metrics_of(nginx):
+        r = nginx.request("GET", "/ase_status")
         assert r.status == 200, r
         return {m.group(1): int(m.group(2)) for m in
                 re.finditer(r"(?m)^(\w+(?:\{[^}]*\})?) (\d+)$", r.body)}
@@ -560,12 +586,10 @@ class Suite:
         n = self.nginx
 
         def threads(pid):
-            with open(f"/proc/{pid}/status") as f:
-                return int(re.search(r"Threads:\s+(\d+)", f.read()).group(1))
+            return proc_status(pid, "Threads")
 
         def rss_kb(pid):
-            with open(f"/proc/{pid}/status") as f:
-                return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+            return proc_status(pid, "VmRSS")
 
         blocked = None
         if os.access(self.cli_bin, os.X_OK):
@@ -591,6 +615,221 @@ class Suite:
             self.converge(lambda: self.get("/shop/items", ip=blocked), 403,
                           what="manual ip after reload")
             self.cli("delete_blacklist", "ip", blocked)
+
+    def test_reload_soak(self):
+        """50 reloads under traffic, the ABS poller busy (its own ABS
+        server, a list of 6000 entries polled every second, traffic
+        shipped): every request is answered as it should be, no worker of
+        an old generation is left, and the last generation's workers have
+        the threads and, within 8 MB, the memory of the first one's.
+
+        One failure is allowed, and retried: a request sent on a
+        keep-alive connection that the server closes before answering
+        it.  A worker that shuts down closes its idle keep-alive
+        connections (nginx's graceful reload), and a request can cross
+        that close on the wire; HTTP lets a client retry an idempotent
+        request then (RFC 9112, 9.3.1), as browsers do.  A request on a
+        new connection must never fail: the listening sockets stay open
+        across reloads."""
+        self.need_abs()
+        reloads = 50
+        d = tempfile.mkdtemp(dir=self.tmp)
+        conf = d + "/conf"
+        shutil.copytree(self.conf_dir, conf,
+                        ignore=shutil.ignore_patterns("state"))
+        listed = ["10.60.%d.%d" % (i // 250, i % 250 + 1)
+                  for i in range(5000)]
+        with open(d + "/attacklist.json", "w") as f:
+            json.dump({"ips": listed,
+                       "oauth_tokens": ["soak-token-%d" % i
+                                        for i in range(1000)]}, f)
+        abs_proc, endpoint = spawn_abs(self.abs_bin, d + "/attacklist.json",
+                                       d + "/traffic")
+        n = None
+        stop = threading.Event()
+        threads = []
+        try:
+            set_abs_endpoint(conf, endpoint)
+            n = Nginx(self.args, d, conf, name="soak")
+            self.others.append(n)
+            n.start()
+            self.converge(lambda: n.request("GET", "/shop/items",
+                                            ip=listed[-1]),
+                          403, within=15, what="ABS list in force")
+
+            answers = {"new": 0, "keep-alive": 0}
+            retried = [0]
+            failures = []
+
+            def client(keepalive):
+                kind = "keep-alive" if keepalive else "new"
+                conn = None
+                i = 0
+                while not stop.is_set():
+                    i += 1
+                    ip = listed[i * 7 % len(listed)] if i % 3 == 0 \
+                        else "10.61.%d.%d" % (i % 2, i % 250 + 1)
+                    want = 403 if i % 3 == 0 else 200
+                    try:
+                        if not keepalive:
+                            r = n.request("GET", "/shop/items", ip=ip)
+                        else:
+                            reused = conn is not None
+                            if conn is None:
+                                conn = http.client.HTTPConnection(
+                                    "127.0.0.1", n.port, timeout=5)
+                            try:
+                                r = n.request("GET", "/shop/items", ip=ip,
+                                              conn=conn)
+                            except (http.client.RemoteDisconnected,
+                                    ConnectionResetError, BrokenPipeError):
+                                if not reused:
+                                    raise
+                                conn.close()
+                                conn = http.client.HTTPConnection(
+                                    "127.0.0.1", n.port, timeout=5)
+                                retried[0] += 1
+                                r = n.request("GET", "/shop/items", ip=ip,
+                                              conn=conn)
+                    except Exception as e:
+                        failures.append("%s %s: %r" % (kind, ip, e))
+                        if conn is not None:
+                            conn.close()
+                            conn = None
+                        continue
+                    answers[kind] += 1
+                    if r.status != want:
+                        failures.append("%s %s: %r" % (kind, ip, r))
+                if conn is not None:
+                    conn.close()
+
+            for keepalive in (False, True):
+                t = threading.Thread(target=client, args=(keepalive,),
+                                     daemon=True)
+                t.start()
+                threads.append(t)
+            time.sleep(3)
+            first = {pid: (proc_status(pid, "VmRSS"),
+                           proc_status(pid, "Threads"))
+                     for pid in n.workers()}
+            t0 = time.monotonic()
+            for _ in range(reloads):
+                n.reload()
+            took = time.monotonic() - t0
+            time.sleep(3)
+            stop.set()
+            for t in threads:
+                t.join(timeout=10)
+            last = {pid: (proc_status(pid, "VmRSS"),
+                          proc_status(pid, "Threads"))
+                    for pid in n.workers()}
+        finally:
+            stop.set()
+            abs_proc.terminate()
+            abs_proc.wait(timeout=10)
+        assert not failures, "%d failed requests: %s" % (
+            len(failures), "; ".join(failures[:10]))
+        assert answers["new"] > reloads and answers["keep-alive"] > reloads, \
+            answers
+        # no worker of an old generation left, and no other child
+        assert n.all_children() == set(last) and len(last) == WORKERS, \
+            (n.all_children(), last)
+        rss0 = max(v[0] for v in first.values())
+        rss = max(v[0] for v in last.values())
+        assert rss <= rss0 + 8192, \
+            "worker RSS %d kB after %d reloads, %d kB before" % (
+                rss, reloads, rss0)
+        threads0 = sorted(v[1] for v in first.values())
+        threads1 = sorted(v[1] for v in last.values())
+        assert threads1 == threads0, (threads0, threads1)
+        n.stop()
+        self.others.remove(n)
+        log = open(n.error_log, errors="replace").read()
+        bad = [l for l in log.splitlines() if re.search(
+            r"\[(alert|emerg|crit)\]|exited on signal|exited with fatal code", l)]
+        assert not bad, "\n".join(bad[:10])
+        print("    %d reloads in %.0f s; %d requests on new connections, %d "
+              "on keep-alive ones (%d retried after a reload closed the "
+              "connection); worker RSS %d -> %d kB, threads %s"
+              % (reloads, took, answers["new"], answers["keep-alive"],
+                 retried[0], rss0, rss, threads1))
+
+    def test_worker_without_engine(self):
+        """A worker that cannot build its engine keeps serving: fail_mode
+        decides (open: allowed, closed: 403), error.log says why at
+        [alert], ase_status counts it, and the worker builds its engine
+        once the cause is gone, without a reload.  The cause here is an
+        API file that the master (root) reads and the workers' user
+        cannot."""
+        if os.geteuid() != 0:
+            raise Skip("needs root: workers under another user than the "
+                       "master's")
+        d = tempfile.mkdtemp(dir=self.tmp)
+        os.chmod(self.tmp, 0o755)
+        os.chmod(d, 0o755)
+        conf = d + "/conf"
+        shutil.copytree(self.conf_dir, conf,
+                        ignore=shutil.ignore_patterns("state"))
+        os.makedirs(conf + "/state")
+        shutil.chown(conf + "/state", "nobody")
+        api = conf + "/api/shop.json"
+        os.chmod(api, 0o600)
+        n = Nginx(self.args, d, conf, name="noengine", user="nobody nogroup")
+        self.others.append(n)
+        n.start()
+
+        def on_every_worker(path, status, verdict, within=2.0):
+            self.converge(lambda: n.request("GET", path, ip="10.13.0.1"),
+                          status, within=within, what=path)
+            r = n.request("GET", path, ip="10.13.0.1")
+            assert r.status == status and r.verdict == verdict, r
+            return r
+
+        # fail_mode=open: allowed, decoys included
+        r = on_every_worker("/shop/items", 200, "allow:fail_mode")
+        assert r.body == OK_BODY, r
+        on_every_worker("/wp-admin/", 200, "allow:fail_mode")
+        log = open(n.error_log, errors="replace").read()
+        alerts = [l for l in log.splitlines() if "[alert]" in l]
+        assert alerts and "shop.json" in alerts[0] \
+            and "Permission denied" in alerts[0] \
+            and "fail_mode open" in alerts[0], log[-2000:]
+        time.sleep(1.2)  # every worker has published
+        m = self.metrics_of(n)
+        assert m["ase_workers_without_engine"] == WORKERS, m
+        assert m["ase_fail_mode_active"] == WORKERS, m
+        assert m["ase_requests_without_engine_total"] >= 2 * 21, m
+        assert m["ase_requests_checked_total"] \
+            >= m["ase_requests_without_engine_total"], m
+
+        # fail_mode=closed: 403, as an engine that cannot load its state
+        with open(conf + "/ase.conf") as f:
+            text = f.read()
+        with open(conf + "/ase.conf", "w") as f:
+            f.write(re.sub(r"(?m)^fail_mode=.*$", "fail_mode=closed", text))
+        n.reload()
+        r = on_every_worker("/shop/items", 403, "block:fail_mode")
+        assert r.body == UNAUTHORIZED, r
+        time.sleep(1.2)
+        m = self.metrics_of(n)
+        assert m['ase_requests_blocked_total{reason="fail_mode"}'] >= 21, m
+        pids = n.workers()
+        assert not re.search(r"exited with fatal code|exited on signal",
+                             open(n.error_log).read()), "a worker exited"
+
+        # the cause removed: each worker builds its engine at its next retry
+        os.chmod(api, 0o644)
+        on_every_worker("/shop/items", 200, "allow", within=12)
+        on_every_worker("/wp-admin/", 404, "respond:decoy")
+        assert n.workers() == pids, "workers were replaced"
+        log = open(n.error_log, errors="replace").read()
+        assert log.count("engine built after") >= WORKERS, log[-2000:]
+        time.sleep(1.2)
+        m = self.metrics_of(n)
+        assert m["ase_workers_without_engine"] == 0, m
+        assert m["ase_fail_mode_active"] == 0, m
+        n.stop()
+        self.others.remove(n)
 
     def test_worker_processes_auto(self):
         n = Nginx(self.args, self.tmp, self.conf_dir, name="auto",
@@ -917,7 +1156,8 @@ http {{
         "test_status", "test_identifier_kinds",
         "test_detections_listed_and_disabled", "test_abs_attack_list",
         "test_abs_traffic", "test_abs_status",
-        "test_reload", "test_worker_processes_auto",
+        "test_reload", "test_reload_soak", "test_worker_without_engine",
+        "test_worker_processes_auto",
         "test_valgrind_single_process",
     ]
 

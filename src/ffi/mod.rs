@@ -12,6 +12,7 @@
 )]
 
 mod abi_enum;
+mod config_info;
 pub mod panic;
 /// cbindgen:ignore
 pub mod result;
@@ -27,6 +28,7 @@ use crate::policy::decide::{Action, Decision, Reason, Request};
 use crate::policy::extract::{Headers, parse_ip};
 use crate::policy::{IdError, IdKind, Identifier, Source, UnknownApi};
 use crate::sync::abs::TrafficRecord;
+pub use config_info::ase_config_fail_verdict;
 use panic::boundary;
 pub use result::ResultCode;
 pub use types::*;
@@ -118,8 +120,8 @@ fn write_error(err_buf: *mut c_char, err_buf_len: usize, msg: &str) {
     copy_message(buf, msg, &[]);
 }
 
-/// The `config_path` argument of `ase_engine_new` and `ase_config_check`, or
-/// the code and message both give for it.
+/// The `config_path` argument of `ase_engine_new`, `ase_config_check` and
+/// `ase_config_fail_verdict`, or the code and message each gives for it.
 fn config_file<'a>(config_path: ase_str) -> Result<&'a Path, (ase_result, &'static str)> {
     // SAFETY: the caller guarantees `config_path` describes readable bytes.
     let bytes = unsafe { config_path.as_bytes() }.ok_or((
@@ -372,7 +374,19 @@ pub extern "C" fn ase_check_request(
         }
         let p = parts(request)?;
         let d = e.engine.check(&p.request());
-        let v = ase_verdict {
+        let v = ase_verdict::from(&d);
+        // SAFETY: checked non-NULL above; the caller owns the out slot.
+        unsafe { *verdict_out = v };
+        Ok(())
+    })
+}
+
+impl From<&Decision<'_>> for ase_verdict {
+    /// The C form of a decision; its strings borrow the decision's, which
+    /// live as long as the engine (or, for `fail_mode`, the library).
+    #[inline(always)]
+    fn from(d: &Decision<'_>) -> ase_verdict {
+        ase_verdict {
             action: d.action.into(),
             reason: d.reason.into(),
             status: d.status as u32,
@@ -385,11 +399,8 @@ pub extern "C" fn ase_check_request(
             api_name: d
                 .api
                 .map_or(ase_str::EMPTY, |a| ase_str::from_bytes(a.name.as_bytes())),
-        };
-        // SAFETY: checked non-NULL above; the caller owns the out slot.
-        unsafe { *verdict_out = v };
-        Ok(())
-    })
+        }
+    }
 }
 
 /// Reads and validates an `ase_identifier`.
