@@ -23,7 +23,7 @@
 /*
  Number of reasons (size of the per-reason arrays in `ase_stats`).
  */
-#define ASE_REASON_COUNT 10
+#define ASE_REASON_COUNT 11
 
 /*
  Size of the message buffers in `ase_abs_state` and `ase_health`.
@@ -631,6 +631,13 @@ typedef struct ase_health {
  The state could not be loaded; `fail_mode` decided.
  */
 #define ASE_REASON_FAIL_MODE 9
+
+/*
+ An identifier kind occurs more often than is checked, or (with
+ `duplicate_identifiers = reject`) with different values or in a JWT too
+ large to read: 400 `Error: Bad Request`.
+ */
+#define ASE_REASON_DUPLICATE_IDENTIFIER 10
 
 /*
  As `unknown_api` in ase.conf says.

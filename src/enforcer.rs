@@ -20,7 +20,7 @@ use crate::policy::extract::{Headers, Scratch};
 use crate::policy::ident::{IdKind, Identifier, IpNet, Key, KeyRef};
 use crate::policy::lists::{ALLOW, IdMap, Meta, Source};
 use crate::policy::switches::{Switch, Switches};
-use crate::policy::{ApiSet, Config};
+use crate::policy::{ApiSet, Config, DuplicateIds};
 
 /// Request counters. Every request lands in exactly one of `allowed` and
 /// `blocked`, so the number checked is their sum: one atomic add per
@@ -125,6 +125,7 @@ impl Enforcer {
             abs_attack: self.switch(Switch::AbsAttack),
             ase_detected: self.switch(Switch::AseDetectedAttack),
             xff: self.config.enable_xff,
+            reject_duplicates: self.config.duplicate_identifiers == DuplicateIds::Reject,
         }
     }
 

@@ -130,8 +130,12 @@ pub const ASE_REASON_METHOD: ase_reason = 7;
 pub const ASE_REASON_CONTENT_TYPE: ase_reason = 8;
 /// The state could not be loaded; `fail_mode` decided.
 pub const ASE_REASON_FAIL_MODE: ase_reason = 9;
+/// An identifier kind occurs more often than is checked, or (with
+/// `duplicate_identifiers = reject`) with different values or in a JWT too
+/// large to read: 400 `Error: Bad Request`.
+pub const ASE_REASON_DUPLICATE_IDENTIFIER: ase_reason = 10;
 /// Number of reasons (size of the per-reason arrays in `ase_stats`).
-pub const ASE_REASON_COUNT: usize = 10;
+pub const ASE_REASON_COUNT: usize = 11;
 
 abi_enum!(Reason as ase_reason, count: [Reason::COUNT, ASE_REASON_COUNT] {
     ASE_REASON_NONE => None,
@@ -144,6 +148,7 @@ abi_enum!(Reason as ase_reason, count: [Reason::COUNT, ASE_REASON_COUNT] {
     ASE_REASON_METHOD => Method,
     ASE_REASON_CONTENT_TYPE => ContentType,
     ASE_REASON_FAIL_MODE => FailMode,
+    ASE_REASON_DUPLICATE_IDENTIFIER => DuplicateIdentifier,
 });
 
 /// How to treat a request that matches no API.

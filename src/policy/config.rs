@@ -19,6 +19,17 @@ pub enum UnknownApi {
     Reject,
 }
 
+/// What the engine does with a request that carries one identifier kind
+/// more than once with different values (`duplicate_identifiers`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DuplicateIds {
+    /// Look up every occurrence in the lists (the default).
+    Check,
+    /// As `Check`, and refuse the request with `400` when its occurrences
+    /// disagree or a JWT is too large to read (docs/design.md, Identifiers).
+    Reject,
+}
+
 /// What an engine does when its state store cannot be loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailMode {
@@ -87,6 +98,9 @@ pub struct Config {
     pub unknown_api: UnknownApi,
     /// Behaviour when the state cannot be loaded (default open).
     pub fail_mode: FailMode,
+    /// Requests whose repeated identifiers disagree (`duplicate_identifiers`,
+    /// default check).
+    pub duplicate_identifiers: DuplicateIds,
     /// Replace tokens, cookies and API keys by a keyed hash in ABS traffic records.
     pub abs_obfuscate_identifiers: bool,
     /// `abs.conf`.
@@ -111,6 +125,7 @@ impl Config {
             sync_poll_interval: Duration::from_millis(100),
             unknown_api: UnknownApi::Pass,
             fail_mode: FailMode::Open,
+            duplicate_identifiers: DuplicateIds::Check,
             abs_obfuscate_identifiers: false,
             abs: AbsConfig::default(),
         }
@@ -401,6 +416,13 @@ pub fn parse_ase_conf(text: &str, path: &Path) -> Result<Config, ConfigError> {
                     _ => return Err(err(format!("expected open or closed, got {v:?}"))),
                 }
             }
+            "duplicate_identifiers" => {
+                c.duplicate_identifiers = match v.as_str() {
+                    "check" => DuplicateIds::Check,
+                    "reject" => DuplicateIds::Reject,
+                    _ => return Err(err(format!("expected check or reject, got {v:?}"))),
+                }
+            }
             k if ASE_PASSIVE_KEYS.contains(&k) => {
                 if k.starts_with("enable_") {
                     parse_bool(&v).map_err(err)?;
@@ -503,6 +525,7 @@ mod tests {
         );
         assert_eq!(c.unknown_api, UnknownApi::Reject);
         assert_eq!(c.fail_mode, FailMode::Closed);
+        assert_eq!(c.duplicate_identifiers, DuplicateIds::Check);
     }
 
     #[test]
@@ -526,6 +549,7 @@ mod tests {
             ("attack_list_memory=lots\n", 1, "attack_list_memory"),
             ("unknown_api=maybe\n", 1, "unknown_api"),
             ("fail_mode=sideways\n", 1, "fail_mode"),
+            ("duplicate_identifiers=last\n", 1, "duplicate_identifiers"),
             ("api_dir=\n", 1, "api_dir"),
             ("enable_xff=true\nenable_xff=false\n", 2, "enable_xff"),
             ("just text\n", 1, ""),

@@ -7,7 +7,9 @@
 
 use super::api::{Api, ApiSet, NormPath, Response, media_type, proto};
 use super::config::UnknownApi;
-use super::extract::{Headers, Ids, Scratch, extract, header};
+use super::extract::{
+    Beyond, Headers, Ids, Scratch, each_occurrence, extract_all, header, kind_bit,
+};
 use super::ident::{IdKind, KeyPrefix, KeyRef, MAX_FIELD};
 use super::lists::{IdMap, Meta, Source};
 use super::switches::Switches;
@@ -18,7 +20,8 @@ use super::switches::Switches;
 pub enum Action {
     /// Let the request go on.
     Allow = 0,
-    /// Refuse it with `status` and `body` (403 `Error: Unauthorized`, 503 `Error: Unknown API`).
+    /// Refuse it with `status` and `body` (403 `Error: Unauthorized`, 400
+    /// `Error: Bad Request`, 503 `Error: Unknown API`).
     Block = 1,
     /// Answer it with the API's decoy or pattern-error response.
     Respond = 2,
@@ -50,12 +53,17 @@ pub enum Reason {
     ContentType = 8,
     /// The engine could not load its state and `fail_mode` decided.
     FailMode = 9,
+    /// An identifier kind occurs more than
+    /// [`MAX_OCCURRENCES`](super::extract::MAX_OCCURRENCES) times, or (with
+    /// `duplicate_identifiers = reject`) with different values or in a JWT
+    /// too large to read (`matched` says which kind).
+    DuplicateIdentifier = 10,
 }
 
 impl Reason {
     /// Number of reasons: the size of per-reason counter arrays (the C ABI
     /// checks it against its own count and every variant's value).
-    pub const COUNT: usize = Reason::FailMode as usize + 1;
+    pub const COUNT: usize = Reason::DuplicateIdentifier as usize + 1;
 }
 
 /// One request as the host sees it. All fields are raw bytes.
@@ -115,6 +123,8 @@ pub struct Detection<'a> {
 
 /// Body of a deny-list block, as ASE answers.
 pub const UNAUTHORIZED: &str = "Error: Unauthorized";
+/// Body of a refusal for repeated identifiers ([`Reason::DuplicateIdentifier`]).
+pub const BAD_REQUEST: &str = "Error: Bad Request";
 /// Body of an unknown-API rejection, as ASE answers.
 pub const UNKNOWN_API: &str = "Error: Unknown API";
 
@@ -242,6 +252,75 @@ impl<'a> Probe<'_, 'a> {
     }
 }
 
+impl Probe<'_, '_> {
+    /// The slow path of a request that carries an identifier kind more than
+    /// once, or a JWT too large to read: every occurrence of each such kind
+    /// (up to [`MAX_OCCURRENCES`](super::extract::MAX_OCCURRENCES)) meets
+    /// the lists, the first allow-listed or denied one recorded in `out` as
+    /// [`Probe::scan`] records them. Returns the kind to refuse the request
+    /// for, if any: more occurrences than are checked (whatever
+    /// `duplicate_identifiers` says), or with `reject`, occurrences that
+    /// disagree or a JWT over the bound.
+    #[cold]
+    #[inline(never)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the inputs of the list scan it extends"
+    )]
+    fn scan_repeated<H: Headers + ?Sized>(
+        &self,
+        beyond: Beyond,
+        req: &Request<'_, H>,
+        sw: Switches,
+        lists: &IdMap,
+        mask: u8,
+        now: &mut impl FnMut() -> u64,
+        out: &mut Scan,
+    ) -> Option<IdKind> {
+        let api = self.api?;
+        let r = lists.reader();
+        let mut refuse = None;
+        for kind in [
+            IdKind::Cookie,
+            IdKind::Token,
+            IdKind::ApiKey,
+            IdKind::Username,
+        ] {
+            let jwt = kind == IdKind::Username && beyond.jwt_too_large;
+            if beyond.repeated & kind_bit(kind) == 0 && !jwt {
+                continue;
+            }
+            let listed = r.has(kind);
+            let tally = each_occurrence(api, kind, req.uri, req.headers, &mut |n, v| {
+                if !listed || !listable(v) {
+                    return;
+                }
+                let p = match kind {
+                    IdKind::Cookie => api.cookie_key.as_ref(),
+                    IdKind::ApiKey => api
+                        .apikey_header_key
+                        .as_ref()
+                        .filter(|p| std::ptr::eq(p.name(), n))
+                        .or(api.apikey_qs_key.as_ref()),
+                    _ => None,
+                };
+                let key = Probe::named(kind, (n, v), p);
+                let Some(m) = r.probe(&key) else { return };
+                if m.allowed(now) {
+                    out.allowed.get_or_insert(kind);
+                } else if out.denied.is_none() {
+                    out.denied = m.active(mask, now).map(|s| (kind, s));
+                }
+            });
+            let disagree = tally.differ || tally.unreadable;
+            if refuse.is_none() && (tally.too_many() || sw.reject_duplicates && disagree) {
+                refuse = Some(kind);
+            }
+        }
+        refuse
+    }
+}
+
 /// Whether a request's identifier value could be listed at all: no entry's
 /// value is longer than [`MAX_FIELD`] (every entry is made from a checked
 /// identifier: `Identifier::new`, or a store row checked by
@@ -294,7 +373,7 @@ where
     let api = apis.find(host, path.as_bytes());
 
     // 3. Identifiers.
-    let ids = extract(
+    let (ids, beyond) = extract_all(
         api,
         req.client_ip,
         sw.xff,
@@ -328,8 +407,13 @@ where
         return (Decision::allow(Reason::UnknownApi, None), None);
     };
 
-    // 4. Allow list beats everything but the decoy answer.
-    let found = probe.scan(lists, mask, now);
+    // 4. Allow list beats everything but the decoy answer. Every
+    // occurrence of a repeated identifier meets the lists.
+    let mut found = probe.scan(lists, mask, now);
+    let mut refuse = None;
+    if !beyond.is_empty() {
+        refuse = probe.scan_repeated(beyond, req, sw, lists, mask, now, &mut found);
+    }
     let allowed = found.allowed;
 
     // 5. Decoy.
@@ -359,7 +443,20 @@ where
         return (monitor(d, blocking), None);
     }
 
-    // 7. Pattern enforcement.
+    // 7. Repeated identifiers that cannot all be checked, or disagree.
+    if let Some(kind) = refuse {
+        let d = Decision {
+            action: Action::Block,
+            status: 400,
+            status_text: "Bad Request",
+            body: BAD_REQUEST,
+            matched: Some(kind),
+            ..Decision::allow(Reason::DuplicateIdentifier, Some(api))
+        };
+        return (monitor(d, blocking), None);
+    }
+
+    // 8. Pattern enforcement.
     if let Some(p) = &api.pattern {
         // Read only when the API restricts schemes.
         let scheme = if p.protocols != 0 {
@@ -409,7 +506,7 @@ where
         }
     }
 
-    // 8. Allow.
+    // 9. Allow.
     (Decision::allow(Reason::None, Some(api)), None)
 }
 

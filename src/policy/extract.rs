@@ -17,16 +17,33 @@ use super::cookie::cookie_in;
 use super::decode::{self, Plus};
 use super::headers::{Found, scan_headers, slot};
 pub use super::headers::{Headers, header};
-use super::ident::ip_to_u128;
+use super::ident::{IdKind, ip_to_u128};
 
-/// Buffers for decoded values, on the caller's stack. Each is zeroed only
-/// when a request needs it, so the common request pays nothing for them.
+/// Buffers for decoded values, on the caller's stack (about 22 KB, most
+/// of it the buffer of a large JWT payload). Each is zeroed only when a
+/// request needs it, so the common request pays nothing for them: a JWT
+/// payload that fits in 4 KB never touches the 16 KB buffer.
 #[derive(Default)]
 pub struct Scratch {
     qs: Option<[u8; 1024]>,
     jwt: Option<[u8; 4096]>,
+    jwt_big: Option<[u8; JWT_BUF]>,
     user: Option<[u8; 512]>,
 }
+
+/// The largest JWT payload, in decoded bytes, whose user name is read: it
+/// covers every token nginx passes with its default 8 KB limit on a header
+/// line, with room (docs/design.md, Identifiers).
+pub const MAX_JWT_PAYLOAD: usize = 16 * 1024;
+
+/// The large payload buffer: the decoder wants room for a whole last group
+/// of three bytes beyond the payload.
+const JWT_BUF: usize = MAX_JWT_PAYLOAD + 3;
+
+/// How many occurrences of one identifier kind a request may carry: each
+/// is looked up in the lists; a request with more is refused
+/// (docs/design.md, Identifiers).
+pub const MAX_OCCURRENCES: usize = 8;
 
 /// Identifiers found in one request.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -138,19 +155,35 @@ fn strip_bearer(v: &[u8]) -> Option<&[u8]> {
 
 /// The raw value of query parameter `name` in `uri` (first occurrence).
 pub fn query_param<'u>(uri: &'u [u8], name: &[u8]) -> Option<&'u [u8]> {
-    let q = uri.iter().position(|&c| c == b'?')?;
-    let q = &uri[q + 1..];
-    let q = &q[..q.iter().position(|&c| c == b'#').unwrap_or(q.len())];
-    for pair in q.split(|&c| c == b'&') {
-        let (k, v) = match pair.iter().position(|&c| c == b'=') {
-            Some(p) => (&pair[..p], &pair[p + 1..]),
-            None => (pair, &pair[pair.len()..]),
-        };
-        if k == name {
-            return Some(v);
-        }
-    }
-    None
+    query_params(uri, name).next()
+}
+
+/// The raw values of query parameter `name` in `uri`, in order.
+fn query_params<'u>(uri: &'u [u8], name: &[u8]) -> impl Iterator<Item = &'u [u8]> {
+    let q = uri.iter().position(|&c| c == b'?').map(|q| {
+        let q = &uri[q + 1..];
+        &q[..q.iter().position(|&c| c == b'#').unwrap_or(q.len())]
+    });
+    q.into_iter()
+        .flat_map(|q| q.split(|&c| c == b'&'))
+        .filter_map(move |pair| {
+            let (k, v) = match pair.iter().position(|&c| c == b'=') {
+                Some(p) => (&pair[..p], &pair[p + 1..]),
+                None => (pair, &pair[pair.len()..]),
+            };
+            (k == name).then_some(v)
+        })
+}
+
+/// The values of every header named `name` (any case), in order.
+fn headers_named<'h, H: Headers + ?Sized>(
+    h: &'h H,
+    name: &'h [u8],
+) -> impl Iterator<Item = &'h [u8]> {
+    (0..h.count())
+        .map(|i| h.at(i))
+        .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
 }
 
 /// A query-string value percent-decoded, `+` as a space, into `buf`;
@@ -260,8 +293,67 @@ fn json_claim<'o>(json: &[u8], claim: &str, out: &'o mut [u8]) -> Option<&'o [u8
 
 /// The user name in a JWT's payload claim `claim` (signature not verified).
 pub fn jwt_username<'s>(jwt: &[u8], claim: &str, s: &'s mut Scratch) -> Option<&'s [u8]> {
-    let json = b64url_decode_payload(jwt, s.jwt.get_or_insert([0; 4096]))?;
-    json_claim(json, claim, s.user.get_or_insert([0; 512]))
+    let Scratch {
+        jwt: small,
+        jwt_big: big,
+        user,
+        ..
+    } = s;
+    let json = jwt_payload(jwt, small, big).ok()??;
+    json_claim(json, claim, user.get_or_insert([0; 512]))
+}
+
+/// A JWT payload longer than [`MAX_JWT_PAYLOAD`] decoded bytes: its user
+/// name is not read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TooLarge;
+
+/// A JWT's payload decoded into `small` when it fits there, else into
+/// `big` (zeroed only then); `Ok(None)` when it is not a three-part token
+/// with a base64url payload.
+fn jwt_payload<'b>(
+    jwt: &[u8],
+    small: &'b mut Option<[u8; 4096]>,
+    big: &'b mut Option<[u8; JWT_BUF]>,
+) -> Result<Option<&'b [u8]>, TooLarge> {
+    let mut parts = jwt.trim_ascii().split(|&c| c == b'.');
+    let (Some(_), Some(payload), Some(_)) = (parts.next(), parts.next(), parts.next()) else {
+        return Ok(None);
+    };
+    // The decoder's own bound on what a buffer must hold.
+    let room = payload.len() / 4 * 3 + 3;
+    if room <= 4096 {
+        Ok(decode::base64url(payload, small.get_or_insert([0; 4096])))
+    } else if room <= JWT_BUF {
+        Ok(decode::base64url(payload, big.get_or_insert([0; JWT_BUF])))
+    } else {
+        Err(TooLarge)
+    }
+}
+
+/// What one request showed beyond the first occurrence of each identifier
+/// [`extract`] found: whether it needs [`each_occurrence`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Beyond {
+    /// Bit `1 << kind`: the kind may occur more than once.
+    pub repeated: u8,
+    /// The JWT at the API's JWT location has a payload over
+    /// [`MAX_JWT_PAYLOAD`].
+    pub jwt_too_large: bool,
+}
+
+impl Beyond {
+    /// Whether nothing beyond the first occurrences needs a look.
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.repeated == 0 && !self.jwt_too_large
+    }
+}
+
+/// The bit of `kind` in [`Beyond::repeated`].
+#[inline(always)]
+pub(crate) const fn kind_bit(kind: IdKind) -> u8 {
+    1 << kind as u8
 }
 
 /// Extracts every identifier `api` asks for. `client_ip` is the host's client
@@ -269,7 +361,7 @@ pub fn jwt_username<'s>(jwt: &[u8], claim: &str, s: &'s mut Scratch) -> Option<&
 /// replaces it when it parses. `host_user` is a user name the host passes in.
 /// Cookie and API-key names in the result are the API's own
 /// (the same bytes, not a copy), so the list key can reuse the API's
-/// hashed key prefix.
+/// hashed key prefix. Each identifier is its first occurrence.
 pub fn extract<'a, H: Headers + ?Sized>(
     api: Option<&'a Api>,
     client_ip: Option<u128>,
@@ -279,6 +371,20 @@ pub fn extract<'a, H: Headers + ?Sized>(
     host_user: &'a [u8],
     s: &'a mut Scratch,
 ) -> Ids<'a> {
+    extract_all(api, client_ip, xff, uri, h, host_user, s).0
+}
+
+/// [`extract`], and which kinds the request may carry more than once.
+#[inline(always)]
+pub(crate) fn extract_all<'a, H: Headers + ?Sized>(
+    api: Option<&'a Api>,
+    client_ip: Option<u128>,
+    xff: bool,
+    uri: &'a [u8],
+    h: &'a H,
+    host_user: &'a [u8],
+    s: &'a mut Scratch,
+) -> (Ids<'a>, Beyond) {
     let first_xff = |v: Option<&[u8]>| {
         v.and_then(|v| v.split(|&c| c == b',').next())
             .and_then(|f| parse_ip(f, true))
@@ -289,10 +395,11 @@ pub fn extract<'a, H: Headers + ?Sized>(
         } else {
             None
         };
-        return Ids {
+        let ids = Ids {
             ip: first_xff(v).or(client_ip),
             ..Ids::default()
         };
+        return (ids, Beyond::default());
     };
     let plan = &api.headers;
     let need = plan.slots & if xff { !0 } else { !slot::XFF };
@@ -304,61 +411,275 @@ pub fn extract<'a, H: Headers + ?Sized>(
         key: key_v,
         user: user_v,
         jwt: jwt_v,
+        again,
     } = scan_headers(plan, need, cookie_name, h);
     let mut ids = Ids {
         ip: first_xff(xff_v).or(client_ip),
         ..Ids::default()
     };
-    let Scratch { qs, jwt, user } = s;
+    let mut more = Beyond::default();
+    let mut repeated = |kind: IdKind, yes: bool| {
+        if yes {
+            more.repeated |= kind_bit(kind);
+        }
+    };
+    let Scratch {
+        qs,
+        jwt,
+        jwt_big,
+        user,
+    } = s;
     ids.cookie = cookie_v.map(|v| (cookie_name, v));
+    repeated(IdKind::Cookie, again & slot::COOKIE != 0);
     let auth_bearer = auth_v.and_then(strip_bearer);
     if api.oauth2_access_token {
         ids.token = auth_bearer;
+        repeated(IdKind::Token, again & slot::AUTH != 0);
     }
     ids.api_key = key_v
         .zip(api.apikey_header_key.as_ref())
         .map(|(v, k)| (k.name(), v.trim_ascii()));
-    if ids.api_key.is_none() {
-        if let Some(k) = &api.apikey_qs_key {
-            if let Some(raw) = query_param(uri, k.name()) {
-                let v: &'a [u8] = match url_decode(raw, qs.get_or_insert([0; 1024])) {
-                    Some(d) => d,
-                    None => raw,
-                };
-                if !v.is_empty() {
-                    ids.api_key = Some((k.name(), v));
-                }
+    repeated(IdKind::ApiKey, again & slot::KEY != 0);
+    if let Some(k) = &api.apikey_qs_key {
+        let mut raws = query_params(uri, k.name());
+        if ids.api_key.is_some() {
+            repeated(IdKind::ApiKey, raws.next().is_some());
+        } else if let Some(raw) = raws.next() {
+            let v: &'a [u8] = match url_decode(raw, qs.get_or_insert([0; 1024])) {
+                Some(d) => d,
+                None => raw,
+            };
+            if !v.is_empty() {
+                ids.api_key = Some((k.name(), v));
             }
+            repeated(IdKind::ApiKey, raws.next().is_some());
         }
     }
     ids.username = user_v.map(|v| v.trim_ascii()).filter(|v| !v.is_empty());
-    if ids.username.is_none() {
-        if let Some(j) = &api.jwt {
-            let token = match &j.location {
-                JwtLocation::Bearer => auth_bearer,
-                JwtLocation::Header(_) => jwt_v.map(|v| strip_bearer(v).unwrap_or(v)),
-                JwtLocation::Query(n) => query_param(uri, n.as_bytes()),
-            };
-            if let Some(t) = token {
-                let json = b64url_decode_payload(t, jwt.get_or_insert([0; 4096]));
-                if let Some(json) = json {
+    repeated(IdKind::Username, again & slot::USER != 0);
+    if let Some(j) = &api.jwt {
+        let (token, twice) = match &j.location {
+            JwtLocation::Bearer => (auth_bearer, again & slot::AUTH != 0),
+            JwtLocation::Header(_) => (
+                jwt_v.map(|v| strip_bearer(v).unwrap_or(v)),
+                again & slot::JWT != 0,
+            ),
+            JwtLocation::Query(n) => {
+                let mut raws = query_params(uri, n.as_bytes());
+                (raws.next(), raws.next().is_some())
+            }
+        };
+        if ids.username.is_some() {
+            // A token beside the user-name header: a second source of the
+            // same identifier.
+            repeated(IdKind::Username, token.is_some());
+        } else if let Some(t) = token {
+            repeated(IdKind::Username, twice);
+            match jwt_payload(t, jwt, jwt_big) {
+                Ok(Some(json)) => {
                     ids.username = json_claim(json, &j.username, user.get_or_insert([0; 512]));
                 }
+                Ok(None) => {}
+                Err(TooLarge) => more.jwt_too_large = true,
             }
         }
     }
     if ids.username.is_none() && !host_user.trim_ascii().is_empty() {
         ids.username = Some(host_user.trim_ascii());
     }
-    ids
+    (ids, more)
 }
 
-fn b64url_decode_payload<'b>(jwt: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
-    let mut parts = jwt.trim_ascii().split(|&c| c == b'.');
-    parts.next()?;
-    let payload = parts.next()?;
-    parts.next()?;
-    decode::base64url(payload, buf)
+/// How the occurrences of one identifier kind compare (see
+/// [`each_occurrence`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Tally {
+    /// Occurrences seen, counting at most one beyond [`MAX_OCCURRENCES`].
+    pub count: usize,
+    /// Two occurrences have different values.
+    pub differ: bool,
+    /// A JWT's payload was over [`MAX_JWT_PAYLOAD`]: its user name is unknown.
+    pub unreadable: bool,
+}
+
+impl Tally {
+    /// More occurrences than [`MAX_OCCURRENCES`]: the request cannot be fully checked.
+    pub fn too_many(&self) -> bool {
+        self.count > MAX_OCCURRENCES
+    }
+}
+
+/// The first value seen, to compare the others with.
+enum First<'h> {
+    None,
+    /// A value in the request itself.
+    Raw(&'h [u8]),
+    /// A decoded value, copied (every decoding buffer fits).
+    Copied([u8; 1024], usize),
+}
+
+struct Seen<'h, 'f> {
+    tally: Tally,
+    first: First<'h>,
+    f: &'f mut dyn FnMut(&[u8], &[u8]),
+}
+
+impl<'h> Seen<'h, '_> {
+    /// One occurrence `v` named `name` (`raw`: `v` is the request's own
+    /// bytes); whether to go on.
+    fn see(&mut self, name: &[u8], v: &[u8], raw: Option<&'h [u8]>) -> bool {
+        self.tally.count += 1;
+        if self.tally.too_many() {
+            return false;
+        }
+        match &self.first {
+            First::None => {
+                self.first = match raw {
+                    Some(r) => First::Raw(r),
+                    None => {
+                        let mut b = [0; 1024];
+                        let n = v.len().min(b.len());
+                        b[..n].copy_from_slice(&v[..n]);
+                        First::Copied(b, n)
+                    }
+                }
+            }
+            First::Raw(r) => self.tally.differ |= *r != v,
+            First::Copied(b, n) => self.tally.differ |= b[..*n] != *v,
+        }
+        (self.f)(name, v);
+        true
+    }
+}
+
+/// Calls `f` with (name, value) for every occurrence of identifier `kind`
+/// in the request, in order, up to [`MAX_OCCURRENCES`], and tells how they
+/// compare. The name is the API's own, as in [`extract`] (empty for tokens
+/// and user names). The occurrences of each kind:
+///
+/// - cookie: the API's cookie in every `Cookie` header, each time it occurs;
+/// - token: every `Authorization: Bearer` header;
+/// - API key: every `apikey_header` header, then every `apikey_qs` query
+///   parameter;
+/// - user name: every `username_header` header, then the user name of every
+///   JWT at the API's JWT location.
+///
+/// The slow path of a request whose [`Beyond`] is set: it reads the headers
+/// and the query string again, with buffers of its own.
+#[inline(never)]
+pub(crate) fn each_occurrence<H: Headers + ?Sized>(
+    api: &Api,
+    kind: IdKind,
+    uri: &[u8],
+    h: &H,
+    f: &mut dyn FnMut(&[u8], &[u8]),
+) -> Tally {
+    let mut seen = Seen {
+        tally: Tally::default(),
+        first: First::None,
+        f,
+    };
+    let mut s = Scratch::default();
+    match kind {
+        IdKind::Ip => {}
+        IdKind::Cookie => {
+            let Some(name) = api.cookie_key.as_ref().map(|k| k.name()) else {
+                return seen.tally;
+            };
+            for v in headers_named(h, b"cookie") {
+                let mut rest = v;
+                while let Some(c) = cookie_in(rest, name) {
+                    if !seen.see(name, c, Some(c)) {
+                        return seen.tally;
+                    }
+                    rest = &rest[c.as_ptr() as usize - rest.as_ptr() as usize + c.len()..];
+                }
+            }
+        }
+        IdKind::Token => {
+            for t in headers_named(h, b"authorization").filter_map(strip_bearer) {
+                if !seen.see(b"", t, Some(t)) {
+                    return seen.tally;
+                }
+            }
+        }
+        IdKind::ApiKey => {
+            if let Some(k) = &api.apikey_header_key {
+                for v in headers_named(h, k.name()).map(|v| v.trim_ascii()) {
+                    if !seen.see(k.name(), v, Some(v)) {
+                        return seen.tally;
+                    }
+                }
+            }
+            if let Some(k) = &api.apikey_qs_key {
+                for raw in query_params(uri, k.name()) {
+                    let go = match url_decode(raw, s.qs.get_or_insert([0; 1024])) {
+                        Some(d) => seen.see(k.name(), d, None),
+                        None if raw.is_empty() => true,
+                        None => seen.see(k.name(), raw, Some(raw)),
+                    };
+                    if !go {
+                        return seen.tally;
+                    }
+                }
+            }
+        }
+        IdKind::Username => {
+            if let Some(u) = &api.username_header {
+                for v in headers_named(h, u.as_bytes()).map(|v| v.trim_ascii()) {
+                    if !v.is_empty() && !seen.see(b"", v, Some(v)) {
+                        return seen.tally;
+                    }
+                }
+            }
+            let Some(j) = &api.jwt else {
+                return seen.tally;
+            };
+            let mut user = |t: &[u8], seen: &mut Seen<'_, '_>| -> bool {
+                let Scratch {
+                    jwt, jwt_big, user, ..
+                } = &mut s;
+                match jwt_payload(t, jwt, jwt_big) {
+                    Ok(json) => {
+                        match json.and_then(|json| {
+                            json_claim(json, &j.username, user.get_or_insert([0; 512]))
+                        }) {
+                            Some(u) => seen.see(b"", u, None),
+                            None => true,
+                        }
+                    }
+                    Err(TooLarge) => {
+                        seen.tally.unreadable = true;
+                        true
+                    }
+                }
+            };
+            match &j.location {
+                JwtLocation::Bearer => {
+                    for t in headers_named(h, b"authorization").filter_map(strip_bearer) {
+                        if !user(t, &mut seen) {
+                            break;
+                        }
+                    }
+                }
+                JwtLocation::Header(n) => {
+                    for v in headers_named(h, n.as_bytes()) {
+                        if !user(strip_bearer(v).unwrap_or(v), &mut seen) {
+                            break;
+                        }
+                    }
+                }
+                JwtLocation::Query(n) => {
+                    for t in query_params(uri, n.as_bytes()) {
+                        if !user(t, &mut seen) {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    seen.tally
 }
 
 #[cfg(test)]
@@ -405,6 +726,7 @@ mod tests {
             qs,
             user,
             jwt: jbuf,
+            jwt_big,
         } = scratch;
         if ids.api_key.is_none() {
             if let Some(k) = &api.apikey_qs {
@@ -429,7 +751,7 @@ mod tests {
                     Some(JwtLocation::Bearer) => auth,
                     _ => None,
                 };
-                let json = t.and_then(|t| b64url_decode_payload(t, jbuf.get_or_insert([0; 4096])));
+                let json = t.and_then(|t| jwt_payload(t, jbuf, jwt_big).ok().flatten());
                 ids.username = json
                     .and_then(|json| json_claim(json, &j.username, user.get_or_insert([0; 512])));
             }

@@ -219,7 +219,8 @@ impl HeaderPlan {
     }
 }
 
-/// The first value of each header a plan wants (see [`scan_headers`]).
+/// The first value of each header a plan wants (see [`scan_headers`]),
+/// and which slots it saw again.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Found<'h> {
     pub xff: Option<&'h [u8]>,
@@ -228,10 +229,21 @@ pub(crate) struct Found<'h> {
     pub key: Option<&'h [u8]>,
     pub user: Option<&'h [u8]>,
     pub jwt: Option<&'h [u8]>,
+    /// Slots (among those asked for) fed by more than one header; for
+    /// [`slot::COOKIE`], the named cookie occurred more than once, in one
+    /// `Cookie` header or across several.
+    pub again: u8,
 }
 
 /// The first value of each header the plan wants, in one pass; the cookie
 /// is the named cookie from the first `Cookie` header that has it.
+///
+/// The pass goes on to the last header, not only until every wanted
+/// header was seen: a client may send an identifier twice, and a backend
+/// that reads the last one must not act for a client whose first one
+/// passed (docs/design.md, Identifiers). A repeated header only sets a bit
+/// in [`Found::again`]; the caller reads the headers again when one is
+/// set. Most headers are still passed over on their length alone.
 ///
 /// The values go in named fields, written in place in the caller's `Found`
 /// a word at a time and read back a word at a time, not in an array
@@ -248,29 +260,37 @@ pub(crate) struct Found<'h> {
 #[inline(never)]
 pub(crate) fn scan_headers<'h, H: Headers + ?Sized>(
     plan: &HeaderPlan,
-    mut need: u8,
+    want: u8,
     cookie_name: &[u8],
     h: &'h H,
 ) -> Found<'h> {
     let mut f = Found::default();
+    let mut need = want;
     for i in 0..h.count() {
-        if need == 0 {
-            break;
-        }
         let (n, v) = h.at(i);
         if !plan.may_want(n.len()) {
             continue;
         }
-        let mut hit = plan.slots_of(n, need);
+        let mut hit = plan.slots_of(n, want);
         if hit == 0 {
             continue;
         }
         if hit & slot::COOKIE != 0 {
-            f.cookie = cookie_in_as(v, cookie_name, plan.plain_cookie);
-            if f.cookie.is_none() {
-                hit &= !slot::COOKIE;
+            match cookie_in_as(v, cookie_name, plan.plain_cookie) {
+                None => hit &= !slot::COOKIE,
+                Some(c) if f.cookie.is_none() => {
+                    f.cookie = Some(c);
+                    // The same cookie later in this header.
+                    let end = c.as_ptr() as usize - v.as_ptr() as usize + c.len();
+                    if cookie_in_as(&v[end..], cookie_name, plan.plain_cookie).is_some() {
+                        f.again |= slot::COOKIE;
+                    }
+                }
+                Some(_) => {}
             }
         }
+        f.again |= hit & !need;
+        hit &= need;
         need &= !hit;
         if hit & slot::XFF != 0 {
             f.xff = Some(v);

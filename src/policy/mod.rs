@@ -27,7 +27,7 @@ pub mod switches;
 mod testing;
 
 pub use api::{Api, ApiError, ApiSet};
-pub use config::{AbsConfig, Config, ConfigError, FailMode, UnknownApi};
+pub use config::{AbsConfig, Config, ConfigError, DuplicateIds, FailMode, UnknownApi};
 pub use decide::{Action, Decision, Detection, Reason, Request, decide};
 pub use extract::{Headers, Scratch};
 pub use ident::{IdError, IdKind, Identifier, IpNet, Key, KeyRef};

@@ -65,6 +65,8 @@ pub struct Switches {
     pub ase_detected: bool,
     /// `enable_xff`.
     pub xff: bool,
+    /// `duplicate_identifiers = reject`.
+    pub reject_duplicates: bool,
 }
 
 impl Switches {

@@ -123,6 +123,7 @@ fn reason_word(r: Reason) -> &'static str {
         Reason::Method => "invalid_method",
         Reason::ContentType => "invalid_content_type",
         Reason::FailMode => "fail_mode",
+        Reason::DuplicateIdentifier => "duplicate_identifier",
     }
 }
 
