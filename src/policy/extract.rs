@@ -320,14 +320,15 @@ fn jwt_payload<'b>(
     let (Some(_), Some(payload), Some(_)) = (parts.next(), parts.next(), parts.next()) else {
         return Ok(None);
     };
+    let digits = payload.iter().take_while(|&&c| c != b'=').count();
+    if digits / 4 * 3 + (digits % 4).saturating_sub(1) > MAX_JWT_PAYLOAD {
+        return Err(TooLarge);
+    }
     // The decoder's own bound on what a buffer must hold.
-    let room = payload.len() / 4 * 3 + 3;
-    if room <= 4096 {
+    if digits / 4 * 3 + 3 <= 4096 {
         Ok(decode::base64url(payload, small.get_or_insert([0; 4096])))
-    } else if room <= JWT_BUF {
-        Ok(decode::base64url(payload, big.get_or_insert([0; JWT_BUF])))
     } else {
-        Err(TooLarge)
+        Ok(decode::base64url(payload, big.get_or_insert([0; JWT_BUF])))
     }
 }
 
@@ -900,6 +901,24 @@ mod tests {
                 let mut s2 = Scratch::default();
                 let want = extract_plainly(&api, ip, xff, uri, &hs, &mut s2);
                 assert_eq!(got, want, "api {i} headers {hs:?} uri {uri:?} xff {xff}");
+                // The one pass never misses a kind that occurs twice.
+                let mut s3 = Scratch::default();
+                let (_, beyond) = extract_all(Some(&api), ip, xff, uri, &hs[..], b"", &mut s3);
+                for kind in [
+                    IdKind::Cookie,
+                    IdKind::Token,
+                    IdKind::ApiKey,
+                    IdKind::Username,
+                ] {
+                    if kind == IdKind::Token && !api.oauth2_access_token {
+                        continue;
+                    }
+                    let n = each_occurrence(&api, kind, uri, &hs[..], &mut |_, _| {}).count;
+                    assert!(
+                        n < 2 || beyond.repeated & kind_bit(kind) != 0,
+                        "api {i} {kind} x{n} headers {hs:?} uri {uri:?}"
+                    );
+                }
             }
         }
         assert_eq!(scanned, 1, "only the X-Client-Id/Ip plan scans its names");
@@ -1053,5 +1072,187 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    /// A JWT whose payload is `json`, base64url without padding.
+    fn jwt_of(json: &str) -> String {
+        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::from("eyJhbGciOiJub25lIn0.");
+        for c in json.as_bytes().chunks(3) {
+            let n = c
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+            for j in 0..=c.len() {
+                out.push(A[(n >> (18 - 6 * j) & 63) as usize] as char);
+            }
+        }
+        out + ".sig"
+    }
+
+    /// A JSON payload of exactly `len` bytes whose `username` is `user`.
+    fn payload(user: &str, len: usize) -> String {
+        let head = format!(r#"{{"username":"{user}","groups":""#);
+        let pad = len - head.len() - 2;
+        format!("{head}{}\"}}", "g".repeat(pad))
+    }
+
+    fn api(fields: &str) -> Api {
+        let json = format!(r#"{{"api_metadata":{{"url":"/a","hostname":"*",{fields}}}}}"#);
+        Api::parse("a", json.as_bytes()).unwrap()
+    }
+
+    /// Every occurrence [`each_occurrence`] reports, as text, and its tally.
+    fn all(api: &Api, kind: IdKind, uri: &str, hs: &[(&str, &str)]) -> (Vec<String>, Tally) {
+        let hs = h(hs);
+        let mut seen = Vec::new();
+        let t = each_occurrence(api, kind, uri.as_bytes(), &hs[..], &mut |n, v| {
+            seen.push(format!(
+                "{}={}",
+                String::from_utf8_lossy(n),
+                String::from_utf8_lossy(v)
+            ))
+        });
+        (seen, t)
+    }
+
+    fn beyond(api: &Api, uri: &str, hs: &[(&str, &str)]) -> Beyond {
+        let hs = h(hs);
+        let mut s = Scratch::default();
+        extract_all(Some(api), None, false, uri.as_bytes(), &hs[..], b"", &mut s).1
+    }
+
+    #[test]
+    fn every_occurrence_of_each_kind_is_found() {
+        let a = api(
+            r#""cookie":"SID","oauth2_access_token":true,"apikey_header":"X-Key","apikey_qs":"key","username_header":"X-User""#,
+        );
+        let strs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // A cookie twice in one header, and again in another.
+        let hs = [("Cookie", "SID=a; x=1; SID=b"), ("cookie", "y=2; SID=c")];
+        let (v, t) = all(&a, IdKind::Cookie, "/a", &hs);
+        assert_eq!(v, strs(&["SID=a", "SID=b", "SID=c"]));
+        assert!(t.differ && !t.too_many());
+        assert_eq!(beyond(&a, "/a", &hs).repeated, kind_bit(IdKind::Cookie));
+        let one = [("Cookie", "SID=a; x=1"), ("Cookie", "y=2")];
+        assert_eq!(beyond(&a, "/a", &one).repeated, 0);
+        // Two bearer tokens (a Basic header is not one).
+        let hs = [
+            ("Authorization", "Bearer t1"),
+            ("Authorization", "Basic zz"),
+            ("authorization", "bearer t2"),
+        ];
+        assert_eq!(all(&a, IdKind::Token, "/a", &hs).0, strs(&["=t1", "=t2"]));
+        assert_eq!(beyond(&a, "/a", &hs).repeated, kind_bit(IdKind::Token));
+        // API keys: the header twice, then the query parameter twice (decoded).
+        let hs = [("X-Key", " k1 "), ("x-key", "k2")];
+        let (v, t) = all(&a, IdKind::ApiKey, "/a?key=q1&x=1&key=q%32", &hs);
+        assert_eq!(v, strs(&["X-Key=k1", "X-Key=k2", "key=q1", "key=q2"]));
+        assert!(t.differ);
+        assert_eq!(
+            beyond(&a, "/a?key=q1&key=q2", &[]).repeated,
+            kind_bit(IdKind::ApiKey)
+        );
+        assert_eq!(
+            beyond(&a, "/a?key=q1", &[("X-Key", "k1")]).repeated,
+            kind_bit(IdKind::ApiKey),
+            "a header and a query parameter are two occurrences"
+        );
+        assert_eq!(beyond(&a, "/a?key=q1&k=2", &[]).repeated, 0);
+        // The user-name header twice; an empty one is not an occurrence.
+        let hs = [("X-User", "ann"), ("X-User", " "), ("x-user", "bob")];
+        assert_eq!(
+            all(&a, IdKind::Username, "/a", &hs).0,
+            strs(&["=ann", "=bob"])
+        );
+        assert_eq!(beyond(&a, "/a", &hs).repeated, kind_bit(IdKind::Username));
+        // The same value again is not a disagreement.
+        let hs = [("X-User", "ann"), ("X-User", "ann")];
+        let (_, t) = all(&a, IdKind::Username, "/a", &hs);
+        assert_eq!((t.count, t.differ), (2, false));
+    }
+
+    #[test]
+    fn every_jwt_at_the_jwt_location_is_read() {
+        let ann = jwt_of(r#"{"username":"ann"}"#);
+        let bob = jwt_of(r#"{"username":"bob"}"#);
+        for loc in ["h:authorization:bearer", "h:X-Jwt", "qs:jwt"] {
+            let a = api(&format!(
+                r#""jwt":{{"location":"{loc}","username":"username","clientid":"c"}}"#
+            ));
+            let (uri, hs) = match loc {
+                "qs:jwt" => (format!("/a?jwt={ann}&jwt={bob}"), vec![]),
+                "h:X-Jwt" => (
+                    "/a".into(),
+                    vec![("X-Jwt", ann.clone()), ("X-Jwt", bob.clone())],
+                ),
+                _ => (
+                    "/a".into(),
+                    vec![
+                        ("Authorization", format!("Bearer {ann}")),
+                        ("Authorization", format!("Bearer {bob}")),
+                    ],
+                ),
+            };
+            let hs: Vec<(&str, &str)> = hs.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            let (v, t) = all(&a, IdKind::Username, &uri, &hs);
+            assert_eq!(v, ["=ann", "=bob"], "{loc}");
+            assert!(t.differ, "{loc}");
+            assert_eq!(
+                beyond(&a, &uri, &hs).repeated,
+                kind_bit(IdKind::Username),
+                "{loc}"
+            );
+        }
+        // A token beside the user-name header is a second occurrence.
+        let a = api(
+            r#""username_header":"X-User","jwt":{"location":"h:authorization:bearer","username":"username","clientid":"c"}"#,
+        );
+        let bearer = format!("Bearer {bob}");
+        let hs = [("X-User", "ann"), ("Authorization", bearer.as_str())];
+        assert_eq!(all(&a, IdKind::Username, "/a", &hs).0, ["=ann", "=bob"]);
+        assert_eq!(beyond(&a, "/a", &hs).repeated, kind_bit(IdKind::Username));
+    }
+
+    #[test]
+    fn occurrences_past_the_bound_are_counted_not_reported() {
+        let a = api(r#""apikey_qs":"key""#);
+        let uri = format!("/a?{}", "key=k&".repeat(MAX_OCCURRENCES + 3));
+        let (v, t) = all(&a, IdKind::ApiKey, &uri, &[]);
+        assert_eq!(v.len(), MAX_OCCURRENCES);
+        assert!(t.too_many() && !t.differ);
+        let uri = format!("/a?{}", "key=k&".repeat(MAX_OCCURRENCES));
+        assert!(!all(&a, IdKind::ApiKey, &uri, &[]).1.too_many());
+    }
+
+    #[test]
+    fn jwt_payloads_up_to_the_bound_are_read() {
+        for len in [4000, 4100, 10_000, 16_000, MAX_JWT_PAYLOAD] {
+            let jwt = jwt_of(&payload("mallory", len));
+            let mut s = Scratch::default();
+            assert_eq!(
+                jwt_username(jwt.as_bytes(), "username", &mut s),
+                Some(&b"mallory"[..]),
+                "{len}"
+            );
+        }
+        let small = jwt_of(&payload("ann", 1000));
+        let mut s = Scratch::default();
+        jwt_username(small.as_bytes(), "username", &mut s);
+        assert!(
+            s.jwt_big.is_none(),
+            "a small payload leaves the large buffer alone"
+        );
+        let over = jwt_of(&payload("mallory", MAX_JWT_PAYLOAD + 1));
+        let mut s = Scratch::default();
+        assert_eq!(jwt_username(over.as_bytes(), "username", &mut s), None);
+        let a = api(r#""jwt":{"location":"h:X-Jwt","username":"username","clientid":"c"}"#);
+        let hs = [("X-Jwt", over.as_str())];
+        let b = beyond(&a, "/a", &hs);
+        assert!(b.jwt_too_large && b.repeated == 0);
+        let (v, t) = all(&a, IdKind::Username, "/a", &hs);
+        assert!(v.is_empty() && t.unreadable);
+        let hs = [("X-Jwt", small.as_str())];
+        assert!(beyond(&a, "/a", &hs).is_empty());
     }
 }
