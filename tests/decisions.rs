@@ -633,3 +633,178 @@ fn counters_count_by_reason() {
     assert_eq!(s.blocked[Reason::Method as usize], 1);
     assert_eq!(s.detections, 2);
 }
+
+/// A JWT whose payload is `json`, base64url without padding.
+fn jwt_of(json: &str) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::from("eyJhbGciOiJub25lIn0.");
+    for c in json.as_bytes().chunks(3) {
+        let n = c
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for j in 0..=c.len() {
+            out.push(A[(n >> (18 - 6 * j) & 63) as usize] as char);
+        }
+    }
+    out + ".sig"
+}
+
+/// A bearer JWT whose payload, `len` bytes of JSON, names `user` among
+/// groups that fill it out, as a large identity provider's token does.
+fn bearer_jwt(user: &str, len: usize) -> String {
+    let mut json = format!(r#"{{"username":"{user}","groups":["#);
+    let mut i = 0;
+    while json.len() + 40 < len {
+        json += &format!(r#""group-{i:04}-of-the-company","#);
+        i += 1;
+    }
+    json += "\"last";
+    json += &"x".repeat(len - json.len() - 3);
+    json += "\"]}";
+    assert_eq!(json.len(), len);
+    format!("Bearer {}", jwt_of(&json))
+}
+
+#[test]
+fn every_occurrence_of_an_identifier_meets_the_deny_list() {
+    let e = on();
+    deny(&e, IdKind::ApiKey, "AccessKey", "evil");
+    deny(&e, IdKind::ApiKey, "X-API-KEY", "evil");
+    deny(&e, IdKind::Cookie, "JSESSIONID", "evil");
+    deny(&e, IdKind::Username, "", "evil");
+    deny(&e, IdKind::Token, "", "evil");
+    let cases = [
+        (IdKind::ApiKey, get("/qs?AccessKey=ok&AccessKey=evil")),
+        (IdKind::ApiKey, get("/qs?AccessKey=ok&AccessKey=%65vil")),
+        (
+            IdKind::ApiKey,
+            get("/shopapi/a")
+                .h("X-API-KEY", "ok")
+                .h("x-api-key", "evil"),
+        ),
+        (
+            IdKind::Cookie,
+            get("/shopapi/a").h("Cookie", "JSESSIONID=ok; JSESSIONID=evil"),
+        ),
+        (
+            IdKind::Cookie,
+            get("/shopapi/a")
+                .h("Cookie", "JSESSIONID=ok")
+                .h("Cookie", "a=1; JSESSIONID=evil"),
+        ),
+        (
+            IdKind::Username,
+            get("/shopapi/a")
+                .h("x-username-header", "ok")
+                .h("X-Username-Header", "evil"),
+        ),
+        (
+            IdKind::Token,
+            get("/shopapi/a")
+                .h("Authorization", "Bearer ok")
+                .h("Authorization", "Bearer evil"),
+        ),
+    ];
+    for (kind, req) in cases {
+        let d = req.check(&e);
+        expect(&d, Action::Block, Reason::DenyList, 403);
+        assert_eq!((d.matched, d.source), (Some(kind), Some(Source::Manual)));
+    }
+    // The first occurrence alone passes; so does a clean repeat.
+    let d = get("/qs?AccessKey=ok").check(&e);
+    expect(&d, Action::Allow, Reason::None, 0);
+    let d = get("/qs?AccessKey=ok&AccessKey=fine").check(&e);
+    expect(&d, Action::Allow, Reason::None, 0);
+    // An allow-listed occurrence is never blocked, wherever it comes.
+    allow(&e, IdKind::ApiKey, "AccessKey", "friend");
+    let d = get("/qs?AccessKey=evil&AccessKey=friend").check(&e);
+    expect(&d, Action::Allow, Reason::AllowList, 0);
+    assert_eq!(d.matched, Some(IdKind::ApiKey));
+}
+
+#[test]
+fn duplicates_that_disagree_are_refused_only_when_asked() {
+    let twice = |a: &str, b: &str| get("/shopapi/a").h("X-API-KEY", a).h("X-API-KEY", b);
+    // Default (`check`): different values pass once each is checked.
+    let e = on();
+    expect(&twice("a", "b").check(&e), Action::Allow, Reason::None, 0);
+    let e = engine("duplicate_identifiers=reject\n");
+    let d = twice("a", "b").check(&e);
+    expect(&d, Action::Block, Reason::DuplicateIdentifier, 400);
+    assert_eq!(
+        (d.matched, d.body, d.status_text),
+        (Some(IdKind::ApiKey), "Error: Bad Request", "Bad Request")
+    );
+    let d = get("/shopapi/a")
+        .h("Cookie", "JSESSIONID=a; JSESSIONID=b")
+        .check(&e);
+    expect(&d, Action::Block, Reason::DuplicateIdentifier, 400);
+    assert_eq!(d.matched, Some(IdKind::Cookie));
+    // The same value twice is not a disagreement.
+    expect(&twice("a", "a").check(&e), Action::Allow, Reason::None, 0);
+    let d = get("/qs?AccessKey=a&AccessKey=%61").check(&e);
+    expect(&d, Action::Allow, Reason::None, 0);
+    // A listed occurrence still answers 403 deny_list.
+    deny(&e, IdKind::ApiKey, "X-API-KEY", "b");
+    expect(
+        &twice("a", "b").check(&e),
+        Action::Block,
+        Reason::DenyList,
+        403,
+    );
+    // Monitor mode: would block.
+    let d = get("/monitor")
+        .h("Cookie", "JSESSIONID=a")
+        .h("Cookie", "JSESSIONID=b")
+        .check(&e);
+    expect(&d, Action::Allow, Reason::DuplicateIdentifier, 0);
+    assert!(d.would_block);
+}
+
+#[test]
+fn more_occurrences_than_are_checked_are_refused_in_either_mode() {
+    for conf in ["", "duplicate_identifiers=reject\n"] {
+        let e = engine(conf);
+        let mut r = get("/shopapi/a");
+        for _ in 0..8 {
+            r = r.h("x-username-header", "same");
+        }
+        expect(&r.check(&e), Action::Allow, Reason::None, 0);
+        let d = r.h("x-username-header", "same").check(&e);
+        expect(&d, Action::Block, Reason::DuplicateIdentifier, 400);
+        assert_eq!(d.matched, Some(IdKind::Username), "{conf:?}");
+    }
+}
+
+#[test]
+fn a_large_jwt_still_names_its_user() {
+    let e = on();
+    deny(&e, IdKind::Username, "", "mallory");
+    for len in [3_900, 4_100, 16_000, 16_384] {
+        let d = get("/jwt")
+            .h("Authorization", &bearer_jwt("mallory", len))
+            .check(&e);
+        expect(&d, Action::Block, Reason::DenyList, 403);
+        assert_eq!(d.matched, Some(IdKind::Username), "{len}");
+        let d = get("/jwt")
+            .h("Authorization", &bearer_jwt("alice", len))
+            .check(&e);
+        expect(&d, Action::Allow, Reason::None, 0);
+    }
+    // Over the bound the user name is not read: the request passes by
+    // default and is refused with `duplicate_identifiers = reject`.
+    let over = bearer_jwt("mallory", 16_385);
+    let d = get("/jwt").h("Authorization", &over).check(&e);
+    expect(&d, Action::Allow, Reason::None, 0);
+    let e = engine("duplicate_identifiers=reject\n");
+    let d = get("/jwt").h("Authorization", &over).check(&e);
+    expect(&d, Action::Block, Reason::DuplicateIdentifier, 400);
+    assert_eq!(d.matched, Some(IdKind::Username));
+    // Two tokens naming different users disagree.
+    let d = get("/jwt")
+        .h("Authorization", &bearer_jwt("alice", 100))
+        .h("Authorization", &bearer_jwt("bob", 100))
+        .check(&e);
+    expect(&d, Action::Block, Reason::DuplicateIdentifier, 400);
+}
