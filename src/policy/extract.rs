@@ -511,6 +511,10 @@ impl Tally {
 }
 
 /// The first value seen, to compare the others with.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a copy on the slow path's stack, not a box: the request path allocates nothing"
+)]
 enum First<'h> {
     None,
     /// A value in the request itself.
