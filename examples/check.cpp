@@ -23,7 +23,8 @@ namespace {
 constexpr const char *action_names[] = {"allow", "block", "respond", "redirect"};
 constexpr const char *reason_names[ASE_REASON_COUNT] = {
     "none",      "firewall_off", "unknown_api", "allow_list",   "decoy",
-    "deny_list", "protocol",     "method",      "content_type", "fail_mode"};
+    "deny_list", "protocol",     "method",      "content_type", "fail_mode",
+    "duplicate_identifier"};
 constexpr const char *kind_names[] = {"ip", "cookie", "token", "api_key", "username"};
 constexpr const char *source_names[] = {"manual",           "abs_detected",   "decoy",
                                         "invalid_protocol", "invalid_method", "invalid_content_type"};

@@ -14,7 +14,8 @@
 
 static const char *const reason_names[ASE_REASON_COUNT] = {
     "none",    "firewall_off", "unknown_api", "allow_list",   "decoy",
-    "deny_list", "protocol",   "method",      "content_type", "fail_mode"};
+    "deny_list", "protocol",   "method",      "content_type", "fail_mode",
+    "duplicate_identifier"};
 static const char *const kind_names[] = {"ip", "cookie", "token", "api_key", "username"};
 static const char *const source_names[] = {"manual",         "abs_detected",
                                            "decoy",          "invalid_protocol",
