@@ -177,9 +177,13 @@ static ngx_conf_enum_t  ngx_http_ase_unknown_api[] = {
 };
 
 
-/* Indexed by ASE_REASON_*; names as in $ase_verdict and the metrics. */
+/*
+ * Indexed by ASE_REASON_*; names as in $ase_verdict and the metrics.  The
+ * typedef below fails to compile when a reason is added to the library and
+ * not here (a sized array would fill the gap with empty names).
+ */
 
-static ngx_str_t  ngx_http_ase_reasons[ASE_REASON_COUNT] = {
+static ngx_str_t  ngx_http_ase_reasons[] = {
     ngx_string("none"),
     ngx_string("firewall_off"),
     ngx_string("unknown_api"),
@@ -189,8 +193,13 @@ static ngx_str_t  ngx_http_ase_reasons[ASE_REASON_COUNT] = {
     ngx_string("protocol"),
     ngx_string("method"),
     ngx_string("content_type"),
-    ngx_string("fail_mode")
+    ngx_string("fail_mode"),
+    ngx_string("duplicate_identifier")
 };
+
+typedef char  ngx_http_ase_reasons_cover_every_reason[
+    sizeof(ngx_http_ase_reasons) / sizeof(ngx_str_t) == ASE_REASON_COUNT
+    ? 1 : -1];
 
 
 static ngx_str_t  ngx_http_ase_actions[] = {
