@@ -778,6 +778,25 @@ fn more_occurrences_than_are_checked_are_refused_in_either_mode() {
 }
 
 #[test]
+fn a_jwt_behind_a_header_without_a_token_is_read() {
+    // The first `Authorization` carries no bearer token; the second carries
+    // a JWT naming a listed user. The user must be found in the second.
+    let e = on();
+    deny(&e, IdKind::Username, "", "mallory");
+    let d = get("/jwt")
+        .h("Authorization", "Basic eA==")
+        .h("Authorization", &bearer_jwt("mallory", 200))
+        .check(&e);
+    expect(&d, Action::Block, Reason::DenyList, 403);
+    assert_eq!(d.matched, Some(IdKind::Username));
+    let d = get("/jwt")
+        .h("Authorization", "Basic eA==")
+        .h("Authorization", &bearer_jwt("alice", 200))
+        .check(&e);
+    expect(&d, Action::Allow, Reason::None, 0);
+}
+
+#[test]
 fn a_large_jwt_still_names_its_user() {
     let e = on();
     deny(&e, IdKind::Username, "", "mallory");

@@ -358,7 +358,11 @@ fn parts<'a>(request: *const ase_request) -> Result<Parts<'a>, ase_result> {
 /// length), `ASE_ERR_INVALID_HEADER`, `ASE_ERR_INVALID_CLIENT_IP` (non-empty
 /// and not an address), `ASE_ERR_INVALID_ARGUMENT` (bad `unknown_api`).
 /// Header values may be any bytes. The verdict's strings live until
-/// `ase_engine_free`. Takes no lock, does no I/O.
+/// `ase_engine_free`. Takes no lock, does no I/O, allocates nothing.
+///
+/// Stack: up to about 48 KB of the calling thread's stack (buffers for
+/// decoded query values and JWT payloads up to 16 KB, twice when a request
+/// repeats an identifier); give threads that call it at least 128 KB.
 ///
 /// Thread safety: any number of threads at once.
 #[unsafe(no_mangle)]

@@ -470,10 +470,13 @@ pub(crate) fn extract_all<'a, H: Headers + ?Sized>(
                 (raws.next(), raws.next().is_some())
             }
         };
+        // The first header at the JWT's location may carry no token (a
+        // `Basic` credential, say) while a later one does: a repeat is a
+        // repeat whether or not the first one had a token.
         if ids.username.is_some() {
             // A token beside the user-name header: a second source of the
             // same identifier.
-            repeated(IdKind::Username, token.is_some());
+            repeated(IdKind::Username, token.is_some() || twice);
         } else if let Some(t) = token {
             repeated(IdKind::Username, twice);
             match jwt_payload(t, jwt, jwt_big) {
@@ -483,6 +486,8 @@ pub(crate) fn extract_all<'a, H: Headers + ?Sized>(
                 Ok(None) => {}
                 Err(TooLarge) => more.jwt_too_large = true,
             }
+        } else {
+            repeated(IdKind::Username, twice);
         }
     }
     if ids.username.is_none() && !host_user.trim_ascii().is_empty() {

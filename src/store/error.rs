@@ -91,28 +91,31 @@ fn dir_of(path: &Path) -> &Path {
 /// SQLite needs a few pages (16 KiB each) of WAL and `-shm` for any commit.
 const NEARLY_FULL: u64 = 256 * 1024;
 
+/// Distinct names for probes made at once by threads of one process.
+static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The cause the file system gives for a failure on `path`, if it is one of
 /// the two SQLite words badly: mounted read-only, or full.
 fn file_system_cause(path: &Path) -> Option<StoreErrorKind> {
-    // Opening for writing changes nothing, and EROFS comes before any
-    // permission check, so this holds for root too.
-    let probe = if path.exists() { path } else { dir_of(path) };
-    let opened = if probe.is_dir() {
-        // A directory cannot be opened for writing; creating a file in it asks
-        // the same question.
-        let p = probe.join(format!(".ase-probe-{}", std::process::id()));
-        let r = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&p);
-        if r.is_ok() {
-            let _ = fs::remove_file(&p);
-        }
-        r.map(drop)
-    } else {
-        fs::OpenOptions::new().write(true).open(probe).map(drop)
-    };
+    // The question goes to the directory, by creating a file of our own in
+    // it: EROFS comes before any permission check, so this holds for root
+    // too. Never the database file itself: closing any descriptor of it
+    // would drop the POSIX locks SQLite holds on it in this process.
+    let dir = if path.is_dir() { path } else { dir_of(path) };
+    let p = dir.join(format!(
+        ".ase-probe-{}-{}",
+        std::process::id(),
+        PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let opened = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&p)
+        .map(drop);
+    if opened.is_ok() {
+        let _ = fs::remove_file(&p);
+    }
     match opened {
         Err(e) if e.kind() == io::ErrorKind::ReadOnlyFilesystem => {
             return Some(StoreErrorKind::ReadOnlyFs);
@@ -120,7 +123,7 @@ fn file_system_cause(path: &Path) -> Option<StoreErrorKind> {
         Err(e) if e.kind() == io::ErrorKind::StorageFull => return Some(StoreErrorKind::Full),
         _ => {}
     }
-    match fs4::available_space(dir_of(path)) {
+    match fs4::available_space(dir) {
         Ok(n) if n < NEARLY_FULL => Some(StoreErrorKind::Full),
         _ => None,
     }

@@ -152,10 +152,14 @@ impl Store {
 /// not an error: its store is as good.
 fn create(dir: &Path, path: &Path) -> Result<(), StoreError> {
     remove_abandoned(dir);
+    // Threads of one process may create at once (the watcher and the
+    // detection writer both reopen a store moved aside): the counter keeps
+    // their names apart, so neither removes the other's file.
     let tmp = dir.join(format!(
-        "{TMP_PREFIX}{}-{}",
+        "{TMP_PREFIX}{}-{}-{}",
         std::process::id(),
-        crate::clock::now_ms()
+        crate::clock::now_ms(),
+        CREATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let built = build(&tmp);
     let linked = built.and_then(|()| match fs::hard_link(&tmp, path) {
@@ -172,8 +176,11 @@ fn create(dir: &Path, path: &Path) -> Result<(), StoreError> {
     linked
 }
 
-/// Temporary stores are named this, then the pid and the time.
+/// Temporary stores are named this, then the pid, the time and a count.
 const TMP_PREFIX: &str = ".ase.db.new-";
+
+/// Stores this process began creating.
+static CREATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Removes temporary stores (and their `-wal`/`-shm`) that a process killed
 /// while creating one left behind. Creating takes well under a second; one
