@@ -463,7 +463,11 @@ fn writer(syncer: &Syncer, dir: &std::path::Path, rx: &Receiver<WriterMsg>) {
         }
         let step = catch_unwind(AssertUnwindSafe(|| {
             let mut reopen = false;
-            if store.is_none() {
+            // Opened when there is work for it: a host that records no
+            // detection (or is stopped at once) never waits on this thread
+            // opening a store.
+            let purge_due = last_purge.elapsed() >= PURGE_EVERY * 5;
+            if store.is_none() && (!batch.is_empty() || purge_due) {
                 store = Store::open(dir).ok();
             }
             let Some(s) = &store else {
@@ -493,7 +497,7 @@ fn writer(syncer: &Syncer, dir: &std::path::Path, rx: &Receiver<WriterMsg>) {
                     }
                 }
             }
-            if last_purge.elapsed() >= PURGE_EVERY * 5 {
+            if purge_due {
                 last_purge = Instant::now();
                 let _ = s.purge_expired(now_ms());
             }
