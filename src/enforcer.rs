@@ -15,10 +15,12 @@ use arc_swap::ArcSwap;
 
 use crate::clock::now_ms;
 use crate::load::{LoadError, load};
+use crate::policy::Lists;
 use crate::policy::decide::{Decision, Detection, Reason, Request, decide};
 use crate::policy::extract::{Headers, Scratch};
 use crate::policy::ident::{IdKind, Identifier, IpNet, Key, KeyRef};
 use crate::policy::lists::{ALLOW, IdMap, Meta, Source};
+use crate::policy::snapshot::Snapshot;
 use crate::policy::switches::{Switch, Switches};
 use crate::policy::{ApiSet, Config, DuplicateIds};
 
@@ -67,8 +69,9 @@ pub type DetectionSink = Box<dyn Fn(&[Identifier], Source) + Send + Sync>;
 pub struct Enforcer {
     config: Config,
     apis: ApiSet,
-    /// Both lists in one map (see `policy::lists`): one probe per identifier.
-    lists: ArcSwap<IdMap>,
+    /// Both lists: the host's snapshot under this process's overlay (see
+    /// `policy::overlay`); one probe per identifier.
+    lists: ArcSwap<Lists>,
     switches: [AtomicBool; Switch::ALL.len()],
     counters: Counters,
     writer: Mutex<()>,
@@ -99,7 +102,7 @@ impl Enforcer {
         Enforcer {
             config,
             apis,
-            lists: ArcSwap::from_pointee(IdMap::new()),
+            lists: ArcSwap::from_pointee(Lists::default()),
             switches,
             counters: Counters::default(),
             writer: Mutex::new(()),
@@ -134,13 +137,14 @@ impl Enforcer {
         self.switches[s as usize].load(Relaxed)
     }
 
-    /// Sets a switch. Turning `ase_detected_attack` off deletes every real-time
-    /// entry from the deny list, as ASE does.
-    pub fn set_switch(&self, s: Switch, on: bool) {
+    /// Sets a switch (`changed`: the log position of the change). Turning
+    /// `ase_detected_attack` off deletes every real-time entry from the deny
+    /// list, as ASE does.
+    pub fn set_switch_at(&self, s: Switch, on: bool, changed: u64) {
         let _w = self.lock();
         self.switches[s as usize].store(on, Relaxed);
         if s == Switch::AseDetectedAttack && !on {
-            self.lists.load().remove_all(Source::REALTIME);
+            self.lists.load().remove_all(Source::REALTIME, changed);
         }
     }
 
@@ -229,7 +233,7 @@ impl Enforcer {
     /// a token or cookie that is not UTF-8 is blocked on its next request too;
     /// the sink (the store) gets the identifiers in text, with such bytes
     /// replaced.
-    fn record(&self, deny: &IdMap, det: Detection<'_>) {
+    fn record(&self, lists: &Lists, det: Detection<'_>) {
         let mut ids: Vec<Identifier> = Vec::with_capacity(3);
         let mut keys: Vec<Key> = Vec::with_capacity(3);
         if let Some(ip) = det.ids.ip {
@@ -254,7 +258,7 @@ impl Enforcer {
             }
         }
         for key in keys {
-            deny.add(key, det.source, 0);
+            lists.record(key, det.source);
         }
         self.counters.detections.fetch_add(1, Relaxed);
         if let Some(sink) = self.sink.get() {
@@ -262,49 +266,55 @@ impl Enforcer {
         }
     }
 
+    // The list edits below take `changed`: the store log position of the
+    // change (see `Meta::changed`; `LOCAL` for one not from the store).
+
     /// Adds `id` to the deny list under `source`, with an expiry in Unix ms
     /// (0 = never). Returns true if the identifier was not listed before.
-    pub fn deny_add(&self, id: &Identifier, source: Source, expiry: u64) -> bool {
+    pub fn deny_add_at(&self, id: &Identifier, source: Source, expiry: u64, changed: u64) -> bool {
         let _w = self.lock();
-        self.lists.load().add(id.key(), source, expiry)
+        self.lists.load().add(id.key(), source, expiry, changed)
     }
 
     /// Removes `id` from the deny sources in `mask`; returns the sources it was removed from.
-    pub fn deny_remove(&self, id: &Identifier, mask: u8) -> u8 {
+    pub fn deny_remove_at(&self, id: &Identifier, mask: u8, changed: u64) -> u8 {
         let _w = self.lock();
-        self.lists.load().remove(&id.key(), mask & Source::ANY)
+        self.lists
+            .load()
+            .remove(&id.key(), mask & Source::ANY, changed)
     }
 
     /// Removes every entry's deny sources in `mask`; returns how many entries changed.
-    pub fn deny_clear(&self, mask: u8) -> usize {
+    pub fn deny_clear_at(&self, mask: u8, changed: u64) -> usize {
         let _w = self.lock();
-        self.lists.load().remove_all(mask & Source::ANY)
+        self.lists.load().remove_all(mask & Source::ANY, changed)
     }
 
     /// Adds `id` to the allow list (expiry in Unix ms, 0 = never).
-    pub fn allow_add(&self, id: &Identifier, expiry: u64) -> bool {
+    pub fn allow_add_at(&self, id: &Identifier, expiry: u64, changed: u64) -> bool {
         let _w = self.lock();
-        self.lists.load().add_allow(id.key(), expiry)
+        self.lists.load().add_allow(id.key(), expiry, changed)
     }
 
     /// Removes `id` from the allow list; true if it was listed.
-    pub fn allow_remove(&self, id: &Identifier) -> bool {
+    pub fn allow_remove_at(&self, id: &Identifier, changed: u64) -> bool {
         let _w = self.lock();
-        self.lists.load().remove(&id.key(), ALLOW) != 0
+        self.lists.load().remove(&id.key(), ALLOW, changed) != 0
     }
 
     /// Empties the allow list; returns how many entries it had.
-    pub fn allow_clear(&self) -> usize {
+    pub fn allow_clear_at(&self, changed: u64) -> usize {
         let _w = self.lock();
-        self.lists.load().remove_all(ALLOW)
+        self.lists.load().remove_all(ALLOW, changed)
     }
 
-    /// Deny entries with a source in `mask`, in insertion order.
+    /// Deny entries with a source in `mask` (snapshot entries first, then
+    /// the rest in insertion order).
     pub fn deny_entries(&self, mask: u8) -> Vec<(Identifier, Meta)> {
         self.entries(mask & Source::ANY)
     }
 
-    /// Allow entries, in insertion order (their expiry is `Meta::allow_exp`).
+    /// Allow entries (their expiry is `Meta::allow_exp`).
     pub fn allow_entries(&self) -> Vec<(Identifier, Meta)> {
         self.entries(ALLOW)
     }
@@ -320,12 +330,13 @@ impl Enforcer {
 
     /// Replaces every entry of `source` with `entries` (identifier, expiry in
     /// Unix ms): the new list is built aside and swapped in at once.
-    pub fn replace_source(&self, source: Source, entries: &[(Identifier, u64)]) {
+    pub fn replace_source_at(&self, source: Source, entries: &[(Identifier, u64)], changed: u64) {
         let _w = self.lock();
-        let mut next = self.lists.load().copy_without(source.bit(), entries.len());
-        for (id, exp) in entries {
-            next.add_unshared(id.key(), source, *exp);
-        }
+        let next = self.lists.load().with_source_replaced(
+            source,
+            entries.iter().map(|(id, exp)| (id.key(), *exp)),
+            changed,
+        );
         retire(self.lists.swap(Arc::new(next)));
     }
 
@@ -333,14 +344,75 @@ impl Enforcer {
     /// deny entries (`IdMap::add`) and allow entries (`IdMap::add_allow`).
     pub fn replace_lists(&self, lists: IdMap) {
         let _w = self.lock();
-        retire(self.lists.swap(Arc::new(lists)));
+        retire(self.lists.swap(Arc::new(Lists::new(None, lists))));
+    }
+
+    /// Moves the lists onto a newer snapshot of the host (see
+    /// `Lists::rebased`), swapped in at once.
+    pub fn install_snapshot(&self, snap: Arc<Snapshot>) {
+        let _w = self.lock();
+        let next = self.lists.load().rebased(snap);
+        retire(self.lists.swap(Arc::new(next)));
+    }
+
+    /// The snapshot the lists stand on, if any.
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.lists.load().snapshot().cloned()
+    }
+
+    /// Entries in the overlay above the snapshot.
+    pub fn overlay_len(&self) -> usize {
+        self.lists.load().overlay_len()
     }
 
     /// Runs `f` with the writer lock held: a batch of edits that no other
-    /// writer interleaves with. The map holds both lists.
-    pub fn with_lists<R>(&self, f: impl FnOnce(&IdMap) -> R) -> R {
+    /// writer interleaves with.
+    pub fn with_lists<R>(&self, f: impl FnOnce(&Lists) -> R) -> R {
         let _w = self.lock();
         f(&self.lists.load())
+    }
+
+    // The same edits for a host without a store (tests, benches): no log
+    // position, so `changed` is 0.
+
+    /// [`Enforcer::deny_add_at`] with no log position.
+    pub fn deny_add(&self, id: &Identifier, source: Source, expiry: u64) -> bool {
+        self.deny_add_at(id, source, expiry, 0)
+    }
+
+    /// [`Enforcer::deny_remove_at`] with no log position.
+    pub fn deny_remove(&self, id: &Identifier, mask: u8) -> u8 {
+        self.deny_remove_at(id, mask, 0)
+    }
+
+    /// [`Enforcer::deny_clear_at`] with no log position.
+    pub fn deny_clear(&self, mask: u8) -> usize {
+        self.deny_clear_at(mask, 0)
+    }
+
+    /// [`Enforcer::allow_add_at`] with no log position.
+    pub fn allow_add(&self, id: &Identifier, expiry: u64) -> bool {
+        self.allow_add_at(id, expiry, 0)
+    }
+
+    /// [`Enforcer::allow_remove_at`] with no log position.
+    pub fn allow_remove(&self, id: &Identifier) -> bool {
+        self.allow_remove_at(id, 0)
+    }
+
+    /// [`Enforcer::allow_clear_at`] with no log position.
+    pub fn allow_clear(&self) -> usize {
+        self.allow_clear_at(0)
+    }
+
+    /// [`Enforcer::set_switch_at`] with no log position.
+    pub fn set_switch(&self, s: Switch, on: bool) {
+        self.set_switch_at(s, on, 0)
+    }
+
+    /// [`Enforcer::replace_source_at`] with no log position.
+    pub fn replace_source(&self, source: Source, entries: &[(Identifier, u64)]) {
+        self.replace_source_at(source, entries, 0)
     }
 
     /// A copy of the counters and list sizes.
@@ -367,7 +439,7 @@ impl Enforcer {
 /// `check` (a stall of about a second, measured by benches/abs_apply.rs).
 /// Readers hold a list for well under a microsecond, so this waits briefly;
 /// after a bound it gives up and lets the last reader free it.
-fn retire(mut old: Arc<IdMap>) {
+fn retire(mut old: Arc<Lists>) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
     loop {
         match Arc::try_unwrap(old) {

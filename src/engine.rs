@@ -29,6 +29,8 @@ use crate::sync::abs::{
     AbsClient, AbsSink, AbsStatus, ClientOptions, Poller, PollerOptions, Shipper, ShipperOptions,
     ShipperStatus, shared, sync_once,
 };
+use crate::sync::host::{HostRole, HostStatus};
+use crate::sync::tick::Ticker;
 use crate::sync::watch::{Background, Syncer, detection_channel, detection_sink};
 
 /// Why an engine operation failed.
@@ -90,6 +92,18 @@ pub struct EngineHealth {
     pub panics: u64,
     /// Unix ms of the last successful look at the store (0: never).
     pub last_poll_ms: u64,
+    /// The log position of the host snapshot the lists stand on (0: none).
+    pub snapshot_seq: u64,
+    /// Snapshots installed.
+    pub snapshot_installs: u64,
+    /// Why the last snapshot file was refused, until a good one is installed.
+    pub snapshot_error: Option<String>,
+    /// Entries in this process's overlay above the snapshot.
+    pub overlay_entries: u64,
+    /// Whether this process holds the host role.
+    pub host_role: bool,
+    /// Why the host role's last snapshot build or check failed, while it fails.
+    pub build_error: Option<String>,
 }
 
 /// One enforcer and its background machinery.
@@ -104,6 +118,29 @@ pub struct Engine {
     abs: Option<Poller>,
     /// The ABS traffic shipper, when `abs.conf` names an endpoint.
     shipper: Option<Shipper>,
+    /// The candidate for the host role (snapshot builds).
+    host: Option<HostRole>,
+    /// An evented engine's state between ticks (no threads).
+    ticker: Option<Ticker>,
+}
+
+/// How an engine runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// No threads: the host calls [`Engine::tick`] from its event loop.
+    pub evented: bool,
+    /// May take the host role (build snapshots). Off where a separate
+    /// process (`ase-agent`) does the host's background work.
+    pub host_role: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            evented: false,
+            host_role: true,
+        }
+    }
 }
 
 /// Where an engine's poller puts what it fetched: the store (then this enforcer),
@@ -187,12 +224,21 @@ impl Engine {
     /// error here: the enforcer follows `fail_mode` (see [`Engine::health`])
     /// until the watcher manages to load it.
     pub fn open(path: &Path) -> Result<Engine, EngineError> {
+        Engine::open_with(path, EngineOptions::default())
+    }
+
+    /// [`Engine::open`] with options: an evented engine starts no thread
+    /// and is driven by [`Engine::tick`].
+    pub fn open_with(path: &Path, opts: EngineOptions) -> Result<Engine, EngineError> {
+        if opts.evented {
+            return Engine::open_evented(path, opts);
+        }
         let (config, apis) = check_config(path)?;
         let enforcer = Arc::new(Enforcer::new(config, apis));
         let sync = Arc::new(Syncer::new(enforcer.clone()));
         let dir = enforcer.config().state_dir.clone();
         let watcher_store = match Store::open(&dir).and_then(|s| {
-            sync.full_load(&s)?;
+            sync.start(&s)?;
             Ok(s)
         }) {
             Ok(s) => {
@@ -246,6 +292,15 @@ impl Engine {
             };
             (Some(poller), Some(shipper))
         };
+        let host = if opts.host_role {
+            Some(
+                HostRole::start(enforcer.config().state_dir.clone()).map_err(|e| {
+                    EngineError::Store(format!("cannot start the host-role thread: {e}"))
+                })?,
+            )
+        } else {
+            None
+        };
         Ok(Engine {
             enforcer,
             sync,
@@ -253,7 +308,84 @@ impl Engine {
             background: Mutex::new(Some(bg)),
             abs,
             shipper,
+            host,
+            ticker: None,
         })
+    }
+
+    fn open_evented(path: &Path, opts: EngineOptions) -> Result<Engine, EngineError> {
+        let (config, apis) = check_config(path)?;
+        let enforcer = Arc::new(Enforcer::new(config, apis));
+        let sync = Arc::new(Syncer::new(enforcer.clone()));
+        let dir = enforcer.config().state_dir.clone();
+        let (tx, rx) = detection_channel();
+        enforcer.set_detection_sink(detection_sink(tx, sync.health.detections_dropped.clone()));
+        let ticker = Ticker::new(dir.clone(), rx, opts.host_role);
+        // Loaded now, as a threaded engine is: the first request is checked
+        // against the lists, not by `fail_mode`.
+        match Store::open(&dir).and_then(|s| {
+            sync.start(&s)?;
+            Ok(s)
+        }) {
+            Ok(s) => {
+                sync.set_store(Some(Arc::new(s.reopen()?)));
+                let _ = s.set_busy_timeout(Duration::ZERO);
+                ticker.set_store(s);
+            }
+            Err(e) => {
+                enforcer.set_failed(true);
+                sync.set_error(&e);
+            }
+        }
+        Ok(Engine {
+            enforcer,
+            sync,
+            passive: false,
+            background: Mutex::new(None),
+            abs: None,
+            shipper: None,
+            host: None,
+            ticker: Some(ticker),
+        })
+    }
+
+    /// One bounded step of an evented engine's background work (see
+    /// `sync::tick`); returns when to call it again. A threaded engine has
+    /// nothing to do here.
+    pub fn tick(&self) -> Duration {
+        let interval = self.enforcer.config().sync_poll_interval;
+        match &self.ticker {
+            Some(t) => t.tick(&self.sync, interval),
+            None => interval,
+        }
+    }
+
+    /// Waits up to `wait` until this engine's lists reflect the store's log
+    /// up to `seq`, bulk changes included (their snapshot installed).
+    /// Returns whether they do.
+    pub fn wait_reflects(&self, seq: u64, wait: Duration) -> bool {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            if self.sync.reflects(seq) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            if self.ticker.is_some() {
+                self.tick();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The host role's status, when this engine's process holds it.
+    pub fn host_status(&self) -> Option<HostStatus> {
+        match (&self.host, &self.ticker) {
+            (Some(h), _) => Some(h.status()),
+            (None, Some(t)) => t.host_status(),
+            _ => None,
+        }
     }
 
     /// Loads the configuration and opens the store, without loading lists or
@@ -270,6 +402,8 @@ impl Engine {
             background: Mutex::new(None),
             abs: None,
             shipper: None,
+            host: None,
+            ticker: None,
         })
     }
 
@@ -321,6 +455,7 @@ impl Engine {
     /// The sync state.
     pub fn health(&self) -> EngineHealth {
         let h = &self.sync.health;
+        let host = self.host_status();
         EngineHealth {
             store_error: h.error(),
             failed: self.enforcer.failed(),
@@ -331,6 +466,12 @@ impl Engine {
             detections_dropped: h.detections_dropped.load(Relaxed),
             panics: h.panics.load(Relaxed),
             last_poll_ms: h.last_poll_ms.load(Relaxed),
+            snapshot_seq: h.snapshot_seq.load(Relaxed),
+            snapshot_installs: h.snapshot_installs.load(Relaxed),
+            snapshot_error: h.snapshot_error(),
+            overlay_entries: self.enforcer.overlay_len() as u64,
+            host_role: host.as_ref().is_some_and(|s| s.leader),
+            build_error: host.and_then(|s| s.error),
         }
     }
 
@@ -383,7 +524,19 @@ impl Engine {
             return Err(not_configured());
         }
         let st = match &self.abs {
-            Some(p) => p.sync_now(Some(wait)).map_err(EngineError::Abs)?,
+            Some(p) => {
+                let started = std::time::Instant::now();
+                let st = p.sync_now(Some(wait)).map_err(EngineError::Abs)?;
+                // In force when this returns: the list reaches this engine
+                // through the host's snapshot, which takes a moment more.
+                if let Some(store) = self.sync.store() {
+                    if let Ok(seq) = store.last_seq() {
+                        let left = wait.saturating_sub(started.elapsed());
+                        self.wait_reflects(seq, left);
+                    }
+                }
+                st
+            }
             None => {
                 let store = self
                     .sync
@@ -426,6 +579,12 @@ impl Engine {
     /// Stops the background threads (waiting at most [`SHUTDOWN_WAIT`]) after
     /// the detection writer has flushed what it holds. Idempotent.
     pub fn shutdown(&mut self) {
+        if let Some(t) = self.ticker.take() {
+            t.finish(&self.sync, SHUTDOWN_WAIT);
+        }
+        if let Some(mut h) = self.host.take() {
+            h.stop(SHUTDOWN_WAIT);
+        }
         // The shipper first: its last flush may take a moment.
         if let Some(s) = self.shipper.take() {
             s.stop(SHUTDOWN_WAIT);
@@ -448,7 +607,7 @@ impl Engine {
     fn change<R>(
         &self,
         write: impl FnOnce(&Store) -> Result<R, StoreError>,
-        apply: impl FnOnce(&Enforcer, &R),
+        apply: impl FnOnce(&Enforcer, &R, u64),
     ) -> Result<R, EngineError> {
         let store = self.sync.store();
         let _g = self.sync.lock();
@@ -456,7 +615,12 @@ impl Engine {
             Some(s) => {
                 let r = write(&s)?;
                 if !self.passive {
-                    apply(&self.enforcer, &r);
+                    // The change's log position, for the overlay (see
+                    // `Meta::changed`); read under the apply lock, so at
+                    // worst a later one, which only keeps the entry in the
+                    // overlay a snapshot longer.
+                    let seq = s.last_seq().unwrap_or(0);
+                    apply(&self.enforcer, &r, seq);
                 }
                 Ok(r)
             }
@@ -483,7 +647,7 @@ impl Engine {
         expiry: u64,
     ) -> Result<bool, EngineError> {
         if !self.has_store() {
-            return Ok(self.enforcer.deny_add(id, source, expiry));
+            return Ok(self.enforcer.deny_add_at(id, source, expiry, 0));
         }
         self.change(
             |s| {
@@ -492,8 +656,8 @@ impl Engine {
                         .0,
                 )
             },
-            |e, _| {
-                e.deny_add(id, source, expiry);
+            |e, _, seq| {
+                e.deny_add_at(id, source, expiry, seq);
             },
         )
     }
@@ -509,15 +673,15 @@ impl Engine {
         if !self.has_store() {
             return Ok(entries
                 .iter()
-                .filter(|e| self.enforcer.deny_add(&e.id, source, e.expiry))
+                .filter(|e| self.enforcer.deny_add_at(&e.id, source, e.expiry, 0))
                 .count());
         }
         self.change(
             |s| s.add_many(List::Deny, entries, source, progress),
-            |e, _| {
+            |e, _, seq| {
                 e.with_lists(|lists| {
                     for n in entries {
-                        lists.add(n.id.key(), source, n.expiry);
+                        lists.add(n.id.key(), source, n.expiry, seq);
                     }
                 })
             },
@@ -527,15 +691,15 @@ impl Engine {
     /// Removes `id` from every deny source. `NotFound` if it was not listed.
     pub fn deny_remove(&self, id: &Identifier) -> Result<(), EngineError> {
         if !self.has_store() {
-            return match self.enforcer.deny_remove(id, Source::ANY) {
+            return match self.enforcer.deny_remove_at(id, Source::ANY, 0) {
                 0 => Err(EngineError::NotFound),
                 _ => Ok(()),
             };
         }
         let (taken, _) = self.change(
             |s| s.remove(List::Deny, id, Source::ANY),
-            |e, _| {
-                e.deny_remove(id, Source::ANY);
+            |e, _, seq| {
+                e.deny_remove_at(id, Source::ANY, seq);
             },
         )?;
         if taken == 0 {
@@ -548,12 +712,12 @@ impl Engine {
     /// Removes the sources in `mask` from every deny entry; returns how many changed.
     pub fn deny_clear(&self, mask: u8) -> Result<usize, EngineError> {
         if !self.has_store() {
-            return Ok(self.enforcer.deny_clear(mask));
+            return Ok(self.enforcer.deny_clear_at(mask, 0));
         }
         self.change(
             |s| s.clear(List::Deny, mask),
-            |e, _| {
-                e.deny_clear(mask);
+            |e, _, seq| {
+                e.deny_clear_at(mask, seq);
             },
         )
     }
@@ -561,23 +725,26 @@ impl Engine {
     /// Replaces every deny entry of `source` (an ABS list fetched whole):
     /// stored in one transaction, then swapped into the enforcer at once.
     pub fn replace_source(&self, source: Source, entries: &[NewEntry]) -> Result<(), EngineError> {
-        let apply = |e: &Enforcer| {
+        let apply = |e: &Enforcer, seq: u64| {
             let v: Vec<(Identifier, u64)> =
                 entries.iter().map(|n| (n.id.clone(), n.expiry)).collect();
-            e.replace_source(source, &v);
+            e.replace_source_at(source, &v, seq);
         };
         if !self.has_store() {
-            apply(&self.enforcer);
+            apply(&self.enforcer, 0);
             return Ok(());
         }
-        self.change(|s| s.replace_source(source, entries), |e, _| apply(e))
-            .map(|_| ())
+        self.change(
+            |s| s.replace_source(source, entries),
+            |e, _, seq| apply(e, seq),
+        )
+        .map(|_| ())
     }
 
     /// Adds `id` to the allow list (expiry in Unix ms, 0 = never).
     pub fn allow_add(&self, id: &Identifier, expiry: u64) -> Result<bool, EngineError> {
         if !self.has_store() {
-            return Ok(self.enforcer.allow_add(id, expiry));
+            return Ok(self.enforcer.allow_add_at(id, expiry, 0));
         }
         self.change(
             |s| {
@@ -588,8 +755,8 @@ impl Engine {
                 )?
                 .0)
             },
-            |e, _| {
-                e.allow_add(id, expiry);
+            |e, _, seq| {
+                e.allow_add_at(id, expiry, seq);
             },
         )
     }
@@ -597,7 +764,7 @@ impl Engine {
     /// Removes `id` from the allow list. `NotFound` if it was not listed.
     pub fn allow_remove(&self, id: &Identifier) -> Result<(), EngineError> {
         if !self.has_store() {
-            return if self.enforcer.allow_remove(id) {
+            return if self.enforcer.allow_remove_at(id, 0) {
                 Ok(())
             } else {
                 Err(EngineError::NotFound)
@@ -605,8 +772,8 @@ impl Engine {
         }
         let (taken, _) = self.change(
             |s| s.remove(List::Allow, id, Source::ANY),
-            |e, _| {
-                e.allow_remove(id);
+            |e, _, seq| {
+                e.allow_remove_at(id, seq);
             },
         )?;
         if taken == 0 {
@@ -619,12 +786,12 @@ impl Engine {
     /// Empties the allow list; returns how many entries it had.
     pub fn allow_clear(&self) -> Result<usize, EngineError> {
         if !self.has_store() {
-            return Ok(self.enforcer.allow_clear());
+            return Ok(self.enforcer.allow_clear_at(0));
         }
         self.change(
             |s| s.clear(List::Allow, Source::ANY),
-            |e, _| {
-                e.allow_clear();
+            |e, _, seq| {
+                e.allow_clear_at(seq);
             },
         )
     }
@@ -633,12 +800,12 @@ impl Engine {
     /// real-time deny entry, in the store and in every enforcer.
     pub fn set_switch(&self, s: Switch, on: bool) -> Result<(), EngineError> {
         if !self.has_store() {
-            self.enforcer.set_switch(s, on);
+            self.enforcer.set_switch_at(s, on, 0);
             return Ok(());
         }
         self.change(
             |st| st.set_switch(s.as_str(), on),
-            |e, _| e.set_switch(s, on),
+            |e, _, seq| e.set_switch_at(s, on, seq),
         )
         .map(|_| ())
     }
@@ -654,7 +821,7 @@ impl Engine {
         }
         self.change(
             |s| s.set_api_blocking(name, on),
-            |e, _| {
+            |e, _, _| {
                 e.set_api_blocking(name, on);
             },
         )

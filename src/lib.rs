@@ -43,6 +43,9 @@ pub mod ffi;
 /// cbindgen:ignore
 pub mod load;
 /// cbindgen:ignore
+#[allow(unsafe_code)]
+pub mod mapped;
+/// cbindgen:ignore
 pub mod policy;
 /// cbindgen:ignore
 pub mod store;

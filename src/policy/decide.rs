@@ -11,7 +11,8 @@ use super::extract::{
     Beyond, Headers, Ids, Scratch, each_occurrence, extract_all, header, kind_bit,
 };
 use super::ident::{IdKind, KeyPrefix, KeyRef, MAX_FIELD};
-use super::lists::{IdMap, Meta, Source};
+use super::lists::{Meta, Source};
+use super::overlay::Lists;
 use super::switches::Switches;
 
 /// What the host must do.
@@ -186,7 +187,7 @@ impl<'a> Probe<'_, 'a> {
     /// One probe per identifier (and per listed IP range length) answers both
     /// lists: the first allow-listed identifier, else the first identifier
     /// with an active deny source within `mask`.
-    fn scan(&self, lists: &IdMap, mask: u8, now: &mut impl FnMut() -> u64) -> Scan {
+    fn scan(&self, lists: &Lists, mask: u8, now: &mut impl FnMut() -> u64) -> Scan {
         let r = lists.reader();
         let mut out = Scan::default();
         let mut see = |kind: IdKind, m: Option<Meta>, out: &mut Scan| {
@@ -272,7 +273,7 @@ impl Probe<'_, '_> {
         beyond: Beyond,
         req: &Request<'_, H>,
         sw: Switches,
-        lists: &IdMap,
+        lists: &Lists,
         mask: u8,
         now: &mut impl FnMut() -> u64,
         out: &mut Scan,
@@ -348,7 +349,7 @@ struct Scan {
 )]
 pub fn decide<'e, 'a, H: Headers + ?Sized>(
     apis: &'e ApiSet,
-    lists: &IdMap,
+    lists: &Lists,
     sw: Switches,
     default_unknown: UnknownApi,
     req: &Request<'a, H>,

@@ -442,6 +442,24 @@ impl<'a> KeyRef<'a> {
         self.hash
     }
 
+    /// The name as given (for an IP key, the one prefix-length byte).
+    #[inline]
+    pub(crate) fn name(&self) -> &'a [u8] {
+        self.name
+    }
+
+    /// The value as given (for an IP key, the 16 address bytes, big-endian).
+    #[inline]
+    pub(crate) fn value(&self) -> &'a [u8] {
+        self.value
+    }
+
+    /// The name and value bytes (an IP key: the prefix length and the
+    /// 16 address bytes).
+    pub fn name_value(&self) -> (&'a [u8], &'a [u8]) {
+        (self.name, self.value)
+    }
+
     /// Compares against the stored layout directly (`[kind][name length
     /// u16 LE][name][value]`): the kind and name length are one three-byte
     /// compare and the total length settles the value's.
@@ -543,6 +561,17 @@ impl Key {
     /// The precomputed hash, equal to that of the matching [`KeyRef`].
     pub fn hash(&self) -> u64 {
         self.hash
+    }
+
+    /// This key borrowed, with its hash.
+    pub fn borrowed(&self) -> KeyRef<'_> {
+        let (kind, name, value) = self.parts();
+        KeyRef {
+            kind,
+            name,
+            value,
+            hash: self.hash,
+        }
     }
 
     /// The key of an IP network.

@@ -151,7 +151,16 @@ pub struct Meta {
     pub abs_exp: u64,
     /// Insertion order, for listing in the order entries were added.
     pub seq: u64,
+    /// The store change-log position of the last change to this entry
+    /// ([`LOCAL`] for a change this process made that the log has not
+    /// brought back yet; 0 when unknown). An overlay entry newer than a
+    /// snapshot outlives the move to that snapshot (`policy::overlay`).
+    pub changed: u64,
 }
+
+/// [`Meta::changed`] of a change made in this process and not yet read back
+/// from the store's log (a real-time detection): newer than any snapshot.
+pub const LOCAL: u64 = u64::MAX;
 
 impl Meta {
     /// Whether the identifier is on the allow list and unexpired at `now()`.
@@ -184,7 +193,7 @@ impl Meta {
 
     /// This entry with the bits in `mask` (deny sources and/or [`ALLOW`])
     /// taken off, and their expiries with them.
-    fn without(&self, mask: u8) -> Meta {
+    pub(crate) fn without(&self, mask: u8) -> Meta {
         let mut m = *self;
         m.sources &= !mask;
         if mask & Source::Manual.bit() != 0 {
@@ -203,6 +212,19 @@ impl Meta {
     pub fn alive(&self, now: u64) -> bool {
         self.active(Source::ANY, &mut || now).is_some() || self.allowed(&mut || now)
     }
+}
+
+/// `m` with `bit` (a source or [`ALLOW`]) set and its expiry.
+pub(crate) fn with_bit(mut m: Meta, bit: u8, expiry: u64) -> Meta {
+    m.sources |= bit;
+    if bit == ALLOW {
+        m.allow_exp = expiry;
+    } else if bit == Source::Manual.bit() {
+        m.manual_exp = expiry;
+    } else if bit == Source::Abs.bit() {
+        m.abs_exp = expiry;
+    }
+    m
 }
 
 /// Moves a count by one as a condition becomes true or false.
@@ -315,6 +337,11 @@ impl IdMap {
         self.len() == 0
     }
 
+    /// The IP range lengths listed (see the field `prefixes`).
+    pub(crate) fn prefixes(&self) -> [u64; 4] {
+        self.prefixes.each_ref().map(|w| w.load(Relaxed))
+    }
+
     /// Entries of one kind.
     pub fn count(&self, kind: IdKind) -> u64 {
         self.per_kind[kind as usize].load(Relaxed)
@@ -373,6 +400,42 @@ impl IdMap {
 
     /// Sets one bit (a source or [`ALLOW`]) and its expiry; returns the old bits.
     fn set(&self, key: Key, bit: u8, expiry: u64) -> u8 {
+        self.set_with(key, |m| with_bit(m.unwrap_or_default(), bit, expiry))
+    }
+
+    /// Replaces the entry for `key` with `meta` whole, keeping an entry
+    /// even when `meta` has no source left: in an overlay such an entry
+    /// hides the snapshot's entry for the key. Returns the old entry
+    /// (default when there was none). `meta.seq` is the map's own.
+    pub fn put_full(&self, key: Key, meta: Meta) -> Option<Meta> {
+        self.update(key, |_| meta).0
+    }
+
+    /// Replaces the entry for `key` (`None`: there was none) with
+    /// `f(entry)`, keeping an entry even when it has no source left (see
+    /// [`IdMap::put_full`]). `f` may be called more than once (when a
+    /// request-path insert races it) and must be a pure function of the
+    /// entry. Returns the old entry and the new one. The new entry's `seq`
+    /// is the map's own.
+    pub fn update(
+        &self,
+        key: Key,
+        mut f: impl FnMut(Option<Meta>) -> Meta,
+    ) -> (Option<Meta>, Meta) {
+        let mut result = (None, Meta::default());
+        self.set_with(key, |old| {
+            let new = Meta {
+                seq: old.map_or(0, |m| m.seq),
+                ..f(old)
+            };
+            result = (old, new);
+            new
+        });
+        result
+    }
+
+    /// [`IdMap::set`] with the new entry computed from the old one.
+    fn set_with(&self, key: Key, f: impl FnMut(Option<Meta>) -> Meta) -> u8 {
         if let Some(net) = key.ip_net() {
             self.note_ip_net(net);
         }
@@ -383,15 +446,19 @@ impl IdMap {
         self.per_kind[kind as usize].fetch_add(1, Relaxed);
         let writing = self.filter.enter();
         writing.insert(key.hash());
-        let before = self.put(key, bit, expiry);
+        let (before, after) = self.put(key, f);
         let generation = writing.generation;
         // Deregistered before a growth this insert may start: the grower waits
         // for the inserters registered on the generation it replaces.
         drop(writing);
+        // Net: one more when it became listed, one fewer when it stopped.
         if before != 0 {
             self.per_kind[kind as usize].fetch_sub(1, Relaxed);
         }
-        self.account_lists(before, before | bit);
+        if after == 0 {
+            self.per_kind[kind as usize].fetch_sub(1, Relaxed);
+        }
+        self.account_lists(before, after);
         if before == 0 && self.filter.added(generation) {
             self.grow_filter();
         }
@@ -404,8 +471,8 @@ impl IdMap {
             self.note_ip_net(net);
         }
         let (kind, hash) = (key.parts().0, key.hash());
-        let before = self.put(key, bit, expiry);
-        self.account(kind, before, before | bit);
+        let (before, after) = self.put(key, |m| with_bit(m.unwrap_or_default(), bit, expiry));
+        self.account(kind, before, after);
         let newest = *self.filter.newest.get_mut();
         if before == 0 && self.filter.added(newest) {
             // Built from the map, which holds this key already.
@@ -416,31 +483,27 @@ impl IdMap {
         before
     }
 
-    /// The map part of [`IdMap::set`].
-    fn put(&self, key: Key, bit: u8, expiry: u64) -> u8 {
+    /// The map part of [`IdMap::set`]: the entry becomes `f(old)` (a new
+    /// entry starts from the default with the next insertion number).
+    /// Returns the source bits before and after.
+    fn put(&self, key: Key, mut f: impl FnMut(Option<Meta>) -> Meta) -> (u8, u8) {
         let m = self.map.pin();
-        let mut before = 0u8;
+        let (mut before, mut after) = (0u8, 0u8);
         let seq = self.seq.fetch_add(1, Relaxed);
         m.compute(key, |old| {
-            let mut meta = match old {
-                Some((_, v)) => *v,
-                None => Meta {
-                    seq,
-                    ..Meta::default()
-                },
-            };
-            before = meta.sources;
-            meta.sources |= bit;
-            if bit == ALLOW {
-                meta.allow_exp = expiry;
-            } else if bit == Source::Manual.bit() {
-                meta.manual_exp = expiry;
-            } else if bit == Source::Abs.bit() {
-                meta.abs_exp = expiry;
+            let old = old.map(|(_, v)| *v);
+            before = old.map_or(0, |v| v.sources);
+            // Called again when another thread (a detection on the request
+            // path) changed the entry meanwhile: `f` is a pure function of
+            // the entry, so the last call is the one that counts.
+            let mut meta = f(old);
+            if old.is_none() {
+                meta.seq = seq;
             }
+            after = meta.sources;
             papaya::Operation::<Meta, ()>::Insert(meta)
         });
-        before
+        (before, after)
     }
 
     /// Rebuilds the filter twice as large from the map, once it has had more
@@ -552,6 +615,15 @@ impl IdMap {
             .filter(|(_, meta)| meta.sources & mask != 0)
             .map(|(k, meta)| (k.clone(), *meta))
             .collect();
+        v.sort_by_key(|(_, meta)| meta.seq);
+        v
+    }
+
+    /// Every entry, those with no source left included (an overlay's hiding
+    /// entries), in the order they were first added.
+    pub fn all_entries(&self) -> Vec<(Key, Meta)> {
+        let m = self.map.pin();
+        let mut v: Vec<(Key, Meta)> = m.iter().map(|(k, meta)| (k.clone(), *meta)).collect();
         v.sort_by_key(|(_, meta)| meta.seq);
         v
     }
@@ -687,7 +759,7 @@ impl<'l> Reader<'l> {
     /// One probe for an IP network: hashed from the address, its key bytes
     /// written only when the filter lets the probe through.
     #[inline(always)]
-    fn probe_ip(&self, net: IpNet) -> Option<Meta> {
+    pub(crate) fn probe_ip(&self, net: IpNet) -> Option<Meta> {
         let hash = net.key_hash();
         if self.maybe(hash) {
             self.probe_map(&IpKeyBuf::new(net).key_hashed(hash))

@@ -21,7 +21,9 @@ mod hash;
 mod headers;
 pub mod ident;
 pub mod lists;
+pub mod overlay;
 mod prefilter;
+pub mod snapshot;
 pub mod switches;
 #[cfg(test)]
 mod testing;
@@ -32,4 +34,5 @@ pub use decide::{Action, Decision, Detection, Reason, Request, decide};
 pub use extract::{Headers, Scratch};
 pub use ident::{IdError, IdKind, Identifier, IpNet, Key, KeyRef};
 pub use lists::{IdMap, Meta, Source};
+pub use overlay::Lists;
 pub use switches::{Switch, Switches};

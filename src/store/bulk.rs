@@ -8,7 +8,8 @@ use super::entries::{List, NewEntry, exists, kind_from, row_key, source_from, up
 use super::log::{Change, last_seq, log};
 use super::settings::pairs;
 use super::{Store, StoreError, ms, now_ms};
-use crate::policy::lists::{IdMap, Source};
+use crate::policy::ident::Key;
+use crate::policy::lists::{ALLOW, IdMap, Meta, Source, with_bit};
 
 /// Bulk adds larger than this are logged as one "reload" instead of one
 /// change per entry, so a million-entry import does not flood the log.
@@ -145,6 +146,85 @@ impl Store {
                 }
             }
             Ok((lists, loaded))
+        })
+    }
+}
+
+impl Store {
+    /// Sets how long a statement waits for another connection's lock
+    /// before it fails with "database is locked" (an event-loop host waits
+    /// for none and tries again on its next tick).
+    pub fn set_busy_timeout(&self, d: std::time::Duration) -> Result<(), StoreError> {
+        self.conn().busy_timeout(d).map_err(|e| self.err(e))
+    }
+
+    /// The stored switches and per-API `enable_blocking` overrides.
+    pub fn load_settings(&self) -> Result<Loaded, StoreError> {
+        self.read(|tx| {
+            Ok(Loaded {
+                seq: last_seq(tx)?,
+                switches: pairs(tx, "SELECT name, on_ FROM switches ORDER BY name")?,
+                api_blocking: pairs(tx, "SELECT api, on_ FROM api_blocking ORDER BY api")?,
+                skipped: 0,
+            })
+        })
+    }
+
+    /// Calls `start` with the log position the entries reflect, then `f`
+    /// with every unexpired entry, merged per identifier (one [`Meta`] with
+    /// all its sources and the allow list), read in one transaction; returns
+    /// the log position and how many rows were skipped as unreadable. For a
+    /// snapshot build: `Meta::seq` and `Meta::changed` are 0.
+    pub fn for_each_merged<S>(
+        &self,
+        start: impl FnOnce(u64) -> S,
+        mut f: impl FnMut(&mut S, Key, Meta),
+    ) -> Result<(S, u64, u64), StoreError> {
+        let now = now_ms();
+        self.read(|tx| {
+            let seq = last_seq(tx)?;
+            let mut state = start(seq);
+            let mut skipped = 0;
+            // Sorted by identifier so that one identifier's rows (a source
+            // each, and the allow list) are adjacent and merge in one pass.
+            let mut st = tx.prepare(
+                "SELECT list, kind, name, value, source, expiry FROM entries \
+                 WHERE expiry = 0 OR expiry > ?1 ORDER BY kind, name_key, value",
+            )?;
+            let mut rows = st.query(params![ms(now)])?;
+            let mut cur: Option<(Key, Meta)> = None;
+            while let Some(r) = rows.next()? {
+                let list = List::from_i64(r.get(0)?);
+                let kind = kind_from(r.get(1)?);
+                let source = source_from(r.get(4)?);
+                let expiry = r.get::<_, i64>(5)? as u64;
+                let key = match kind {
+                    Some(k) => row_key(k, r.get_ref(2)?.as_str()?, r.get_ref(3)?.as_str()?),
+                    None => None,
+                };
+                let bit = match (list, source) {
+                    (Some(List::Deny), Some(s)) => s.bit(),
+                    (Some(List::Allow), Some(_)) => ALLOW,
+                    _ => 0,
+                };
+                let Some(key) = key.filter(|_| bit != 0) else {
+                    skipped += 1;
+                    continue;
+                };
+                match &mut cur {
+                    Some((k, m)) if *k == key => *m = with_bit(*m, bit, expiry),
+                    _ => {
+                        if let Some((k, m)) = cur.take() {
+                            f(&mut state, k, m);
+                        }
+                        cur = Some((key, with_bit(Meta::default(), bit, expiry)));
+                    }
+                }
+            }
+            if let Some((k, m)) = cur {
+                f(&mut state, k, m);
+            }
+            Ok((state, seq, skipped))
         })
     }
 }

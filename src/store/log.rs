@@ -87,6 +87,21 @@ impl Store {
         self.read(last_seq)
     }
 
+    /// The newest change position and the number of changes after `seq`,
+    /// and whether any of them replaced lists in bulk (an ABS list, a large
+    /// import): what the snapshot builder decides on.
+    pub fn pending_since(&self, seq: u64) -> Result<(u64, u64, bool), StoreError> {
+        self.read(|tx| {
+            let last = last_seq(tx)?;
+            let bulk: bool = tx.query_row(
+                "SELECT count(*) > 0 FROM changes WHERE seq > ?1 AND op IN (?2, ?3)",
+                params![ms(seq), OP_RELOAD_SOURCE, OP_RELOAD],
+                |r| r.get(0),
+            )?;
+            Ok((last, last.saturating_sub(seq), bulk))
+        })
+    }
+
     /// Changes after `seq`, at most `limit`, or [`Changes::Behind`] when the
     /// log was trimmed past `seq`.
     pub fn changes_since(&self, seq: u64, limit: usize) -> Result<Changes, StoreError> {

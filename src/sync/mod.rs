@@ -3,6 +3,9 @@
 //! polling and traffic shipping (`abs`).
 
 pub mod abs;
+pub mod host;
+pub mod snapshot;
+pub mod tick;
 pub mod watch;
 
 use std::sync::Mutex;

@@ -31,7 +31,8 @@ use crate::enforcer::Enforcer;
 use crate::policy::Switch;
 use crate::policy::ident::Identifier;
 use crate::policy::lists::Source;
-use crate::store::{Change, Changes, List, Store, StoreError};
+use crate::store::{Change, Changes, List, Loaded, Store, StoreError};
+use crate::sync::snapshot::{self, FileId};
 
 /// Detections waiting for the writer; beyond this they are dropped (and
 /// counted) rather than slowing the request path.
@@ -42,6 +43,11 @@ const BATCH: usize = 2_000;
 
 /// How often the watcher retries a store it could not open.
 const RETRY_OPEN: Duration = Duration::from_secs(1);
+
+/// How long a bulk change (an ABS list, a large import) read from the log
+/// waits for a snapshot that holds it before this process loads it itself
+/// (the host's builder failing, or none running).
+pub const BULK_WAIT: Duration = Duration::from_secs(60);
 
 /// How often expired entries are dropped from memory and from the store.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
@@ -72,6 +78,11 @@ pub struct Health {
     pub panics: AtomicU64,
     /// Unix ms of the last successful poll of the store.
     pub last_poll_ms: AtomicU64,
+    /// The log position of the snapshot in use (0: none).
+    pub snapshot_seq: AtomicU64,
+    /// Snapshots installed.
+    pub snapshot_installs: AtomicU64,
+    snapshot_error: Mutex<Option<String>>,
 }
 
 impl Health {
@@ -83,6 +94,36 @@ impl Health {
     fn set_error(&self, e: Option<String>) {
         *self.error.lock().unwrap_or_else(|e| e.into_inner()) = e;
     }
+
+    /// Why the last snapshot file was refused, until one is installed.
+    pub fn snapshot_error(&self) -> Option<String> {
+        self.snapshot_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_snapshot_error(&self, e: Option<String>) {
+        *self
+            .snapshot_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = e;
+    }
+}
+
+/// What a syncer knows of the host's snapshot file.
+#[derive(Debug, Default)]
+struct SnapState {
+    /// The file installed.
+    installed: Option<FileId>,
+    /// The file last refused: not looked at again until the path changes.
+    refused: Option<FileId>,
+    /// The log position of the last full load: an older snapshot would
+    /// drop what it loaded.
+    floor: u64,
+    /// A bulk change read from the log and left for the next snapshot:
+    /// its position and when it was read.
+    waiting: Option<(u64, Instant)>,
 }
 
 /// The part of an engine shared with its watcher: the enforcer, the store
@@ -96,6 +137,7 @@ pub struct Syncer {
     /// changes in log order and an engine's direct apply never lands after a
     /// later change another process made to the same entry.
     apply: Mutex<()>,
+    snap: Mutex<SnapState>,
     /// Health counters.
     pub health: Health,
 }
@@ -107,6 +149,7 @@ impl Syncer {
             enforcer,
             store: ArcSwapOption::empty(),
             apply: Mutex::new(()),
+            snap: Mutex::new(SnapState::default()),
             health: Health::default(),
         }
     }
@@ -148,16 +191,17 @@ impl Syncer {
     fn full_load_locked(&self, store: &Store) -> Result<(), StoreError> {
         let (lists, loaded) = store.load()?;
         self.enforcer.replace_lists(lists);
-        for (name, on) in &loaded.switches {
-            if let Some(s) = switch_named(name) {
-                self.enforcer.set_switch(s, *on);
-            }
+        {
+            let mut st = self.snap_state();
+            // The snapshot in use (if any) was dropped with the old lists:
+            // the next one at least as new as this load is installed.
+            st.installed = None;
+            st.refused = None;
+            st.floor = loaded.seq;
+            st.waiting = None;
         }
-        for (api, on) in &loaded.api_blocking {
-            // An override for an API no longer configured is kept in the
-            // store (it may come back) but has nothing to apply to.
-            self.enforcer.set_api_blocking(api, *on);
-        }
+        self.health.snapshot_seq.store(0, Relaxed);
+        self.apply_settings(&loaded);
         self.health.applied_seq.store(loaded.seq, Relaxed);
         self.health.full_loads.fetch_add(1, Relaxed);
         self.health.last_poll_ms.store(now_ms(), Relaxed);
@@ -166,14 +210,194 @@ impl Syncer {
         Ok(())
     }
 
+    fn snap_state(&self) -> MutexGuard<'_, SnapState> {
+        self.snap.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies stored switches and API overrides.
+    fn apply_settings(&self, loaded: &Loaded) {
+        for (name, on) in &loaded.switches {
+            if let Some(s) = switch_named(name) {
+                self.enforcer.set_switch_at(s, *on, loaded.seq);
+            }
+        }
+        for (api, on) in &loaded.api_blocking {
+            // An override for an API no longer configured is kept in the
+            // store (it may come back) but has nothing to apply to.
+            self.enforcer.set_api_blocking(api, *on);
+        }
+    }
+
+    /// Starts an engine's lists: from the host's snapshot and the log after
+    /// it when there is a good one the log still reaches back to (no list
+    /// is read from the store: a new nginx worker maps what is there),
+    /// else by a full load.
+    pub fn start(&self, store: &Store) -> Result<(), StoreError> {
+        let dir = self.enforcer.config().state_dir.clone();
+        if let Ok(Some((snap, id))) = snapshot::open(&dir) {
+            let reaches = snap.seq() <= store.last_seq()?
+                && matches!(store.changes_since(snap.seq(), 1)?, Changes::Next(_));
+            if reaches {
+                let _g = self.lock();
+                let settings = store.load_settings()?;
+                self.enforcer.replace_lists(crate::policy::IdMap::new());
+                self.install_locked(store, snap, id, Some(&settings))?;
+                self.health.last_poll_ms.store(now_ms(), Relaxed);
+                self.health.set_error(None);
+                self.enforcer.set_failed(false);
+                drop(_g);
+                self.poll(store)?;
+                return Ok(());
+            }
+        }
+        self.full_load(store)
+    }
+
+    /// Whether the lists reflect the log up to `seq`: applied, and no bulk
+    /// change waiting for its snapshot.
+    pub fn reflects(&self, seq: u64) -> bool {
+        self.health.applied_seq.load(Relaxed) >= seq && self.snap_state().waiting.is_none()
+    }
+
+    /// Whether the snapshot file `id` is the one installed or the one last
+    /// refused (nothing to do for it).
+    pub fn snapshot_seen(&self, id: Option<FileId>) -> bool {
+        let st = self.snap_state();
+        id.is_none() || id == st.installed || id == st.refused
+    }
+
+    /// Installs a snapshot checked elsewhere (an event-loop host checks it
+    /// a slice per tick).
+    pub fn install(
+        &self,
+        store: &Store,
+        snap: std::sync::Arc<crate::policy::snapshot::Snapshot>,
+        id: FileId,
+    ) -> Result<(), StoreError> {
+        let _g = self.lock();
+        self.install_locked(store, snap, id, None)
+    }
+
+    /// Records that the snapshot file `id` was refused, and why.
+    pub fn refuse(&self, id: FileId, why: String) {
+        self.snap_state().refused = Some(id);
+        self.health.set_snapshot_error(Some(why));
+    }
+
+    /// Installs the host's snapshot file when it changed since the last
+    /// look: checked whole (on the watcher's thread), then the lists move
+    /// onto it. A file that fails the check is refused, the reason kept in
+    /// health, and not looked at again until the path holds another file.
+    pub fn follow_snapshot(&self, store: &Store) -> Result<(), StoreError> {
+        let dir = self.enforcer.config().state_dir.clone();
+        let id = snapshot::file_id(&dir).ok().flatten();
+        {
+            let st = self.snap_state();
+            if id.is_none() || id == st.installed || id == st.refused {
+                return Ok(());
+            }
+        }
+        match snapshot::open(&dir) {
+            Ok(Some((snap, id))) => {
+                let _g = self.lock();
+                self.install_locked(store, snap, id, None)
+            }
+            Ok(None) => Ok(()),
+            Err(e) => {
+                self.snap_state().refused = id;
+                self.health.set_snapshot_error(Some(e));
+                Ok(())
+            }
+        }
+    }
+
+    /// Moves the lists onto `snap` (apply lock held). A snapshot ahead of
+    /// what was applied holds the lists up to its position but not the
+    /// switches: those are read from the store.
+    fn install_locked(
+        &self,
+        store: &Store,
+        snap: std::sync::Arc<crate::policy::snapshot::Snapshot>,
+        id: FileId,
+        settings: Option<&Loaded>,
+    ) -> Result<(), StoreError> {
+        let seq = snap.seq();
+        let current = self.enforcer.snapshot().map(|s| s.seq());
+        let floor = self.snap_state().floor;
+        if current.is_some_and(|c| seq < c) || seq < floor {
+            // An older file put back by hand: keep what is in force.
+            self.snap_state().refused = Some(id);
+            self.health.set_snapshot_error(Some(format!(
+                "snapshot {} refused: it holds log position {seq}, older than the lists in use",
+                self.enforcer
+                    .config()
+                    .state_dir
+                    .join(snapshot::FILE)
+                    .display()
+            )));
+            return Ok(());
+        }
+        let applied = self.health.applied_seq.load(Relaxed);
+        if seq > applied || settings.is_some() {
+            let owned;
+            let s = match settings {
+                Some(s) => s,
+                None => {
+                    owned = store.load_settings()?;
+                    &owned
+                }
+            };
+            self.apply_settings(s);
+        }
+        self.enforcer.install_snapshot(snap);
+        if seq > applied {
+            self.health.applied_seq.store(seq, Relaxed);
+        }
+        let mut st = self.snap_state();
+        st.installed = Some(id);
+        st.refused = None;
+        if st.waiting.is_some_and(|(w, _)| w <= seq) {
+            st.waiting = None;
+        }
+        drop(st);
+        self.health.snapshot_seq.store(seq, Relaxed);
+        self.health.snapshot_installs.fetch_add(1, Relaxed);
+        self.health.set_snapshot_error(None);
+        Ok(())
+    }
+
     /// Applies every change logged since the last one applied; reloads fully
     /// if the log no longer reaches back that far. Returns the changes applied.
     pub fn poll(&self, store: &Store) -> Result<usize, StoreError> {
+        self.poll_with(store, usize::MAX, true)
+    }
+
+    /// [`Syncer::poll`] of at most about `max` changes (whole batches of the
+    /// log; the rest waits for the next call). With `fallback`, a bulk
+    /// change that no snapshot brought within [`BULK_WAIT`] is loaded here;
+    /// an event-loop host passes false: it never reads a whole list on its
+    /// loop, and waits for the snapshot however long it takes.
+    pub fn poll_with(
+        &self,
+        store: &Store,
+        max: usize,
+        fallback: bool,
+    ) -> Result<usize, StoreError> {
         let _g = self.lock();
         let mut n = 0;
-        loop {
+        while n < max {
             let from = self.health.applied_seq.load(Relaxed);
-            match store.changes_since(from, BATCH)? {
+            let want = BATCH.min(max - n);
+            match store.changes_since(from, want)? {
+                Changes::Behind if !fallback => {
+                    // The log was trimmed past this process: the next
+                    // snapshot (the builder makes one when the log moved)
+                    // brings it up to date.
+                    self.snap_state()
+                        .waiting
+                        .get_or_insert((from, Instant::now()));
+                    return Ok(n);
+                }
                 Changes::Behind => {
                     self.full_load_locked(store)?;
                     return Ok(n);
@@ -181,19 +405,34 @@ impl Syncer {
                 Changes::Next(v) => {
                     let len = v.len();
                     for (seq, c) in v {
-                        if matches!(c, Change::Reload) {
-                            self.full_load_locked(store)?;
+                        if matches!(c, Change::Reload | Change::ReloadSource(_)) {
+                            // Left for the host's next snapshot: loading a
+                            // million entries in every process is what the
+                            // snapshot saves.
+                            self.snap_state()
+                                .waiting
+                                .get_or_insert((seq, Instant::now()))
+                                .0 = seq;
                         } else {
-                            self.apply(store, &c)?;
+                            self.apply(store, &c, seq)?;
                         }
                         self.health.applied_seq.store(seq, Relaxed);
                         n += 1;
                     }
-                    if len < BATCH {
+                    if len < want {
                         break;
                     }
                 }
             }
+        }
+        let overdue = fallback
+            && self
+                .snap_state()
+                .waiting
+                .is_some_and(|(_, since)| since.elapsed() >= BULK_WAIT);
+        if overdue {
+            // No snapshot came: load it here rather than enforce an old list.
+            self.full_load_locked(store)?;
         }
         self.health.changes_applied.fetch_add(n as u64, Relaxed);
         self.health.last_poll_ms.store(now_ms(), Relaxed);
@@ -201,8 +440,8 @@ impl Syncer {
         Ok(n)
     }
 
-    /// Applies one change to the enforcer.
-    pub fn apply(&self, store: &Store, c: &Change) -> Result<(), StoreError> {
+    /// Applies one change, at log position `seq`, to the enforcer.
+    pub fn apply(&self, store: &Store, c: &Change, seq: u64) -> Result<(), StoreError> {
         let e = &self.enforcer;
         match c {
             Change::Add {
@@ -211,7 +450,7 @@ impl Syncer {
                 source,
                 expiry,
             } => {
-                e.deny_add(id, *source, *expiry);
+                e.deny_add_at(id, *source, *expiry, seq);
             }
             Change::Add {
                 list: List::Allow,
@@ -219,36 +458,36 @@ impl Syncer {
                 expiry,
                 ..
             } => {
-                e.allow_add(id, *expiry);
+                e.allow_add_at(id, *expiry, seq);
             }
             Change::Remove {
                 list: List::Deny,
                 id,
                 mask,
             } => {
-                e.deny_remove(id, *mask);
+                e.deny_remove_at(id, *mask, seq);
             }
             Change::Remove {
                 list: List::Allow,
                 id,
                 ..
             } => {
-                e.allow_remove(id);
+                e.allow_remove_at(id, seq);
             }
             Change::Clear {
                 list: List::Deny,
                 mask,
             } => {
-                e.deny_clear(*mask);
+                e.deny_clear_at(*mask, seq);
             }
             Change::Clear {
                 list: List::Allow, ..
             } => {
-                e.allow_clear();
+                e.allow_clear_at(seq);
             }
             Change::Switch { name, on } => {
                 if let Some(s) = switch_named(name) {
-                    e.set_switch(s, *on);
+                    e.set_switch_at(s, *on, seq);
                 }
             }
             Change::ApiBlocking { api, on } => {
@@ -256,7 +495,7 @@ impl Syncer {
             }
             Change::ReloadSource(s) => {
                 let entries = store.source_entries(*s)?;
-                e.replace_source(*s, &entries);
+                e.replace_source_at(*s, &entries, seq);
             }
             Change::Reload => self.full_load_locked(store)?,
         }
@@ -275,13 +514,23 @@ impl crate::sync::abs::AbsSink for Syncer {
             .iter()
             .map(|(id, exp)| crate::store::NewEntry::new(id.clone(), *exp))
             .collect();
-        let _g = self.lock();
-        store
-            .replace_source(Source::Abs, &rows)
-            .map_err(|e| e.message)?;
-        self.enforcer.replace_source(Source::Abs, &entries);
+        let seq = {
+            let _g = self.lock();
+            store
+                .replace_source(Source::Abs, &rows)
+                .map_err(|e| e.message)?;
+            store.last_seq().unwrap_or(0)
+        };
         // Status only: a failure here must not undo a sync that succeeded.
         let _ = store.set_meta(crate::store::META_ABS_LAST_SYNC, &now_ms().to_string());
+        // Not applied here: this process reads the change from the log like
+        // every other and takes it with the snapshot the host builds of it.
+        // A sync is reported done once that is in force here, so that the
+        // status an operator reads means "enforced".
+        let deadline = Instant::now() + BULK_WAIT;
+        while !self.reflects(seq) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         Ok(())
     }
 }
@@ -400,7 +649,7 @@ fn watcher(
                     }
                     last_try = Instant::now();
                     match Store::open(dir).and_then(|s| {
-                        syncer.full_load(&s)?;
+                        syncer.start(&s)?;
                         Ok(s)
                     }) {
                         Ok(s) => {
@@ -413,7 +662,10 @@ fn watcher(
                     }
                 }
                 Some(s) => {
-                    if let Err(e) = syncer.poll(s) {
+                    if let Err(e) = syncer
+                        .follow_snapshot(s)
+                        .and_then(|()| syncer.poll(s).map(|_| ()))
+                    {
                         // Keep the last good lists in force; try again next tick.
                         syncer.set_error(&e);
                     }
