@@ -29,6 +29,7 @@ use crate::sync::abs::{
     AbsClient, AbsSink, AbsStatus, ClientOptions, Poller, PollerOptions, Shipper, ShipperOptions,
     ShipperStatus, shared, sync_once,
 };
+use crate::sync::presence::{Presence, WaitOutcome};
 use crate::sync::watch::{Background, Syncer, detection_channel, detection_sink};
 
 /// Why an engine operation failed.
@@ -210,6 +211,10 @@ impl Engine {
             tx.clone(),
             sync.health.detections_dropped.clone(),
         ));
+        // Best effort: an engine that cannot register still enforces.
+        let _ = sync
+            .presence
+            .register(sync.health.applied_seq.load(Relaxed));
         let bg = Background::start(
             sync.clone(),
             dir,
@@ -343,6 +348,20 @@ impl Engine {
         }
     }
 
+    /// Waits until every live engine of the host has applied log position
+    /// `seq` (this one counts as up to date for its own changes), for at
+    /// most `timeout`; says how many engines there are and how many lag.
+    /// See [`crate::sync::presence`].
+    pub fn wait_applied(&self, seq: u64, timeout: Duration) -> WaitOutcome {
+        self.sync.presence.wait(seq, timeout)
+    }
+
+    /// This engine's presence: the log position of its last change
+    /// ([`Presence::last_change_seq`]) and what its last wait found.
+    pub fn presence(&self) -> &Presence {
+        &self.sync.presence
+    }
+
     /// The ABS poller's status, when ABS is configured. Its sync fields are
     /// the host's latest attempt, whichever process made it (a poller that
     /// does not lead reads them from the store about once a second). No I/O.
@@ -426,6 +445,7 @@ impl Engine {
     /// Stops the background threads (waiting at most [`SHUTDOWN_WAIT`]) after
     /// the detection writer has flushed what it holds. Idempotent.
     pub fn shutdown(&mut self) {
+        self.sync.presence.deregister();
         // The shipper first: its last flush may take a moment.
         if let Some(s) = self.shipper.take() {
             s.stop(SHUTDOWN_WAIT);
@@ -455,6 +475,7 @@ impl Engine {
         match store {
             Some(s) => {
                 let r = write(&s)?;
+                self.sync.presence.changed(&s);
                 if !self.passive {
                     apply(&self.enforcer, &r);
                 }

@@ -1,8 +1,10 @@
 //! Background work that keeps engines in step with the world: the store
 //! watcher and real-time detection writer (`watch`), ABS attack-list
-//! polling and traffic shipping (`abs`).
+//! polling and traffic shipping (`abs`), and the registry of the host's
+//! engines that changes wait on (`presence`).
 
 pub mod abs;
+pub mod presence;
 pub mod watch;
 
 use std::sync::Mutex;

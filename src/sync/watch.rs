@@ -98,12 +98,15 @@ pub struct Syncer {
     apply: Mutex<()>,
     /// Health counters.
     pub health: Health,
+    /// This engine's registration and the change notice (`presence`).
+    pub presence: crate::sync::presence::Presence,
 }
 
 impl Syncer {
     /// A syncer for `enforcer`, with no store yet.
     pub fn new(enforcer: Arc<Enforcer>) -> Syncer {
         Syncer {
+            presence: crate::sync::presence::Presence::new(&enforcer.config().state_dir),
             enforcer,
             store: ArcSwapOption::empty(),
             apply: Mutex::new(()),
@@ -159,6 +162,7 @@ impl Syncer {
             self.enforcer.set_api_blocking(api, *on);
         }
         self.health.applied_seq.store(loaded.seq, Relaxed);
+        self.presence.published(loaded.seq);
         self.health.full_loads.fetch_add(1, Relaxed);
         self.health.last_poll_ms.store(now_ms(), Relaxed);
         self.health.set_error(None);
@@ -195,6 +199,8 @@ impl Syncer {
                 }
             }
         }
+        self.presence
+            .published(self.health.applied_seq.load(Relaxed));
         self.health.changes_applied.fetch_add(n as u64, Relaxed);
         self.health.last_poll_ms.store(now_ms(), Relaxed);
         self.health.set_error(None);
@@ -389,7 +395,10 @@ fn watcher(
     let mut last_purge = Instant::now();
     let mut panics = 0u32;
     loop {
-        if sleep_or_stop(stop, interval) {
+        if syncer
+            .presence
+            .sleep(stop, interval, &syncer.health.applied_seq)
+        {
             return;
         }
         let step = catch_unwind(AssertUnwindSafe(|| {
