@@ -859,8 +859,10 @@ mod tests {
         assert!(w(2, 1, 1500).unwrap().contains("within 1.5 s"));
     }
 
-    /// The watcher's cheap check, measured: `cargo test --lib --release
+    /// The watcher's cheap check, measured: `cargo test --lib
     /// presence::tests::cost_of_the_notice_check -- --ignored --nocapture`.
+    /// Prints the check alone, and a watcher-like thread's CPU per wake-up
+    /// (every 20 ms) without and with the check.
     #[test]
     #[ignore = "a measurement, not a check"]
     fn cost_of_the_notice_check() {
@@ -875,8 +877,36 @@ mod tests {
         }
         let per = t.elapsed() / n;
         eprintln!(
-            "notice check: {per:?} each; every {CHECK_EVERY:?} that is {:.4}% of one core",
+            "notice check alone: {per:?} each; every {CHECK_EVERY:?} that is {:.4}% of one core",
             per.as_secs_f64() / CHECK_EVERY.as_secs_f64() * 100.0
         );
+        let cpu_ns = || {
+            fs::read_to_string("/proc/thread-self/schedstat")
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let (_tx, stop) = std::sync::mpsc::channel::<()>();
+        let wakeups = 250;
+        for check in [false, true] {
+            let before = cpu_ns();
+            for _ in 0..wakeups {
+                let _ = stop.recv_timeout(CHECK_EVERY);
+                if check {
+                    assert!(!p.notice_ahead(1));
+                }
+            }
+            let per = (cpu_ns() - before) / wakeups;
+            eprintln!(
+                "wake-up every {CHECK_EVERY:?}{}: {:.1} us of CPU each, {:.3}% of one core",
+                if check {
+                    " with the check"
+                } else {
+                    ", no check"
+                },
+                per as f64 / 1e3,
+                per as f64 / CHECK_EVERY.as_nanos() as f64 * 100.0
+            );
+        }
     }
 }
