@@ -425,6 +425,17 @@ typedef struct ase_health {
    The store error while it fails, NUL-terminated; empty when it works.
    */
   char store_error[ASE_MESSAGE_LEN];
+  /*
+   Engines running on the host (this one included), as counted when this
+   engine's last list or switch change returned; 0 before the first.
+   */
+  uint64_t engines_live;
+  /*
+   Of those, the ones that had not applied that change when the call
+   returned (it waits up to 1 s): they apply it when they next read the
+   store. 0 when every engine had it in force.
+   */
+  uint64_t engines_lagging_last_change;
 } ase_health;
 
 /*
@@ -770,6 +781,13 @@ ase_result ase_check_request(const struct ase_engine *engine,
  Errors: `ASE_ERR_NULL_PARAMETER`, `ASE_ERR_INVALID_ARGUMENT` (kind),
  `ASE_ERR_INVALID_UTF8`, `ASE_ERR_INVALID_IDENTIFIER`, `ASE_ERR_STORE`.
 
+ Like every list and switch change, it returns once every engine running
+ on the host (other nginx workers, other processes) has applied the
+ change, or after at most 1 s. Either way the change is durable and in
+ force in this engine, and the result is `ASE_OK`; engines still lagging
+ apply it when they next read the store, and `ase_engine_health` counts
+ them (`engines_lagging_last_change`). Do not call it from an event loop.
+
  Thread safety: any thread; writers are serialised internally.
  */
 ase_result ase_deny_add(const struct ase_engine *engine,
@@ -780,6 +798,8 @@ ase_result ase_deny_add(const struct ase_engine *engine,
  Removes an identifier from the deny list, whatever its sources.
  `ASE_ERR_NOT_FOUND` if it was not listed.
 
+ Waits for the host's engines to apply the change, as `ase_deny_add` does.
+
  Thread safety: any thread.
  */
 ase_result ase_deny_remove(const struct ase_engine *engine, const struct ase_identifier *id);
@@ -787,12 +807,16 @@ ase_result ase_deny_remove(const struct ase_engine *engine, const struct ase_ide
 /*
  Deletes every deny entry of `source` (`ASE_SOURCE_ALL`: the whole list).
 
+ Waits for the host's engines to apply the change, as `ase_deny_add` does.
+
  Thread safety: any thread.
  */
 ase_result ase_deny_clear(const struct ase_engine *engine, ase_source source);
 
 /*
  Adds an identifier to the allow list (`ttl_seconds` > 0 makes it expire).
+
+ Waits for the host's engines to apply the change, as `ase_deny_add` does.
 
  Thread safety: any thread.
  */
@@ -803,12 +827,16 @@ ase_result ase_allow_add(const struct ase_engine *engine,
 /*
  Removes an identifier from the allow list; `ASE_ERR_NOT_FOUND` if absent.
 
+ Waits for the host's engines to apply the change, as `ase_deny_add` does.
+
  Thread safety: any thread.
  */
 ase_result ase_allow_remove(const struct ase_engine *engine, const struct ase_identifier *id);
 
 /*
  Empties the allow list.
+
+ Waits for the host's engines to apply the change, as `ase_deny_add` does.
 
  Thread safety: any thread.
  */
@@ -840,6 +868,8 @@ ase_result ase_allow_list(const struct ase_engine *engine, ase_entry_cb cb, void
  Turns a switch on or off. Turning `ASE_SWITCH_ASE_DETECTED_ATTACK` off
  deletes every real-time deny entry, as ASE does.
 
+ Waits for the host's engines to apply the change, as `ase_deny_add` does.
+
  Thread safety: any thread.
  */
 ase_result ase_switch_set(const struct ase_engine *engine, ase_switch which, bool on);
@@ -854,6 +884,8 @@ ase_result ase_switch_get(const struct ase_engine *engine, ase_switch which, boo
 /*
  Sets `enable_blocking` of the API named `api` (monitor mode when false).
  `ASE_ERR_UNKNOWN_API` if no API has that name.
+
+ Waits for the host's engines to apply the change, as `ase_deny_add` does.
 
  Thread safety: any thread.
  */
@@ -917,7 +949,8 @@ ase_result ase_abs_report(const struct ase_engine *engine,
 
 /*
  Copies the state of the engine's shared state (the store, the watcher,
- the detection writer) into `*health_out`. Takes short locks, no I/O.
+ the detection writer, what the last change's wait found) into
+ `*health_out`. Takes short locks, no I/O.
 
  Thread safety: any thread.
  */

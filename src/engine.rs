@@ -30,6 +30,7 @@ use crate::sync::abs::{
     ShipperStatus, shared, sync_once,
 };
 use crate::sync::host::{HostRole, HostStatus};
+use crate::sync::presence::{Presence, WaitOutcome};
 use crate::sync::tick::Ticker;
 use crate::sync::watch::{Background, Syncer, detection_channel, detection_sink};
 
@@ -256,6 +257,10 @@ impl Engine {
             tx.clone(),
             sync.health.detections_dropped.clone(),
         ));
+        // Best effort: an engine that cannot register still enforces.
+        let _ = sync
+            .presence
+            .register(sync.health.applied_seq.load(Relaxed));
         let bg = Background::start(
             sync.clone(),
             dir,
@@ -337,6 +342,8 @@ impl Engine {
                 sync.set_error(&e);
             }
         }
+        // Best effort: an engine that cannot register still enforces.
+        let _ = sync.presence.register(sync.health.applied_seq.load(Relaxed));
         Ok(Engine {
             enforcer,
             sync,
@@ -484,6 +491,20 @@ impl Engine {
         }
     }
 
+    /// Waits until every live engine of the host has applied log position
+    /// `seq` (this one counts as up to date for its own changes), for at
+    /// most `timeout`; says how many engines there are and how many lag.
+    /// See [`crate::sync::presence`].
+    pub fn wait_applied(&self, seq: u64, timeout: Duration) -> WaitOutcome {
+        self.sync.presence.wait(seq, timeout)
+    }
+
+    /// This engine's presence: the log position of its last change
+    /// ([`Presence::last_change_seq`]) and what its last wait found.
+    pub fn presence(&self) -> &Presence {
+        &self.sync.presence
+    }
+
     /// The ABS poller's status, when ABS is configured. Its sync fields are
     /// the host's latest attempt, whichever process made it (a poller that
     /// does not lead reads them from the store about once a second). No I/O.
@@ -579,6 +600,7 @@ impl Engine {
     /// Stops the background threads (waiting at most [`SHUTDOWN_WAIT`]) after
     /// the detection writer has flushed what it holds. Idempotent.
     pub fn shutdown(&mut self) {
+        self.sync.presence.deregister();
         if let Some(t) = self.ticker.take() {
             t.finish(&self.sync, SHUTDOWN_WAIT);
         }
@@ -614,6 +636,7 @@ impl Engine {
         match store {
             Some(s) => {
                 let r = write(&s)?;
+                self.sync.presence.changed(&s);
                 if !self.passive {
                     // The change's log position, for the overlay (see
                     // `Meta::changed`); read under the apply lock, so at

@@ -8,7 +8,9 @@
 //! them (for a value that starts with `-`). The configuration is `--config`,
 //! else `$ASE_CONFIG`, else `/etc/ase/ase.conf`. Changes go through
 //! [`ase::engine::Engine`] into the shared store; running engines pick them up
-//! from its change log. This process starts no threads.
+//! from its change log, and a command that changed something returns once
+//! every running engine has applied it, or after `--wait` (default 1 s) with
+//! a warning on stderr naming how many lag. This process starts no threads.
 //!
 //! Output lines follow ASE's documentation byte for byte where it shows them.
 //! Where it is silent the strings are ours (see `help`).
@@ -26,7 +28,7 @@ use ase::policy::Switch;
 use ase::policy::config::parse_duration;
 use ase::policy::{FailMode, IdKind, Identifier, Source};
 use ase::store::{self, List, META_ABS_LAST_SYNC, NewEntry, SCHEMA_VERSION, StoredEntry};
-use ase::sync::abs;
+use ase::sync::{abs, presence};
 use serde_json::{Value, json};
 
 const DEFAULT_CONFIG: &str = "/etc/ase/ase.conf";
@@ -67,6 +69,8 @@ Options:
   --ttl DURATION    expire manual entries after DURATION (e.g. 30m, 12h, 7d)
   --json            JSON output for view_whitelist, view_blacklist and status
   --yes, -y         do not ask before clear_whitelist / clear_blacklist
+  --wait DURATION   how long a change waits for the running engines to apply it
+                    (default: $ASE_CLI_WAIT, else 1s; 0s: do not wait)
   --                end of options
 ";
 
@@ -94,6 +98,7 @@ struct Opts {
     yes: bool,
     json: bool,
     ttl: Option<Duration>,
+    wait: Option<Duration>,
     help: bool,
     version: bool,
     words: Vec<String>,
@@ -135,6 +140,10 @@ fn parse_args(args: impl IntoIterator<Item = String>, top: bool) -> Res<Opts> {
                 }
                 o.ttl = Some(d);
             }
+            "--wait" if top => {
+                let v = value(&flag, inline)?;
+                o.wait = Some(parse_duration(&v).map_err(|e| Fail(format!("--wait: {e}")))?);
+            }
             "-h" | "--help" => o.help = true,
             "-V" | "--version" => o.version = true,
             f if f.starts_with('-') && f.len() > 1 => {
@@ -150,7 +159,7 @@ fn parse_args(args: impl IntoIterator<Item = String>, top: bool) -> Res<Opts> {
 fn takes_value(flag: &str) -> bool {
     matches!(
         flag,
-        "-u" | "--user" | "-p" | "--password" | "-c" | "--config" | "--ttl"
+        "-u" | "--user" | "-p" | "--password" | "-c" | "--config" | "--ttl" | "--wait"
     )
 }
 
@@ -237,6 +246,7 @@ fn run(args: impl Iterator<Item = String>, out: &mut dyn Write, input: &mut dyn 
     // Check the command and its arguments before touching anything, so a
     // typo never needs the credential or the store to be reported.
     let parsed = Command::parse(&o)?;
+    let wait = change_wait(&o)?;
     let (Some(user), Some(pass)) = (&o.user, &o.pass) else {
         return fail("missing credential: give -u USER -p PASS");
     };
@@ -252,8 +262,34 @@ fn run(args: impl Iterator<Item = String>, out: &mut dyn Write, input: &mut dyn 
         out,
         input,
         batch: false,
+        abs_seq: 0,
     };
-    ctx.exec_with(&parsed, &o)
+    let r = ctx.exec_with(&parsed, &o);
+    // Whatever the command printed is done and durable; now wait until it is
+    // in force in every running engine. A batch waits once, for its last
+    // change, and so does a batch with failed lines (the others are made).
+    let seq = engine.presence().last_change_seq().max(ctx.abs_seq);
+    if seq > 0 && !wait.is_zero() {
+        if let Some(w) = engine.wait_applied(seq, wait).warning(wait) {
+            ctx.out.flush()?;
+            eprintln!("ase-cli: {w}");
+        }
+    }
+    r
+}
+
+/// How long a change waits for the running engines: `--wait`, else
+/// `$ASE_CLI_WAIT`, else [`presence::DEFAULT_WAIT`].
+fn change_wait(o: &Opts) -> Res<Duration> {
+    if let Some(w) = o.wait {
+        return Ok(w);
+    }
+    match std::env::var("ASE_CLI_WAIT") {
+        Ok(v) if !v.trim().is_empty() => {
+            parse_duration(&v).map_err(|e| Fail(format!("ASE_CLI_WAIT: {e}")))
+        }
+        _ => Ok(presence::DEFAULT_WAIT),
+    }
 }
 
 /// Meta key of the host's recent failed logins: `COUNT LAST_FAILURE_MS`.
@@ -508,6 +544,9 @@ struct Ctx<'a> {
     out: &'a mut dyn Write,
     input: &'a mut dyn BufRead,
     batch: bool,
+    /// Log position of the ABS list `sync_abs` stored (it is not written
+    /// through an engine change), to wait for.
+    abs_seq: u64,
 }
 
 /// How an entry is named in messages that are not list views: values of
@@ -863,6 +902,9 @@ impl Ctx<'_> {
             ));
         }
         writeln!(self.out, "{line}")?;
+        let seq = self.store()?.last_seq()?;
+        presence::notify(&n.enforcer().config().state_dir, seq);
+        self.abs_seq = seq;
         let stored = self.store()?.switches()?;
         if !switch_in_force(&stored, Switch::AbsAttack, n.enforcer().config()) {
             writeln!(

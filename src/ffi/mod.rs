@@ -450,7 +450,20 @@ fn with_id(
 ) -> Result<(), ase_result> {
     let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
     let id = identifier(id)?;
-    f(&e.engine, &id).map_err(|e| (&e).into())
+    settled(&e.engine, f(&e.engine, &id))
+}
+
+/// After a list or switch change: waits up to 1 s for every engine of the
+/// host to apply it (docs/design.md, "Threads and processes"). The change is
+/// durable and in force here either way; what the wait found goes to
+/// `ase_health` (`engines_live`, `engines_lagging_last_change`).
+fn settled(e: &Engine, r: Result<(), EngineError>) -> Result<(), ase_result> {
+    r.map_err(|e| ase_result::from(&e))?;
+    e.wait_applied(
+        e.presence().last_change_seq(),
+        crate::sync::presence::DEFAULT_WAIT,
+    );
+    Ok(())
 }
 
 fn expiry(ttl_seconds: u64) -> u64 {
@@ -473,6 +486,13 @@ fn run(f: impl FnOnce() -> Result<(), ase_result>) -> ase_result {
 /// Errors: `ASE_ERR_NULL_PARAMETER`, `ASE_ERR_INVALID_ARGUMENT` (kind),
 /// `ASE_ERR_INVALID_UTF8`, `ASE_ERR_INVALID_IDENTIFIER`, `ASE_ERR_STORE`.
 ///
+/// Like every list and switch change, it returns once every engine running
+/// on the host (other nginx workers, other processes) has applied the
+/// change, or after at most 1 s. Either way the change is durable and in
+/// force in this engine, and the result is `ASE_OK`; engines still lagging
+/// apply it when they next read the store, and `ase_engine_health` counts
+/// them (`engines_lagging_last_change`). Do not call it from an event loop.
+///
 /// Thread safety: any thread; writers are serialised internally.
 #[unsafe(no_mangle)]
 pub extern "C" fn ase_deny_add(
@@ -490,6 +510,8 @@ pub extern "C" fn ase_deny_add(
 
 /// Removes an identifier from the deny list, whatever its sources.
 /// `ASE_ERR_NOT_FOUND` if it was not listed.
+///
+/// Waits for the host's engines to apply the change, as `ase_deny_add` does.
 ///
 /// Thread safety: any thread.
 #[unsafe(no_mangle)]
@@ -510,20 +532,21 @@ fn source_mask(source: ase_source) -> Result<u8, ase_result> {
 
 /// Deletes every deny entry of `source` (`ASE_SOURCE_ALL`: the whole list).
 ///
+/// Waits for the host's engines to apply the change, as `ase_deny_add` does.
+///
 /// Thread safety: any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn ase_deny_clear(engine: *const ase_engine, source: ase_source) -> ase_result {
     run(|| {
         let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
         let mask = source_mask(source)?;
-        e.engine
-            .deny_clear(mask)
-            .map(|_| ())
-            .map_err(|e| (&e).into())
+        settled(&e.engine, e.engine.deny_clear(mask).map(|_| ()))
     })
 }
 
 /// Adds an identifier to the allow list (`ttl_seconds` > 0 makes it expire).
+///
+/// Waits for the host's engines to apply the change, as `ase_deny_add` does.
 ///
 /// Thread safety: any thread.
 #[unsafe(no_mangle)]
@@ -541,6 +564,8 @@ pub extern "C" fn ase_allow_add(
 
 /// Removes an identifier from the allow list; `ASE_ERR_NOT_FOUND` if absent.
 ///
+/// Waits for the host's engines to apply the change, as `ase_deny_add` does.
+///
 /// Thread safety: any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn ase_allow_remove(
@@ -552,12 +577,14 @@ pub extern "C" fn ase_allow_remove(
 
 /// Empties the allow list.
 ///
+/// Waits for the host's engines to apply the change, as `ase_deny_add` does.
+///
 /// Thread safety: any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn ase_allow_clear(engine: *const ase_engine) -> ase_result {
     run(|| {
         let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
-        e.engine.allow_clear().map(|_| ()).map_err(|e| (&e).into())
+        settled(&e.engine, e.engine.allow_clear().map(|_| ()))
     })
 }
 
@@ -651,6 +678,8 @@ pub extern "C" fn ase_allow_list(
 /// Turns a switch on or off. Turning `ASE_SWITCH_ASE_DETECTED_ATTACK` off
 /// deletes every real-time deny entry, as ASE does.
 ///
+/// Waits for the host's engines to apply the change, as `ase_deny_add` does.
+///
 /// Thread safety: any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn ase_switch_set(
@@ -661,7 +690,7 @@ pub extern "C" fn ase_switch_set(
     run(|| {
         let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
         let s = Switch::try_from(which)?;
-        e.engine.set_switch(s, on).map_err(|e| (&e).into())
+        settled(&e.engine, e.engine.set_switch(s, on))
     })
 }
 
@@ -683,6 +712,8 @@ pub extern "C" fn ase_switch_get(
 /// Sets `enable_blocking` of the API named `api` (monitor mode when false).
 /// `ASE_ERR_UNKNOWN_API` if no API has that name.
 ///
+/// Waits for the host's engines to apply the change, as `ase_deny_add` does.
+///
 /// Thread safety: any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn ase_api_set_blocking(
@@ -695,7 +726,7 @@ pub extern "C" fn ase_api_set_blocking(
         // SAFETY: the caller keeps `api` readable for the call.
         let name = unsafe { api.as_bytes() }.ok_or(ASE_ERR_NULL_PARAMETER)?;
         let name = std::str::from_utf8(name).map_err(|_| ASE_ERR_INVALID_UTF8)?;
-        e.engine.set_api_blocking(name, on).map_err(|e| (&e).into())
+        settled(&e.engine, e.engine.set_api_blocking(name, on))
     })
 }
 
@@ -889,7 +920,8 @@ pub extern "C" fn ase_abs_report(
 }
 
 /// Copies the state of the engine's shared state (the store, the watcher,
-/// the detection writer) into `*health_out`. Takes short locks, no I/O.
+/// the detection writer, what the last change's wait found) into
+/// `*health_out`. Takes short locks, no I/O.
 ///
 /// Thread safety: any thread.
 #[unsafe(no_mangle)]
@@ -910,7 +942,12 @@ pub extern "C" fn ase_engine_health(
             panics: h.panics,
             last_poll_ms: h.last_poll_ms,
             store_error: [0; ASE_MESSAGE_LEN],
+            engines_live: 0,
+            engines_lagging_last_change: 0,
         };
+        let w = e.engine.presence().last_wait();
+        out.engines_live = w.engines as u64;
+        out.engines_lagging_last_change = w.lagging as u64;
         if let Some(m) = &h.store_error {
             copy_message(&mut out.store_error, m, &[]);
         }

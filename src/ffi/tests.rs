@@ -552,3 +552,57 @@ fn abi_enums_convert_both_ways_and_reject_unknown_values() {
     assert_eq!(ResultCode::try_from(ASE_ERR_ABS), Ok(ResultCode::Abs));
     assert_eq!(ResultCode::try_from(9), Err(ASE_ERR_INVALID_ARGUMENT));
 }
+
+fn health(e: *const ase_engine) -> ase_health {
+    let mut h = std::mem::MaybeUninit::<ase_health>::uninit();
+    assert_eq!(ase_engine_health(e, h.as_mut_ptr()), ASE_OK);
+    // SAFETY: written on ASE_OK.
+    unsafe { h.assume_init() }
+}
+
+#[test]
+fn changes_wait_for_the_hosts_engines_and_health_counts_the_laggards() {
+    let (dir, e) = temp_engine();
+    assert_eq!(
+        (
+            health(e).engines_live,
+            health(e).engines_lagging_last_change
+        ),
+        (0, 0),
+        "no change yet"
+    );
+    let id = |v: &'static [u8]| ase_identifier {
+        kind: ASE_ID_IP,
+        name: ase_str::EMPTY,
+        value: s(v),
+    };
+    // Alone on the host: this engine applied its own change.
+    let t = std::time::Instant::now();
+    assert_eq!(ase_deny_add(e, &id(b"10.9.9.9"), 0), ASE_OK);
+    assert!(t.elapsed() < std::time::Duration::from_millis(500));
+    let h = health(e);
+    assert_eq!((h.engines_live, h.engines_lagging_last_change), (1, 0));
+    // A second engine that never applies anything: the call waits 1 s, and
+    // still succeeds (the change is durable and in force here).
+    let stuck =
+        crate::sync::presence::Registration::register(&dir.path().join("state"), 0).unwrap();
+    let t = std::time::Instant::now();
+    assert_eq!(ase_switch_set(e, ASE_SWITCH_FIREWALL, true), ASE_OK);
+    assert!(t.elapsed() >= crate::sync::presence::DEFAULT_WAIT);
+    let h = health(e);
+    assert_eq!((h.engines_live, h.engines_lagging_last_change), (2, 1));
+    drop(stuck);
+    assert_eq!(ase_deny_remove(e, &id(b"10.9.9.9")), ASE_OK);
+    let h = health(e);
+    assert_eq!((h.engines_live, h.engines_lagging_last_change), (1, 0));
+    ase_engine_free(e);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("state/engines"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|f| !f.file_name().to_string_lossy().starts_with('.'))
+            .count(),
+        0,
+        "the engine deregistered"
+    );
+}

@@ -421,4 +421,11 @@ pub struct ase_health {
     pub last_poll_ms: u64,
     /// The store error while it fails, NUL-terminated; empty when it works.
     pub store_error: [std::ffi::c_char; ASE_MESSAGE_LEN],
+    /// Engines running on the host (this one included), as counted when this
+    /// engine's last list or switch change returned; 0 before the first.
+    pub engines_live: u64,
+    /// Of those, the ones that had not applied that change when the call
+    /// returned (it waits up to 1 s): they apply it when they next read the
+    /// store. 0 when every engine had it in force.
+    pub engines_lagging_last_change: u64,
 }

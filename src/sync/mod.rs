@@ -1,9 +1,11 @@
 //! Background work that keeps engines in step with the world: the store
 //! watcher and real-time detection writer (`watch`), ABS attack-list
-//! polling and traffic shipping (`abs`).
+//! polling and traffic shipping (`abs`), and the registry of the host's
+//! engines that changes wait on (`presence`).
 
 pub mod abs;
 pub mod host;
+pub mod presence;
 pub mod snapshot;
 pub mod tick;
 pub mod watch;

@@ -140,12 +140,15 @@ pub struct Syncer {
     snap: Mutex<SnapState>,
     /// Health counters.
     pub health: Health,
+    /// This engine's registration and the change notice (`presence`).
+    pub presence: crate::sync::presence::Presence,
 }
 
 impl Syncer {
     /// A syncer for `enforcer`, with no store yet.
     pub fn new(enforcer: Arc<Enforcer>) -> Syncer {
         Syncer {
+            presence: crate::sync::presence::Presence::new(&enforcer.config().state_dir),
             enforcer,
             store: ArcSwapOption::empty(),
             apply: Mutex::new(()),
@@ -203,6 +206,7 @@ impl Syncer {
         self.health.snapshot_seq.store(0, Relaxed);
         self.apply_settings(&loaded);
         self.health.applied_seq.store(loaded.seq, Relaxed);
+        self.presence.published(loaded.seq);
         self.health.full_loads.fetch_add(1, Relaxed);
         self.health.last_poll_ms.store(now_ms(), Relaxed);
         self.health.set_error(None);
@@ -434,6 +438,8 @@ impl Syncer {
             // No snapshot came: load it here rather than enforce an old list.
             self.full_load_locked(store)?;
         }
+        self.presence
+            .published(self.health.applied_seq.load(Relaxed));
         self.health.changes_applied.fetch_add(n as u64, Relaxed);
         self.health.last_poll_ms.store(now_ms(), Relaxed);
         self.health.set_error(None);
@@ -638,7 +644,10 @@ fn watcher(
     let mut last_purge = Instant::now();
     let mut panics = 0u32;
     loop {
-        if sleep_or_stop(stop, interval) {
+        if syncer
+            .presence
+            .sleep(stop, interval, &syncer.health.applied_seq)
+        {
             return;
         }
         let step = catch_unwind(AssertUnwindSafe(|| {
