@@ -31,6 +31,19 @@
 #define ASE_MESSAGE_LEN 256
 
 /*
+ `ase_engine_options.flags`: no threads. The host calls `ase_engine_tick`
+ from its event loop (a timer), and the engine does its background work
+ there, a bounded slice at a time.
+ */
+#define ASE_ENGINE_EVENTED 1
+
+/*
+ `ase_engine_options.flags`: never take the host role (building the
+ lists snapshot); another process of the host does (`ase-agent`).
+ */
+#define ASE_ENGINE_NO_HOST_ROLE 2
+
+/*
  An engine: configuration, APIs, lists, counters, and the threads that keep
  them in step with the host's shared state.
 
@@ -60,6 +73,17 @@ typedef struct ase_str {
    */
   const uint8_t *data;
 } ase_str;
+
+/*
+ Options of `ase_engine_new_ex`. Zero-initialised, it asks for what
+ `ase_engine_new` does.
+ */
+typedef struct ase_engine_options {
+  /*
+   `ASE_ENGINE_*` bits; others are refused.
+   */
+  uint32_t flags;
+} ase_engine_options;
 
 /*
  One request header.
@@ -436,6 +460,28 @@ typedef struct ase_health {
    store. 0 when every engine had it in force.
    */
   uint64_t engines_lagging_last_change;
+  /*
+   The store log position of the host's lists snapshot this engine maps
+   (0: none yet; the lists are then all in this process's memory).
+   */
+  uint64_t snapshot_seq;
+  /*
+   Snapshots this engine moved onto.
+   */
+  uint64_t snapshot_installs;
+  /*
+   Entries this engine holds above the snapshot (changes since it).
+   */
+  uint64_t overlay_entries;
+  /*
+   This engine's process holds the host role (builds the snapshots).
+   */
+  bool host_role;
+  /*
+   Why the last snapshot file was refused, or (in the host-role process)
+   why the last build failed, NUL-terminated; empty while all is well.
+   */
+  char snapshot_error[ASE_MESSAGE_LEN];
 } ase_health;
 
 /*
@@ -724,6 +770,25 @@ ase_result ase_engine_new(struct ase_str config_path,
                           struct ase_engine **engine_out);
 
 /*
+ `ase_engine_new` with options (`options` may be NULL: the defaults).
+
+ With `ASE_ENGINE_EVENTED` the engine starts no thread: call
+ `ase_engine_tick` from the host's event loop, at the interval it
+ returns. In that mode the engine maps the host's lists snapshot, applies
+ later changes and writes real-time detections from the tick, and the one
+ engine of the host that finds the host role free takes it and starts the
+ one thread that builds snapshots (none with `ASE_ENGINE_NO_HOST_ROLE`).
+ An unknown flag gives `ASE_ERR_INVALID_ARGUMENT`.
+
+ Thread safety: any thread; call after `fork()`.
+ */
+ase_result ase_engine_new_ex(struct ase_str config_path,
+                             const struct ase_engine_options *options,
+                             char *err_buf,
+                             size_t err_buf_len,
+                             struct ase_engine **engine_out);
+
+/*
  Validates `ase.conf` at `config_path`, its `abs.conf` and every API JSON
  file, without opening the state store or starting threads: what a master
  process (nginx `-t`, reload) should call before forking workers. When
@@ -946,6 +1011,18 @@ ase_result ase_abs_report(const struct ase_engine *engine,
                           const struct ase_request *request,
                           const struct ase_verdict *verdict,
                           uint32_t response_status);
+
+/*
+ One bounded step of an evented engine's background work (see
+ `ase_engine_new_ex`): picks up changes other processes made, moves to a
+ newer lists snapshot (checked a slice per call), writes queued real-time
+ detections. It never waits for a lock, builds a snapshot or touches the
+ network. Writes to `*next_ms_out` (when not NULL) when to call it again,
+ in milliseconds. On a threaded engine it does nothing but that.
+
+ Thread safety: any thread; a call while another runs returns at once.
+ */
+ase_result ase_engine_tick(const struct ase_engine *engine, uint32_t *next_ms_out);
 
 /*
  Copies the state of the engine's shared state (the store, the watcher,

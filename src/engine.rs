@@ -15,7 +15,7 @@
 use std::fmt;
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::enforcer::{Enforcer, Stats};
@@ -115,10 +115,11 @@ pub struct Engine {
     /// Passive engines keep no lists in their enforcer.
     passive: bool,
     background: Mutex<Option<Background>>,
-    /// The ABS attack-list poller, when `abs.conf` names an endpoint.
-    abs: Option<Poller>,
-    /// The ABS traffic shipper, when `abs.conf` names an endpoint.
-    shipper: Option<Shipper>,
+    /// The ABS attack-list poller, when `abs.conf` names an endpoint (an
+    /// evented engine starts it when its process takes the host role).
+    abs: OnceLock<Poller>,
+    /// The ABS traffic shipper, likewise.
+    shipper: OnceLock<Shipper>,
     /// The candidate for the host role (snapshot builds).
     host: Option<HostRole>,
     /// An evented engine's state between ticks (no threads).
@@ -311,8 +312,8 @@ impl Engine {
             sync,
             passive: false,
             background: Mutex::new(Some(bg)),
-            abs,
-            shipper,
+            abs: once(abs),
+            shipper: once(shipper),
             host,
             ticker: None,
         })
@@ -343,14 +344,16 @@ impl Engine {
             }
         }
         // Best effort: an engine that cannot register still enforces.
-        let _ = sync.presence.register(sync.health.applied_seq.load(Relaxed));
+        let _ = sync
+            .presence
+            .register(sync.health.applied_seq.load(Relaxed));
         Ok(Engine {
             enforcer,
             sync,
             passive: false,
             background: Mutex::new(None),
-            abs: None,
-            shipper: None,
+            abs: OnceLock::new(),
+            shipper: OnceLock::new(),
             host: None,
             ticker: Some(ticker),
         })
@@ -361,10 +364,41 @@ impl Engine {
     /// nothing to do here.
     pub fn tick(&self) -> Duration {
         let interval = self.enforcer.config().sync_poll_interval;
-        match &self.ticker {
-            Some(t) => t.tick(&self.sync, interval),
-            None => interval,
+        let Some(t) = &self.ticker else {
+            return interval;
+        };
+        let next = t.tick(&self.sync, interval);
+        if t.host_status().is_some() && self.abs.get().is_none() {
+            // This process took the host role: it polls ABS and ships
+            // traffic for the host from now on.
+            if let Err(e) = self.start_abs() {
+                self.sync.set_error_message(e.to_string());
+            }
         }
+        next
+    }
+
+    /// Starts the ABS poller and traffic shipper when `abs.conf` names an
+    /// endpoint (once).
+    fn start_abs(&self) -> Result<(), EngineError> {
+        if self.enforcer.config().abs.endpoints.is_empty() || self.abs.get().is_some() {
+            return Ok(());
+        }
+        let sink: Arc<dyn AbsSink> = Arc::new(EngineAbsSink(self.sync.clone()));
+        let poller = Poller::start(
+            self.enforcer.clone(),
+            sink,
+            PollerOptions::from_config(self.enforcer.config()),
+        )
+        .map_err(EngineError::Abs)?;
+        let shipper = Shipper::start(
+            self.enforcer.clone(),
+            ShipperOptions::from_config(self.enforcer.config()),
+        )
+        .map_err(EngineError::Abs)?;
+        let _ = self.abs.set(poller);
+        let _ = self.shipper.set(shipper);
+        Ok(())
     }
 
     /// Waits up to `wait` until this engine's lists reflect the store's log
@@ -407,8 +441,8 @@ impl Engine {
             sync,
             passive: true,
             background: Mutex::new(None),
-            abs: None,
-            shipper: None,
+            abs: OnceLock::new(),
+            shipper: OnceLock::new(),
             host: None,
             ticker: None,
         })
@@ -509,25 +543,25 @@ impl Engine {
     /// the host's latest attempt, whichever process made it (a poller that
     /// does not lead reads them from the store about once a second). No I/O.
     pub fn abs_status(&self) -> Option<AbsStatus> {
-        self.abs.as_ref().map(Poller::status)
+        self.abs.get().map(Poller::status)
     }
 
     /// Asks the ABS poller for a sync now, whatever `enable_abs_attack` and
     /// the election say, without waiting for it ([`Engine::abs_sync_now`]
     /// waits). `EngineError::Abs` when `abs.conf` names no endpoint.
     pub fn abs_request_sync(&self) -> Result<(), EngineError> {
-        let p = self.abs.as_ref().ok_or_else(not_configured)?;
+        let p = self.abs.get().ok_or_else(not_configured)?;
         p.sync_now(None).map(|_| ()).map_err(EngineError::Abs)
     }
 
     /// The ABS traffic shipper, when ABS is configured (to submit records).
     pub fn abs_shipper(&self) -> Option<&Shipper> {
-        self.shipper.as_ref()
+        self.shipper.get()
     }
 
     /// The ABS traffic shipper's counters, when ABS is configured.
     pub fn shipper_status(&self) -> Option<ShipperStatus> {
-        self.shipper.as_ref().map(Shipper::status)
+        self.shipper.get().map(Shipper::status)
     }
 
     /// Fetches the ABS attack list now, whatever `enable_abs_attack` and the
@@ -544,7 +578,7 @@ impl Engine {
         if cfg.abs.endpoints.is_empty() {
             return Err(not_configured());
         }
-        let st = match &self.abs {
+        let st = match self.abs.get() {
             Some(p) => {
                 let started = std::time::Instant::now();
                 let st = p.sync_now(Some(wait)).map_err(EngineError::Abs)?;
@@ -850,6 +884,14 @@ impl Engine {
         )
         .map(|_| ())
     }
+}
+
+fn once<T>(v: Option<T>) -> OnceLock<T> {
+    let l = OnceLock::new();
+    if let Some(v) = v {
+        let _ = l.set(v);
+    }
+    l
 }
 
 fn not_configured() -> EngineError {

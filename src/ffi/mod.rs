@@ -156,9 +156,49 @@ pub extern "C" fn ase_engine_new(
     engine_out: *mut *mut ase_engine,
 ) -> ase_result {
     boundary(|| {
+        ase_engine_new_ex(
+            config_path,
+            std::ptr::null(),
+            err_buf,
+            err_buf_len,
+            engine_out,
+        )
+    })
+}
+
+/// `ase_engine_new` with options (`options` may be NULL: the defaults).
+///
+/// With `ASE_ENGINE_EVENTED` the engine starts no thread: call
+/// `ase_engine_tick` from the host's event loop, at the interval it
+/// returns. In that mode the engine maps the host's lists snapshot, applies
+/// later changes and writes real-time detections from the tick, and the one
+/// engine of the host that finds the host role free takes it and starts the
+/// one thread that builds snapshots (none with `ASE_ENGINE_NO_HOST_ROLE`).
+/// An unknown flag gives `ASE_ERR_INVALID_ARGUMENT`.
+///
+/// Thread safety: any thread; call after `fork()`.
+#[unsafe(no_mangle)]
+pub extern "C" fn ase_engine_new_ex(
+    config_path: ase_str,
+    options: *const ase_engine_options,
+    err_buf: *mut c_char,
+    err_buf_len: usize,
+    engine_out: *mut *mut ase_engine,
+) -> ase_result {
+    boundary(|| {
         if engine_out.is_null() {
             return ASE_ERR_NULL_PARAMETER;
         }
+        // SAFETY: NULL or a valid options struct, per the contract.
+        let flags = unsafe { options.as_ref() }.map_or(0, |o| o.flags);
+        if flags & !(ASE_ENGINE_EVENTED | ASE_ENGINE_NO_HOST_ROLE) != 0 {
+            write_error(err_buf, err_buf_len, "unknown ase_engine_options flag");
+            return ASE_ERR_INVALID_ARGUMENT;
+        }
+        let opts = crate::engine::EngineOptions {
+            evented: flags & ASE_ENGINE_EVENTED != 0,
+            host_role: flags & ASE_ENGINE_NO_HOST_ROLE == 0,
+        };
         let path = match config_file(config_path) {
             Ok(p) => p,
             Err((code, msg)) => {
@@ -166,7 +206,7 @@ pub extern "C" fn ase_engine_new(
                 return code;
             }
         };
-        match Engine::open(path) {
+        match Engine::open_with(path, opts) {
             Ok(engine) => {
                 let e = Box::new(ase_engine { engine });
                 // SAFETY: checked non-NULL above; the caller owns the out slot.
@@ -919,6 +959,30 @@ pub extern "C" fn ase_abs_report(
     })
 }
 
+/// One bounded step of an evented engine's background work (see
+/// `ase_engine_new_ex`): picks up changes other processes made, moves to a
+/// newer lists snapshot (checked a slice per call), writes queued real-time
+/// detections. It never waits for a lock, builds a snapshot or touches the
+/// network. Writes to `*next_ms_out` (when not NULL) when to call it again,
+/// in milliseconds. On a threaded engine it does nothing but that.
+///
+/// Thread safety: any thread; a call while another runs returns at once.
+#[unsafe(no_mangle)]
+pub extern "C" fn ase_engine_tick(engine: *const ase_engine, next_ms_out: *mut u32) -> ase_result {
+    boundary(|| {
+        // SAFETY: NULL or an engine from ase_engine_new, per the contract.
+        let Some(e) = (unsafe { engine.as_ref() }) else {
+            return ASE_ERR_NULL_PARAMETER;
+        };
+        let next = e.engine.tick();
+        if !next_ms_out.is_null() {
+            // SAFETY: checked non-NULL; the caller owns the slot.
+            unsafe { *next_ms_out = next.as_millis().min(u32::MAX as u128) as u32 };
+        }
+        ASE_OK
+    })
+}
+
 /// Copies the state of the engine's shared state (the store, the watcher,
 /// the detection writer, what the last change's wait found) into
 /// `*health_out`. Takes short locks, no I/O.
@@ -944,7 +1008,15 @@ pub extern "C" fn ase_engine_health(
             store_error: [0; ASE_MESSAGE_LEN],
             engines_live: 0,
             engines_lagging_last_change: 0,
+            snapshot_seq: h.snapshot_seq,
+            snapshot_installs: h.snapshot_installs,
+            overlay_entries: h.overlay_entries,
+            host_role: h.host_role,
+            snapshot_error: [0; ASE_MESSAGE_LEN],
         };
+        if let Some(m) = h.snapshot_error.as_ref().or(h.build_error.as_ref()) {
+            copy_message(&mut out.snapshot_error, m, &[]);
+        }
         let w = e.engine.presence().last_wait();
         out.engines_live = w.engines as u64;
         out.engines_lagging_last_change = w.lagging as u64;

@@ -428,4 +428,34 @@ pub struct ase_health {
     /// returned (it waits up to 1 s): they apply it when they next read the
     /// store. 0 when every engine had it in force.
     pub engines_lagging_last_change: u64,
+    /// The store log position of the host's lists snapshot this engine maps
+    /// (0: none yet; the lists are then all in this process's memory).
+    pub snapshot_seq: u64,
+    /// Snapshots this engine moved onto.
+    pub snapshot_installs: u64,
+    /// Entries this engine holds above the snapshot (changes since it).
+    pub overlay_entries: u64,
+    /// This engine's process holds the host role (builds the snapshots).
+    pub host_role: bool,
+    /// Why the last snapshot file was refused, or (in the host-role process)
+    /// why the last build failed, NUL-terminated; empty while all is well.
+    pub snapshot_error: [std::ffi::c_char; ASE_MESSAGE_LEN],
+}
+
+/// `ase_engine_options.flags`: no threads. The host calls `ase_engine_tick`
+/// from its event loop (a timer), and the engine does its background work
+/// there, a bounded slice at a time.
+pub const ASE_ENGINE_EVENTED: u32 = 1;
+
+/// `ase_engine_options.flags`: never take the host role (building the
+/// lists snapshot); another process of the host does (`ase-agent`).
+pub const ASE_ENGINE_NO_HOST_ROLE: u32 = 2;
+
+/// Options of `ase_engine_new_ex`. Zero-initialised, it asks for what
+/// `ase_engine_new` does.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ase_engine_options {
+    /// `ASE_ENGINE_*` bits; others are refused.
+    pub flags: u32,
 }

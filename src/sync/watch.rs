@@ -184,6 +184,11 @@ impl Syncer {
         self.health.set_error(Some(e.message.clone()));
     }
 
+    /// Records a failure of the background work, shown as the store's.
+    pub fn set_error_message(&self, m: String) {
+        self.health.set_error(Some(m));
+    }
+
     /// Loads the whole store into the enforcer: lists built aside and swapped
     /// in, then the stored switches and API overrides. Clears the failed state.
     pub fn full_load(&self, store: &Store) -> Result<(), StoreError> {
