@@ -3,8 +3,12 @@
  * ngx_http_ase_module: API client blocking by the in-process ase engine.
  *
  * Each worker builds its engine (libase, include/ase.h) in init_process and
- * frees it in exit_process: an engine runs threads, which do not survive
- * fork().  The master only reads the files at config time: ase_config_check
+ * frees it in exit_process.  The engine is evented: it starts no thread, and
+ * a worker timer (ngx_http_ase_tick_timer) drives its background work, a
+ * bounded slice per tick; the one worker that takes the host role (unless
+ * "ase_host_role off" leaves it to ase-agent) runs the thread that builds
+ * the lists snapshot every worker maps, polls ABS and ships traffic.
+ * The master only reads the files at config time: ase_config_check
  * so that "nginx -t" and a reload report a bad configuration, and
  * ase_config_fail_verdict for the verdict of fail_mode.  A worker that
  * cannot build its engine (the files are unreadable for its user, say)
@@ -47,7 +51,9 @@ typedef struct {
     ngx_shm_zone_t            *shm_zone;
     ngx_http_ase_slot_t       *slots;
     ngx_event_t                stats_event;
+    ngx_event_t                tick_event;
     ngx_flag_t                 abs_configured;
+    ngx_flag_t                 host_role;
 
     /* what a worker without engine does, and how it retries */
     ase_verdict                fail_verdict;
@@ -338,6 +344,13 @@ static ngx_command_t  ngx_http_ase_commands[] = {
       ngx_http_ase_config,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("ase_host_role"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_ase_main_conf_t, host_role),
       NULL },
 
     { ngx_string("ase"),
@@ -1201,6 +1214,33 @@ ngx_http_ase_stats_timer(ngx_event_t *ev)
 
 
 /*
+ * Drives the evented engine: each tick picks up other processes' changes,
+ * moves to a newer snapshot (checked a slice per tick), writes queued
+ * detections; it never waits for a lock or the network.  The engine says
+ * when to come back.
+ */
+
+static void
+ngx_http_ase_tick_timer(ngx_event_t *ev)
+{
+    uint32_t                   next;
+    ngx_http_ase_main_conf_t  *amcf = ev->data;
+
+    next = NGX_HTTP_ASE_STATS_INTERVAL;
+
+    if (amcf->engine && ase_engine_tick(amcf->engine, &next) != ASE_OK) {
+        next = NGX_HTTP_ASE_STATS_INTERVAL;
+    }
+
+    if (ngx_exiting || ngx_quit || ngx_terminate) {
+        return;
+    }
+
+    ngx_add_timer(ev, next ? next : 1);
+}
+
+
+/*
  * Builds this worker's engine.  On failure the worker goes on without one
  * (see ngx_http_ase_handler) rather than exit: a worker that fails in
  * init_process is not respawned, and after a reload nginx would be left
@@ -1211,16 +1251,23 @@ ngx_http_ase_stats_timer(ngx_event_t *ev)
 static ngx_int_t
 ngx_http_ase_engine_new(ngx_http_ase_main_conf_t *amcf, ngx_log_t *log)
 {
-    ase_str         path;
-    ase_result      rc;
-    ase_abs_state   abs;
-    char            err[NGX_HTTP_ASE_ERR_LEN];
+    ase_str              path;
+    ase_result           rc;
+    ase_abs_state        abs;
+    ase_engine_options   opts;
+    char                 err[NGX_HTTP_ASE_ERR_LEN];
 
     path.len = amcf->config.len;
     path.data = amcf->config.data;
     err[0] = '\0';
 
-    rc = ase_engine_new(path, err, sizeof(err), &amcf->engine);
+    opts.flags = ASE_ENGINE_EVENTED;
+
+    if (amcf->host_role == 0) {
+        opts.flags |= ASE_ENGINE_NO_HOST_ROLE;
+    }
+
+    rc = ase_engine_new_ex(path, &opts, err, sizeof(err), &amcf->engine);
 
     if (rc != ASE_OK) {
         amcf->engine = NULL;
@@ -1355,6 +1402,8 @@ ngx_http_ase_create_main_conf(ngx_conf_t *cf)
      *     amcf->failures = 0;
      *     amcf->error = "";
      */
+
+    amcf->host_role = NGX_CONF_UNSET;
 
     return amcf;
 }
@@ -1553,12 +1602,18 @@ ngx_http_ase_init_process(ngx_cycle_t *cycle)
     amcf->retry_event.log = cycle->log;
     amcf->retry_event.cancelable = 1;
 
+    amcf->tick_event.handler = ngx_http_ase_tick_timer;
+    amcf->tick_event.data = amcf;
+    amcf->tick_event.log = cycle->log;
+    amcf->tick_event.cancelable = 1;
+
     if (ngx_http_ase_engine_new(amcf, cycle->log) != NGX_OK) {
         ngx_add_timer(&amcf->retry_event, NGX_HTTP_ASE_RETRY_INTERVAL);
     }
 
     ngx_http_ase_publish(amcf);
     ngx_add_timer(&amcf->stats_event, NGX_HTTP_ASE_STATS_INTERVAL);
+    ngx_add_timer(&amcf->tick_event, 1);
 
     return NGX_OK;
 }
@@ -1581,6 +1636,10 @@ ngx_http_ase_exit_process(ngx_cycle_t *cycle)
 
     if (amcf->retry_event.timer_set) {
         ngx_del_timer(&amcf->retry_event);
+    }
+
+    if (amcf->tick_event.timer_set) {
+        ngx_del_timer(&amcf->tick_event);
     }
 
     ase_engine_free(amcf->engine);

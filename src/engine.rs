@@ -543,7 +543,25 @@ impl Engine {
     /// the host's latest attempt, whichever process made it (a poller that
     /// does not lead reads them from the store about once a second). No I/O.
     pub fn abs_status(&self) -> Option<AbsStatus> {
-        self.abs.get().map(Poller::status)
+        if let Some(p) = self.abs.get() {
+            return Some(p.status());
+        }
+        // An evented engine whose process does not hold the host role: ABS
+        // is configured and another process polls; the status is that
+        // process's, as it published it.
+        if self.ticker.is_none() || self.enforcer.config().abs.endpoints.is_empty() {
+            return None;
+        }
+        let published = self
+            .sync
+            .store()
+            .and_then(|s| shared::load(&s).ok().flatten())
+            .map(|p| p.status)
+            .unwrap_or_default();
+        Some(AbsStatus {
+            leader: false,
+            ..published
+        })
     }
 
     /// Asks the ABS poller for a sync now, whatever `enable_abs_attack` and
