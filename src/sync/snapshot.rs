@@ -150,37 +150,41 @@ pub struct Built {
 /// over the previous one, the directory synced.
 pub fn build(store: &Store, dir: &Path) -> Result<(Built, FileId), String> {
     let started = Instant::now();
-    let mut failed = None;
+    let tmp = dir.join(format!("{FILE}.{}.tmp", std::process::id()));
+    let failed = |what: &str, e: &dyn std::fmt::Display| {
+        let _ = fs::remove_file(&tmp);
+        format!("snapshot build: {what}: {e}")
+    };
+    // Created first, so that a build in progress shows (and one killed
+    // half-way leaves a file the next holder of the role removes).
+    let _ = fs::remove_file(&tmp);
+    let mut f = crate::store::files::create_new_private(&tmp)
+        .map_err(|e| failed(&format!("creating {}", tmp.display()), &e))?;
+    let mut pushed = None;
     let (b, seq, _skipped) = store
         .for_each_merged(
             |seq| Builder::new(seq, crate::clock::now_ms()),
             |b, k, m| {
                 if let Err(e) = b.push(&k, m) {
-                    failed.get_or_insert(e);
+                    pushed.get_or_insert(e);
                 }
             },
         )
-        .map_err(|e| format!("snapshot build: reading the store: {}", e.message))?;
-    if let Some(e) = failed {
-        return Err(format!("snapshot build: {e}"));
+        .map_err(|e| failed("reading the store", &e.message))?;
+    if let Some(e) = pushed {
+        return Err(failed("building", &e));
     }
     let bytes = b.finish();
-    let tmp = dir.join(format!("{FILE}.{}.tmp", std::process::id()));
-    let written = write_synced(&tmp, &bytes).and_then(|()| {
-        fs::rename(&tmp, dir.join(FILE))?;
-        fs::File::open(dir)?.sync_all()
-    });
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(format!(
-            "snapshot build: writing {}: {e}",
-            dir.join(FILE).display()
-        ));
-    }
+    let target = dir.join(FILE);
+    f.write_all(&bytes)
+        .and_then(|()| f.sync_all())
+        .and_then(|()| fs::rename(&tmp, &target))
+        .and_then(|()| fs::File::open(dir)?.sync_all())
+        .map_err(|e| failed(&format!("writing {}", target.display()), &e))?;
     let id = file_id(dir)
         .ok()
         .flatten()
-        .ok_or_else(|| format!("snapshot build: {} vanished", dir.join(FILE).display()))?;
+        .ok_or_else(|| format!("snapshot build: {} vanished", target.display()))?;
     let len = bytes.len() as u64;
     let entries = Snapshot::open_verified(Box::new(bytes))
         .map(|s| s.len())
@@ -196,12 +200,19 @@ pub fn build(store: &Store, dir: &Path) -> Result<(Built, FileId), String> {
     ))
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    // A leftover of a build killed half-way is ours to replace.
-    let _ = fs::remove_file(path);
-    let mut f = crate::store::files::create_new_private(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
+/// Removes what builds killed half-way left (`lists.snap.<pid>.tmp`). Only
+/// the holder of the host role builds, so any such file but its own is
+/// a leftover.
+fn remove_leftovers(dir: &Path) {
+    let own = format!("{FILE}.{}.tmp", std::process::id());
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for f in rd.flatten() {
+        let name = f.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&format!("{FILE}.")) && name.ends_with(".tmp") && name != own {
+            let _ = fs::remove_file(f.path());
+        }
+    }
 }
 
 /// The builder's state across steps (it runs in the host-role thread).
@@ -235,6 +246,9 @@ impl SnapshotBuilder {
     /// [`BUILD_AT_CHANGES`] changes are, or when any change is older than
     /// [`BUILD_AFTER`]. Returns whether it built.
     pub fn step(&mut self, store: &Store) -> bool {
+        if self.last_build.is_none() && self.good.is_none() {
+            remove_leftovers(&self.dir);
+        }
         let seen = file_id(&self.dir).ok().flatten();
         if seen.is_none() || seen != self.good.map(|g| g.0) {
             // Not the file this builder wrote or checked: check it.
