@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use ase::enforcer::Enforcer;
 use ase::policy::Request;
 use ase::policy::ident::ip_to_u128;
-use ase::policy::lists::entry_memory;
+use ase::policy::snapshot::entry_cost;
 use ase::sync::abs::attacklist::{ParseOptions, parse};
 use ase::sync::abs::{AbsSink, AttackList};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -130,7 +130,7 @@ fn figures() {
     let estimate: u64 = list
         .entries
         .iter()
-        .map(|(id, _)| entry_memory(id.key_len()))
+        .map(|(id, _)| entry_cost(id.kind, id.name.len(), id.value.len()))
         .sum();
     let t = Instant::now();
     e.replace_abs(list.entries).unwrap();

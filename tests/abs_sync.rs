@@ -191,10 +191,10 @@ fn abs_failures_keep_the_last_good_list_and_show_in_status() {
 
 #[test]
 fn a_list_over_attack_list_memory_keeps_its_first_entries_and_counts_the_rest() {
-    // 64MB, the smallest budget, holds 500,812 IP entries of 134 bytes
-    // (policy::lists::entry_memory); the list has 510,000.
-    const N: u32 = 510_000;
-    const KEPT: u64 = (64 << 20) / 134;
+    // 64MB, the smallest budget, holds 1,398,101 IP entries of 48 bytes
+    // (policy::snapshot::entry_cost); the list has 1,410,000.
+    const N: u32 = 1_410_000;
+    const KEPT: u64 = (64 << 20) / 48;
     let ips: Vec<String> = (0..N)
         .map(|i| format!("\"10.{}.{}.{}\"", i >> 16, (i >> 8) & 255, i & 255))
         .collect();
@@ -207,7 +207,7 @@ fn a_list_over_attack_list_memory_keeps_its_first_entries_and_counts_the_rest() 
     std::fs::write(&conf, text).unwrap();
     let e = Arc::new(ase::enforcer::Enforcer::open(&conf).unwrap());
     let mut opts = fast_poller();
-    opts.client.max_body = 16 << 20;
+    opts.client.max_body = 32 << 20;
     opts.client.request_timeout = Duration::from_secs(30);
     let p = poller(&e, opts);
     let st = p.sync_now(Some(Duration::from_secs(60))).unwrap();

@@ -118,25 +118,6 @@ impl fmt::Display for Source {
 /// one map holds both lists, so a request probes each identifier once.
 pub const ALLOW: u8 = 1 << 6;
 
-/// Estimated bytes one entry whose key is `key_len` bytes long costs in an
-/// [`IdMap`]: the key bytes plus [`ENTRY_OVERHEAD`]. This is what
-/// `attack_list_memory` is measured in.
-pub const fn entry_memory(key_len: usize) -> u64 {
-    key_len as u64 + ENTRY_OVERHEAD
-}
-
-/// Bytes an [`IdMap`] entry costs besides its key bytes, measured with glibc
-/// malloc: 1,000,000 entries of the mix in benches/abs_apply.rs (keys of 21.3
-/// bytes on average) allocate 130.5 bytes each besides the prefilter, which
-/// takes 4 bytes an entry. They are the papaya entry, a [`Key`] and a
-/// [`Meta`] (64 bytes, an 80-byte malloc chunk), its table slot (a pointer
-/// and a control byte in a power-of-two table at most 75 % full: 19 bytes
-/// each at one million), the key's own chunk (its length plus 8 rounded up
-/// to 16, at least 32), and the prefilter's 4 bytes. The 12 bytes of
-/// rounding of a typical key are counted here, so short keys are estimated
-/// within a few bytes and long ones slightly above what they cost.
-pub const ENTRY_OVERHEAD: u64 = 114;
-
 /// What the lists know of one identifier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Meta {

@@ -59,7 +59,7 @@ use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::time::parse_rfc3339_ms;
 use crate::policy::ident::{IdKind, Identifier};
-use crate::policy::lists::entry_memory;
+use crate::policy::snapshot::entry_cost;
 
 /// What parsing needs besides the body.
 #[derive(Clone, Copy, Debug)]
@@ -94,8 +94,8 @@ pub struct MemoryFit {
 }
 
 impl AttackList {
-    /// Keeps the entries, in list order, whose estimated memory in the lists
-    /// ([`entry_memory`]) fits in `budget` bytes (`attack_list_memory`), and
+    /// Keeps the entries, in list order, whose bytes in the lists snapshot
+    /// ([`entry_cost`]) fit in `budget` bytes (`attack_list_memory`), and
     /// drops the rest from the first one that does not fit: a predictable
     /// prefix, so the same list always keeps the same entries. An identifier
     /// listed twice counts twice (the estimate errs on the safe side).
@@ -103,7 +103,7 @@ impl AttackList {
         let mut bytes = 0u64;
         let mut keep = self.entries.len();
         for (i, (id, _)) in self.entries.iter().enumerate() {
-            let cost = entry_memory(id.key_len());
+            let cost = entry_cost(id.kind, id.name.len(), id.value.len());
             if bytes + cost > budget {
                 keep = i;
                 break;
@@ -1177,8 +1177,8 @@ mod tests {
     #[test]
     fn limit_memory_keeps_a_prefix_that_fits() {
         let mut l = p(r#"{"ips": ["1.1.1.1", "2.2.2.2"], "tokens": ["t3"]}"#, &[]).unwrap();
-        let ip = entry_memory(20);
-        let all = 2 * ip + entry_memory(3 + 2);
+        let ip = entry_cost(IdKind::Ip, 0, 7);
+        let all = 2 * ip + entry_cost(IdKind::Token, 0, 2);
         assert_eq!(
             l.clone().limit_memory(all),
             MemoryFit {

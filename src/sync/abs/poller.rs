@@ -116,8 +116,9 @@ pub struct AbsStatus {
     /// Entries of the last good list dropped because they did not fit in
     /// `attack_list_memory`.
     pub dropped_items: u64,
-    /// Estimated memory of the entries in force, in bytes (see
-    /// [`crate::policy::lists::entry_memory`]).
+    /// Bytes of the entries in force in the lists snapshot (see
+    /// [`crate::policy::snapshot::entry_cost`]): what `attack_list_memory`
+    /// bounds.
     pub memory_bytes: u64,
     /// Failures since the last success.
     pub consecutive_failures: u32,
