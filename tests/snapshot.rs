@@ -250,3 +250,40 @@ fn the_host_role_moves_on_when_its_holder_is_killed_mid_build() {
     assert!(e.health().snapshot_seq > 0);
     eprintln!("mid-build kill: {tmp_seen}, role taken in {took:?}");
 }
+
+#[test]
+fn ase_agent_takes_the_host_role_for_thread_free_engines() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        return;
+    }
+    let env = Env::new("enable_abs_attack=true");
+    let e = evented(&env.config, false);
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_ase-agent"))
+        .arg("--config")
+        .arg(&env.config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    abs_list(&env.state_dir(), 5_000);
+    assert!(
+        tick_until(&e, Duration::from_secs(30), |e| stops(e, &ip_of(4_999))),
+        "the agent's snapshot reaches the engine"
+    );
+    assert!(!e.health().host_role);
+    let pid = agent.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = agent.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "stops on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut agent.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("host role held"), "{err}");
+    assert!(err.contains("stopping"), "{err}");
+}
