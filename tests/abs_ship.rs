@@ -28,6 +28,7 @@ fn opts(obfuscate: bool, key_dir: &std::path::Path) -> ShipperOptions {
         },
         obfuscate,
         key_path: Some(key_dir.join("abs_obfuscation.key")),
+        spool_dir: None,
     }
 }
 
