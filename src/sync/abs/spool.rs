@@ -23,9 +23,10 @@
 //! delete leaves the file to be shipped again). Files of processes that died
 //! are `.spool` files like any other and are shipped the same way.
 //!
-//! Bounds: a file is at most [`SpoolOptions::file_max`] bytes (a fuller one
-//! is left for the uploader and a new one started), which also bounds what
-//! the uploader reads at once; the directory at most
+//! Bounds: the queue holds [`SpoolOptions::queue_capacity`] records, what a
+//! tick writes at most; a file that would pass [`SpoolOptions::file_max`]
+//! bytes is left for the uploader and a new one started, which bounds what
+//! the uploader reads at once; the directory holds at most
 //! [`SpoolOptions::total_max`] bytes, beyond which records are dropped and
 //! counted (no uploader, or ABS down for long).
 //!
@@ -81,7 +82,8 @@ pub struct SpoolOptions {
     pub dir: PathBuf,
     /// Records the in-memory queue holds between ticks.
     pub queue_capacity: usize,
-    /// Bytes per file before the writer starts a new one.
+    /// Bytes per file before the writer starts a new one (a tick's write is
+    /// never split: a file passes this by at most one tick's records).
     pub file_max: u64,
     /// Bytes of every file in the directory together; beyond, records are
     /// dropped and counted.
@@ -395,14 +397,21 @@ impl Spool {
     }
 
     fn flush_with(&self, w: &mut Writer) {
-        // At most a queue's worth per call, so a tick stays bounded.
-        for rec in self.rx.try_iter().take(self.opts.queue_capacity.max(1)) {
-            // Held records are bounded too (by one file's worth).
-            if w.pending.len() as u64 >= self.opts.file_max || !encode(&rec, &mut w.pending) {
+        // Records held over from a tick that could not write count against
+        // the queue: at most a queue's worth is in memory, and a tick's
+        // write is bounded. The rest stay queued (and new ones are dropped
+        // at submit while the queue is full).
+        let room = self.opts.queue_capacity.max(1) as u64;
+        for rec in self
+            .rx
+            .try_iter()
+            .take(room.saturating_sub(w.pending_n) as usize)
+        {
+            if encode(&rec, &mut w.pending) {
+                w.pending_n += 1;
+            } else {
                 self.counters.dropped_spool.fetch_add(1, Relaxed);
-                continue;
             }
-            w.pending_n += 1;
         }
         if w.pending.is_empty() {
             return;
