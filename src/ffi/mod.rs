@@ -899,7 +899,8 @@ pub extern "C" fn ase_abs_status(
 /// the queue is full it is dropped and counted (`traffic_dropped`). Never
 /// does I/O. An evented engine whose process does not hold the host role
 /// queues it for its spool file, which `ase_engine_tick` writes and the
-/// host role's process sends (docs/abs.md, "Traffic from evented engines"). The request's strings are copied; nothing is kept borrowed.
+/// host role's process sends (docs/abs.md, "Traffic from evented
+/// engines"). The request's strings are copied; nothing is kept borrowed.
 ///
 /// Errors: `ASE_ERR_NULL_PARAMETER`, and those of `ase_check_request` for a
 /// bad request; `ASE_ERR_INVALID_ARGUMENT` for a verdict whose action or
@@ -965,7 +966,7 @@ pub extern "C" fn ase_abs_report(
 /// One bounded step of an evented engine's background work (see
 /// `ase_engine_new_ex`): picks up changes other processes made, moves to a
 /// newer lists snapshot (checked a slice per call), writes queued real-time
-/// detections. It never waits for a lock, builds a snapshot or touches the
+/// detections and appends queued traffic records to the engine's spool file. It never waits for a lock, builds a snapshot or touches the
 /// network. Writes to `*next_ms_out` (when not NULL) when to call it again,
 /// in milliseconds. On a threaded engine it does nothing but that.
 ///
