@@ -381,11 +381,13 @@ typedef struct ase_abs_state {
    */
   uint64_t traffic_queued;
   /*
-   Traffic records ABS accepted.
+   Traffic records ABS accepted from this engine's process (the host
+   role's process counts those of the spool files it sent), plus the
+   records this engine wrote to its spool file for that process to send.
    */
   uint64_t traffic_sent;
   /*
-   Traffic records dropped: queue full, or ABS refused every try.
+   Traffic records dropped: queue or spool full, or ABS refused every try.
    */
   uint64_t traffic_dropped;
   /*
@@ -999,7 +1001,10 @@ ase_result ase_abs_status(const struct ase_engine *engine, struct ase_abs_state 
  no endpoint. Otherwise the record is built on the calling thread (header
  values cut at 4 KiB, at most 64 headers) and queued without waiting; when
  the queue is full it is dropped and counted (`traffic_dropped`). Never
- does I/O. The request's strings are copied; nothing is kept borrowed.
+ does I/O. An evented engine whose process does not hold the host role
+ queues it for its spool file, which `ase_engine_tick` writes and the
+ host role's process sends (docs/abs.md, "Traffic from evented
+ engines"). The request's strings are copied; nothing is kept borrowed.
 
  Errors: `ASE_ERR_NULL_PARAMETER`, and those of `ase_check_request` for a
  bad request; `ASE_ERR_INVALID_ARGUMENT` for a verdict whose action or
@@ -1016,13 +1021,14 @@ ase_result ase_abs_report(const struct ase_engine *engine,
  One bounded step of an evented engine's background work (see
  `ase_engine_new_ex`): picks up changes other processes made, moves to a
  newer lists snapshot (checked a slice per call), writes queued real-time
- detections. It never waits for a lock, builds a snapshot or touches the
+ detections and appends queued traffic records to the engine's spool file. It never waits for a lock, builds a snapshot or touches the
  network. Writes to `*next_ms_out` (when not NULL) when to call it again,
  in milliseconds. On a threaded engine it does nothing but that.
 
  Thread safety: any thread; a call while another runs returns at once.
  */
-ase_result ase_engine_tick(const struct ase_engine *engine, uint32_t *next_ms_out);
+ase_result ase_engine_tick(const struct ase_engine *engine,
+                           uint32_t *next_ms_out);
 
 /*
  Copies the state of the engine's shared state (the store, the watcher,

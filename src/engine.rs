@@ -27,7 +27,7 @@ use crate::store::{List, NewEntry, Store, StoreError};
 use crate::sync::abs::shipper::Obfuscator;
 use crate::sync::abs::{
     AbsClient, AbsSink, AbsStatus, ClientOptions, Poller, PollerOptions, Shipper, ShipperOptions,
-    ShipperStatus, shared, sync_once,
+    ShipperStatus, Spool, SpoolOptions, TrafficRecord, shared, sync_once,
 };
 use crate::sync::host::{HostRole, HostStatus};
 use crate::sync::presence::{Presence, WaitOutcome};
@@ -124,6 +124,10 @@ pub struct Engine {
     host: Option<HostRole>,
     /// An evented engine's state between ticks (no threads).
     ticker: Option<Ticker>,
+    /// An evented engine's traffic queue and spool file, when `abs.conf`
+    /// names an endpoint: its records reach ABS through the host's uploader
+    /// (`sync::abs::spool`).
+    spool: Option<Spool>,
 }
 
 /// How an engine runs.
@@ -316,6 +320,7 @@ impl Engine {
             shipper: once(shipper),
             host,
             ticker: None,
+            spool: None,
         })
     }
 
@@ -347,6 +352,12 @@ impl Engine {
         let _ = sync
             .presence
             .register(sync.health.applied_seq.load(Relaxed));
+        let spool = (!enforcer.config().abs.endpoints.is_empty()).then(|| {
+            Spool::new(
+                enforcer.clone(),
+                SpoolOptions::from_config(enforcer.config()),
+            )
+        });
         Ok(Engine {
             enforcer,
             sync,
@@ -356,6 +367,7 @@ impl Engine {
             shipper: OnceLock::new(),
             host: None,
             ticker: Some(ticker),
+            spool,
         })
     }
 
@@ -368,6 +380,9 @@ impl Engine {
             return interval;
         };
         let next = t.tick(&self.sync, interval);
+        if let Some(s) = &self.spool {
+            s.flush();
+        }
         if t.host_status().is_some() && self.abs.get().is_none() {
             // This process took the host role: it polls ABS and ships
             // traffic for the host from now on.
@@ -445,6 +460,7 @@ impl Engine {
             shipper: OnceLock::new(),
             host: None,
             ticker: None,
+            spool: None,
         })
     }
 
@@ -577,9 +593,41 @@ impl Engine {
         self.shipper.get()
     }
 
-    /// The ABS traffic shipper's counters, when ABS is configured.
+    /// The traffic counters, when ABS is configured: the shipper's, plus
+    /// the spool's for an evented engine (`spooled` counts the records it
+    /// wrote for the host's uploader).
     pub fn shipper_status(&self) -> Option<ShipperStatus> {
-        self.shipper.get().map(Shipper::status)
+        match (self.shipper.get(), &self.spool) {
+            (Some(s), spool) => {
+                let mut st = s.status();
+                if let Some(sp) = spool {
+                    sp.add_to(&mut st);
+                }
+                Some(st)
+            }
+            (None, Some(sp)) => Some(sp.status()),
+            (None, None) => None,
+        }
+    }
+
+    /// Whether traffic records are wanted now: ABS is configured (this
+    /// engine has a shipper or a spool) and `enable_abs` is on. Lets a host
+    /// skip building a record.
+    pub fn traffic_enabled(&self) -> bool {
+        (self.shipper.get().is_some() || self.spool.is_some()) && self.enforcer.switch(Switch::Abs)
+    }
+
+    /// Queues a traffic record for ABS without ever waiting: to the shipper
+    /// when this engine has one, else (an evented engine whose process does
+    /// not hold the host role) to its spool, which the next tick writes to
+    /// its file. False when not queued (`enable_abs` off, ABS not
+    /// configured, or the queue full: then counted as dropped).
+    pub fn submit_traffic(&self, rec: TrafficRecord) -> bool {
+        match (self.shipper.get(), &self.spool) {
+            (Some(s), _) => s.submit(rec),
+            (None, Some(sp)) => sp.submit(rec),
+            (None, None) => false,
+        }
     }
 
     /// Fetches the ABS attack list now, whatever `enable_abs_attack` and the
@@ -655,6 +703,11 @@ impl Engine {
         self.sync.presence.deregister();
         if let Some(t) = self.ticker.take() {
             t.finish(&self.sync, SHUTDOWN_WAIT);
+        }
+        // Records queued since the last tick reach the spool file, for the
+        // host's uploader (this process's own shipper, if any, included).
+        if let Some(s) = &self.spool {
+            s.finish(SHUTDOWN_WAIT);
         }
         if let Some(mut h) = self.host.take() {
             h.stop(SHUTDOWN_WAIT);

@@ -28,6 +28,7 @@ fn opts(obfuscate: bool, key_dir: &std::path::Path) -> ShipperOptions {
         },
         obfuscate,
         key_path: Some(key_dir.join("abs_obfuscation.key")),
+        spool_dir: None,
     }
 }
 
@@ -210,4 +211,240 @@ fn nothing_is_queued_while_enable_abs_is_off() {
     let st = s.status();
     assert_eq!((st.accepted, st.dropped_full, st.sent_records), (0, 0, 0));
     assert!(abs.batches().is_empty());
+}
+
+// Evented engines (nginx workers): the one whose process takes the host role
+// ships; the others spool their records to files it uploads.
+
+use ase::engine::{Engine, EngineOptions};
+use ase::sync::abs::spool::{self, Spool, SpoolOptions};
+
+fn evented(conf: &std::path::Path, host_role: bool) -> Engine {
+    Engine::open_with(
+        conf,
+        EngineOptions {
+            evented: true,
+            host_role,
+        },
+    )
+    .unwrap()
+}
+
+/// The `url` of every record the reference server received.
+fn urls(abs: &RefServer) -> Vec<String> {
+    abs.batches()
+        .iter()
+        .flat_map(|b| {
+            let v: serde_json::Value = serde_json::from_str(b).unwrap();
+            v["records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["url"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The files left in the spool directory (the upload lock aside).
+fn spool_files(state_dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(state_dir.join(spool::DIR))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != spool::UPLOAD_LOCK)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Ticks `engines` until `f` holds or 15 s pass.
+fn tick_until(engines: &[&Engine], mut f: impl FnMut() -> bool) -> bool {
+    eventually(Duration::from_secs(15), || {
+        for e in engines {
+            e.tick();
+        }
+        f()
+    })
+}
+
+/// A host-role engine that has started its shipper.
+fn host_engine(conf: &std::path::Path) -> Engine {
+    let host = evented(conf, true);
+    assert!(
+        tick_until(&[&host], || host.health().host_role
+            && host.abs_shipper().is_some()),
+        "the evented engine took the host role and started its shipper"
+    );
+    host
+}
+
+#[test]
+fn evented_workers_traffic_reaches_abs_through_the_spool() {
+    let abs = RefServer::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write_config(dir.path(), &[&abs.addr], "enable_ssl=false\n");
+    let worker = evented(&conf, false);
+    let host = host_engine(&conf);
+    assert!(worker.abs_shipper().is_none() && worker.traffic_enabled());
+    let state_dir = worker.config().state_dir.clone();
+
+    let mut want = Vec::new();
+    for i in 0..30 {
+        let uri = format!("/shop/w/{i}");
+        let r = check_and_record(worker.enforcer(), "192.0.2.20", &uri, &SECRET_HEADERS);
+        assert!(worker.submit_traffic(r.with_status(200)));
+        want.push(uri);
+    }
+    let st = worker.shipper_status().unwrap();
+    assert_eq!((st.queued, st.accepted, st.spooled), (30, 30, 0));
+    worker.tick();
+    let st = worker.shipper_status().unwrap();
+    assert_eq!(
+        (st.queued, st.spooled, st.dropped_full),
+        (0, 30, 0),
+        "{st:?}"
+    );
+
+    assert!(
+        tick_until(&[&host, &worker], || urls(&abs).len() >= 30),
+        "the host's uploader sent the worker's records: {:?}",
+        host.shipper_status()
+    );
+    let mut got = urls(&abs);
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "each record once");
+    let hs = host.shipper_status().unwrap();
+    assert_eq!((hs.spool_shipped, hs.spool_bad), (30, 0), "{hs:?}");
+    assert!(
+        tick_until(&[&host], || spool_files(&state_dir).is_empty()),
+        "shipped files are removed: {:?}",
+        spool_files(&state_dir)
+    );
+    // The spool file is private to the state's owner.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(state_dir.join(spool::DIR))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "{mode:o}");
+
+    // More records later: the worker starts a new file after the claim.
+    let r = check_and_record(worker.enforcer(), "192.0.2.20", "/shop/later", &[]);
+    assert!(worker.submit_traffic(r));
+    assert!(tick_until(&[&host, &worker], || urls(&abs).len() == 31));
+    assert!(urls(&abs).contains(&"/shop/later".to_string()));
+}
+
+#[test]
+fn a_clean_shutdown_spools_what_was_queued_since_the_last_tick() {
+    let abs = RefServer::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write_config(dir.path(), &[&abs.addr], "enable_ssl=false\n");
+    let host = host_engine(&conf);
+    let worker = evented(&conf, false);
+    for i in 0..5 {
+        let uri = format!("/shop/bye/{i}");
+        let r = check_and_record(worker.enforcer(), "192.0.2.21", &uri, &[]);
+        assert!(worker.submit_traffic(r));
+    }
+    // No tick since: the shutdown writes them.
+    drop(worker);
+    assert!(
+        tick_until(&[&host], || urls(&abs).len() == 5),
+        "{:?} {:?}",
+        urls(&abs),
+        host.shipper_status()
+    );
+}
+
+#[test]
+fn a_spool_file_left_by_a_dead_process_is_shipped_and_removed() {
+    let abs = RefServer::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write_config(dir.path(), &[&abs.addr], "enable_ssl=false\n");
+    let e = engine(dir.path(), &[&abs.addr]);
+    // What a worker killed mid-write leaves: whole records, then a torn one.
+    let mut bytes = Vec::new();
+    for i in 0..3 {
+        let uri = format!("/shop/dead/{i}");
+        assert!(spool::encode(
+            &check_and_record(&e, "192.0.2.22", &uri, &[]),
+            &mut bytes
+        ));
+    }
+    let mut torn = Vec::new();
+    spool::encode(&check_and_record(&e, "192.0.2.22", "/x", &[]), &mut torn);
+    bytes.extend_from_slice(&torn[..torn.len() / 2]);
+    let state_dir = e.config().state_dir.clone();
+    std::fs::create_dir_all(state_dir.join(spool::DIR)).unwrap();
+    std::fs::write(
+        state_dir.join(spool::DIR).join("4000000-dead.spool"),
+        &bytes,
+    )
+    .unwrap();
+
+    let host = host_engine(&conf);
+    assert!(tick_until(&[&host], || urls(&abs).len() == 3
+        && spool_files(&state_dir).is_empty()));
+    let hs = host.shipper_status().unwrap();
+    assert_eq!((hs.spool_shipped, hs.spool_bad), (3, 1), "{hs:?}");
+}
+
+#[test]
+fn the_spool_bounds_drop_and_count() {
+    let abs = RefServer::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), &[&abs.addr]);
+    let state_dir = e.config().state_dir.clone();
+    let one = {
+        let mut b = Vec::new();
+        spool::encode(
+            &check_and_record(&e, "192.0.2.23", "/shop/b/00", &[]),
+            &mut b,
+        );
+        b.len() as u64
+    };
+    let s = Spool::new(
+        e.clone(),
+        SpoolOptions {
+            dir: state_dir.join(spool::DIR),
+            queue_capacity: 8,
+            file_max: one * 4,
+            total_max: one * 10 + one / 2,
+        },
+    );
+    // The queue between ticks: 8 taken, the rest dropped without waiting.
+    for i in 0..12 {
+        let r = check_and_record(&e, "192.0.2.23", &format!("/shop/b/{i:02}"), &[]);
+        assert_eq!(s.submit(r), i < 8);
+    }
+    s.flush();
+    let st = s.status();
+    assert_eq!((st.spooled, st.dropped_full), (8, 4), "{st:?}");
+    // The directory's total: 10 records fit, the next are dropped.
+    for i in 12..20 {
+        let r = check_and_record(&e, "192.0.2.23", &format!("/shop/b/{i:02}"), &[]);
+        assert!(s.submit(r));
+        s.flush();
+    }
+    let st = s.status();
+    assert_eq!((st.spooled, st.dropped_full, st.accepted), (10, 10, 16));
+    // 8 records in one write, then a new file: a file that would pass
+    // `file_max` is left for the uploader.
+    assert_eq!(spool_files(&state_dir).len(), 2);
+
+    let sh = Shipper::start(
+        e.clone(),
+        ShipperOptions {
+            spool_dir: Some(state_dir.join(spool::DIR)),
+            ..opts(false, dir.path())
+        },
+    )
+    .unwrap();
+    assert!(eventually(Duration::from_secs(10), || urls(&abs).len() == 10));
+    assert_eq!(sh.status().spool_shipped, 10);
+    assert!(sh.stop(Duration::from_secs(5)));
+    assert!(spool_files(&state_dir).is_empty());
 }

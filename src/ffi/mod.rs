@@ -876,8 +876,12 @@ pub extern "C" fn ase_abs_status(
             }
         }
         if let Some(t) = engine.shipper_status() {
+            // An evented engine without the host role has no poller, but
+            // ABS is configured and its traffic goes through the spool.
+            out.configured = true;
+            out.traffic_enabled = engine.switch(Switch::Abs);
             out.traffic_queued = t.queued;
-            out.traffic_sent = t.sent_records;
+            out.traffic_sent = t.sent_records + t.spooled;
             out.traffic_dropped = t.dropped_full + t.dropped_failed;
         }
         Ok(out)
@@ -893,7 +897,10 @@ pub extern "C" fn ase_abs_status(
 /// no endpoint. Otherwise the record is built on the calling thread (header
 /// values cut at 4 KiB, at most 64 headers) and queued without waiting; when
 /// the queue is full it is dropped and counted (`traffic_dropped`). Never
-/// does I/O. The request's strings are copied; nothing is kept borrowed.
+/// does I/O. An evented engine whose process does not hold the host role
+/// queues it for its spool file, which `ase_engine_tick` writes and the
+/// host role's process sends (docs/abs.md, "Traffic from evented
+/// engines"). The request's strings are copied; nothing is kept borrowed.
 ///
 /// Errors: `ASE_ERR_NULL_PARAMETER`, and those of `ase_check_request` for a
 /// bad request; `ASE_ERR_INVALID_ARGUMENT` for a verdict whose action or
@@ -918,10 +925,7 @@ pub extern "C" fn ase_abs_report(
             return Err(ASE_ERR_INVALID_ARGUMENT);
         }
         let engine = &e.engine;
-        let Some(shipper) = engine.abs_shipper() else {
-            return Ok(());
-        };
-        if !engine.switch(Switch::Abs) {
+        if !engine.traffic_enabled() {
             return Ok(());
         }
         let p = parts(request)?;
@@ -954,7 +958,7 @@ pub extern "C" fn ase_abs_report(
             rec = rec.with_status(response_status as u16);
         }
         // False when dropped (queue full): counted in `traffic_dropped`.
-        shipper.submit(rec);
+        engine.submit_traffic(rec);
         Ok(())
     })
 }
@@ -962,7 +966,7 @@ pub extern "C" fn ase_abs_report(
 /// One bounded step of an evented engine's background work (see
 /// `ase_engine_new_ex`): picks up changes other processes made, moves to a
 /// newer lists snapshot (checked a slice per call), writes queued real-time
-/// detections. It never waits for a lock, builds a snapshot or touches the
+/// detections and appends queued traffic records to the engine's spool file. It never waits for a lock, builds a snapshot or touches the
 /// network. Writes to `*next_ms_out` (when not NULL) when to call it again,
 /// in milliseconds. On a threaded engine it does nothing but that.
 ///

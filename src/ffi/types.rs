@@ -382,9 +382,11 @@ pub struct ase_abs_state {
     pub failures: u64,
     /// Traffic records waiting in this engine's queue.
     pub traffic_queued: u64,
-    /// Traffic records ABS accepted.
+    /// Traffic records ABS accepted from this engine's process (the host
+    /// role's process counts those of the spool files it sent), plus the
+    /// records this engine wrote to its spool file for that process to send.
     pub traffic_sent: u64,
-    /// Traffic records dropped: queue full, or ABS refused every try.
+    /// Traffic records dropped: queue or spool full, or ABS refused every try.
     pub traffic_dropped: u64,
     /// Why the last sync failed, NUL-terminated; empty after a good sync.
     /// Never holds a key or a token.

@@ -12,6 +12,12 @@
 //! `state_dir`, so one value maps to one pseudonym across processes and
 //! restarts and ABS can still correlate a client's requests.
 //! A record's `Debug` output never shows a header value or an identifier.
+//!
+//! The shipper thread also uploads the host's traffic spool
+//! (`sync::abs::spool`): the files evented engines without a shipper write,
+//! scanned every `batch_interval` by the one shipper that holds the spool's
+//! upload lock, and posted through the same path (obfuscation, retries,
+//! counters).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -24,6 +30,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, select};
 use serde::Serialize;
 
 use super::client::{AbsClient, ClientOptions};
+use super::spool::Uploader;
 use super::time::format_rfc3339_ms;
 use crate::clock::now_ms;
 use crate::enforcer::Enforcer;
@@ -101,6 +108,24 @@ impl fmt::Debug for TrafficRecord {
             .finish_non_exhaustive()
     }
 }
+
+/// Every word [`verdict_word`] gives (a spooled record is read back to these).
+pub(super) const VERDICT_WORDS: [&str; 4] = ["allow", "block", "respond", "redirect"];
+
+/// Every word [`reason_word`] gives.
+pub(super) const REASON_WORDS: [&str; 11] = [
+    "none",
+    "firewall_off",
+    "unknown_api",
+    "allow_list",
+    "decoy",
+    "deny_list",
+    "invalid_protocol",
+    "invalid_method",
+    "invalid_content_type",
+    "fail_mode",
+    "duplicate_identifier",
+];
 
 fn verdict_word(a: Action) -> &'static str {
     match a {
@@ -373,6 +398,10 @@ pub struct ShipperOptions {
     pub obfuscate: bool,
     /// The obfuscation key file; `None` uses a per-process random key.
     pub key_path: Option<PathBuf>,
+    /// The host's traffic spool directory (`sync::abs::spool`), scanned every
+    /// `batch_interval` while this process holds its upload lock; `None`
+    /// ships this shipper's own records only.
+    pub spool_dir: Option<PathBuf>,
 }
 
 impl ShipperOptions {
@@ -390,6 +419,7 @@ impl ShipperOptions {
             },
             obfuscate: c.abs_obfuscate_identifiers,
             key_path: Some(c.state_dir.join(KEY_FILE)),
+            spool_dir: Some(c.state_dir.join(super::spool::DIR)),
         }
     }
 }
@@ -419,6 +449,14 @@ pub struct ShipperStatus {
     pub last_error: Option<String>,
     /// Values are obfuscated.
     pub obfuscating: bool,
+    /// Records an evented engine without a shipper wrote to its spool file,
+    /// for the host's uploader to send.
+    pub spooled: u64,
+    /// Records of the host's spool files that this shipper sent (also in
+    /// `sent_records`).
+    pub spool_shipped: u64,
+    /// Records of spool files skipped: unreadable, or torn by a crash.
+    pub spool_bad: u64,
 }
 
 #[derive(Default)]
@@ -430,6 +468,8 @@ struct Counters {
     sent_batches: AtomicU64,
     failed_posts: AtomicU64,
     last_success_ms: AtomicU64,
+    spool_shipped: AtomicU64,
+    spool_bad: AtomicU64,
 }
 
 struct Shared {
@@ -593,10 +633,20 @@ struct Worker {
     obf: Option<Obfuscator>,
     opts: ShipperOptions,
     shared: Arc<Shared>,
+    uploader: Option<Uploader>,
 }
 
 impl Worker {
-    fn post(&self, mut batch: Vec<TrafficRecord>, stopping: bool) {
+    /// Posts a batch; a batch that failed every try is dropped and counted.
+    fn post(&self, batch: Vec<TrafficRecord>, stopping: bool) {
+        let n = batch.len() as u64;
+        if !self.send(batch, stopping) {
+            self.shared.counters.dropped_failed.fetch_add(n, Relaxed);
+        }
+    }
+
+    /// Obfuscates and posts a batch, with retries; true when ABS took it.
+    fn send(&self, mut batch: Vec<TrafficRecord>, stopping: bool) -> bool {
         if let Some(o) = &self.obf {
             for r in &mut batch {
                 o.apply(r);
@@ -616,7 +666,7 @@ impl Worker {
                         .last_error
                         .lock()
                         .unwrap_or_else(|e| e.into_inner()) = None;
-                    return;
+                    return true;
                 }
                 Err(e) => {
                     c.failed_posts.fetch_add(1, Relaxed);
@@ -632,16 +682,39 @@ impl Worker {
                 }
             }
         }
-        c.dropped_failed.fetch_add(batch.len() as u64, Relaxed);
+        false
     }
 
-    fn run(self) {
+    /// Ships the host's spool files when this process holds the upload
+    /// lock. A failed post leaves the rest for the next scan: files wait
+    /// on disk, bounded by the writers' total.
+    fn scan_spool(&mut self) {
+        let Some(mut u) = self.uploader.take() else {
+            return;
+        };
+        if self.shared.enforcer.switch(Switch::Abs) {
+            let rep = u.scan(self.opts.batch_max.max(1), &mut |b| self.send(b, false));
+            let c = &self.shared.counters;
+            c.spool_shipped.fetch_add(rep.shipped, Relaxed);
+            c.spool_bad.fetch_add(rep.bad, Relaxed);
+        }
+        self.uploader = Some(u);
+    }
+
+    fn run(mut self) {
         let mut batch: Vec<TrafficRecord> = Vec::with_capacity(self.opts.batch_max);
         let mut deadline: Option<Instant> = None;
+        let mut next_scan = Instant::now();
         loop {
-            let timeout = deadline
-                .map(|d| d.saturating_duration_since(Instant::now()))
-                .unwrap_or(Duration::from_secs(3600));
+            if self.uploader.is_some() && Instant::now() >= next_scan {
+                self.scan_spool();
+                next_scan = Instant::now() + self.opts.batch_interval;
+            }
+            let mut wake = deadline.unwrap_or(Instant::now() + Duration::from_secs(3600));
+            if self.uploader.is_some() {
+                wake = wake.min(next_scan);
+            }
+            let timeout = wake.saturating_duration_since(Instant::now());
             select! {
                 recv(self.rx) -> r => match r {
                     Ok(rec) => {
@@ -658,10 +731,13 @@ impl Worker {
                 },
                 recv(self.stop_rx) -> _ => break,
                 default(timeout) => {
-                    if !batch.is_empty() {
-                        self.post(std::mem::take(&mut batch), false);
+                    // The timeout may be the spool scan's, before the batch's.
+                    if deadline.is_none_or(|d| d <= Instant::now()) {
+                        if !batch.is_empty() {
+                            self.post(std::mem::take(&mut batch), false);
+                        }
+                        deadline = None;
                     }
-                    deadline = None;
                 }
             }
         }
@@ -699,6 +775,7 @@ impl Shipper {
             stop_rx,
             client,
             obf,
+            uploader: opts.spool_dir.clone().map(Uploader::new),
             opts,
             shared: shared.clone(),
         };
@@ -744,6 +821,9 @@ impl Shipper {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
             obfuscating: s.obfuscating,
+            spooled: 0,
+            spool_shipped: c.spool_shipped.load(Relaxed),
+            spool_bad: c.spool_bad.load(Relaxed),
         }
     }
 
