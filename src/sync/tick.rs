@@ -217,13 +217,10 @@ fn follow(
 /// cannot take now (locked by another writer) waits for the next tick, up
 /// to the queue's size, beyond which the oldest are dropped and counted.
 fn write_detections(st: &mut TickState, sync: &Syncer) {
-    loop {
+    while st.held.len() < DETECTION_QUEUE {
         match st.detections.try_recv() {
             Ok(Some(m)) => st.held.push(m),
             Ok(None) | Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
-        }
-        if st.held.len() >= DETECTION_QUEUE {
-            break;
         }
     }
     if st.held.is_empty() {
