@@ -442,6 +442,18 @@ impl<'a> KeyRef<'a> {
         self.hash
     }
 
+    /// The name as given (for an IP key, the one prefix-length byte).
+    #[inline]
+    pub(crate) fn name(&self) -> &'a [u8] {
+        self.name
+    }
+
+    /// The value as given (for an IP key, the 16 address bytes, big-endian).
+    #[inline]
+    pub(crate) fn value(&self) -> &'a [u8] {
+        self.value
+    }
+
     /// Compares against the stored layout directly (`[kind][name length
     /// u16 LE][name][value]`): the kind and name length are one three-byte
     /// compare and the total length settles the value's.
