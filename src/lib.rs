@@ -26,6 +26,8 @@
 //!   background work; every list and switch change goes through it. The C
 //!   `ase_engine` is one of these.
 //! - [`ffi`]: the C ABI (`include/ase.h`); the only place with `extern "C"`.
+//! - [`mapped`]: a read-only memory map of a whole file (the lists snapshot);
+//!   with `ffi`, the only module with `unsafe`.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
@@ -42,6 +44,9 @@ pub mod engine;
 pub mod ffi;
 /// cbindgen:ignore
 pub mod load;
+// Mapping a file is `unsafe` (the compiler cannot see other writers of the
+// file); the module states the contract that makes it sound, and everything
+// that reads the mapped bytes is safe code.
 /// cbindgen:ignore
 #[allow(unsafe_code)]
 pub mod mapped;

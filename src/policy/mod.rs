@@ -4,7 +4,8 @@
 //! The public modules are what the engine and hosts use: `api` (API JSON
 //! and request-to-API matching), `config`, `decide`, `extract`
 //! (identifiers out of a request), `ident` (identifiers and their list
-//! keys), `lists` and `switches`. The rest serve them inside the crate:
+//! keys), `lists`, `snapshot` (the lists in one file every process of a host
+//! maps) and `switches`. The rest serve them inside the crate:
 //! `bytes` (byte-string helpers, eight bytes at a time), `hash` (the one
 //! keyed hash), `decode` (percent and base64), `cookie` (one cookie in a
 //! `Cookie` value), `headers` (the one pass over a request's headers) and

@@ -697,7 +697,7 @@ fn str_matches(s: &[u8], heap: &[u8], kind: IdKind, name: &[u8], value: &[u8]) -
         return false;
     }
     let at = u32_at(s, 0) as usize;
-    let Some(k) = heap.get(at..at + name.len() + value.len()) else {
+    let Some(k) = heap.get(at..at.saturating_add(name.len() + value.len())) else {
         return false;
     };
     let (n, v) = k.split_at(name.len());
@@ -928,7 +928,7 @@ impl Snapshot {
                 return None;
             }
             let (at, n, v) = (u32_at(s, 0) as usize, u16_at(s, 4) as usize, u16_at(s, 6));
-            let k = heap.get(at..at + n + v as usize)?;
+            let k = heap.get(at..at.saturating_add(n + v as usize))?;
             let (name, value) = k.split_at(n);
             Some((
                 Key::new(KeyRef::new(kind, name, value)),
@@ -1315,9 +1315,6 @@ mod tests {
         KeyRef::new(kind, name, value)
     }
 
-    pub(super) fn every_kind_pub() -> Vec<(Key, Meta)> {
-        every_kind()
-    }
     /// One entry of every kind and shape.
     fn every_kind() -> Vec<(Key, Meta)> {
         let d = Source::Manual.bit();
@@ -1429,14 +1426,11 @@ mod tests {
             by[m.sources as usize] += 1;
         }
         assert_eq!(s.by_sources(), &by);
-        let l = IdMap::new();
-        for (k, m) in &entries {
-            l.add(k.clone(), Source::Manual, m.manual_exp);
-        }
-        // /8 (v4), /0 (both), /32 and /80 (v6 only).
+        // IPv4 words: ::/0, 10.0.0.0/8 (/104), 0.0.0.0/0 (/96), ::/80 (it
+        // holds ::ffff:0:0/96). Others: ::/0, 2001:db8::/32, ::/80.
         let want = [
             1 << 0,
-            1 << (104 - 64),
+            (1 << (104 - 64)) | (1 << (96 - 64)) | (1 << (80 - 64)),
             (1 << 0) | (1 << 32),
             1 << (80 - 64),
         ];
@@ -1681,6 +1675,73 @@ mod tests {
         }
     }
 
+    /// Groups each entry of table `ti` lies past its home group, averaged.
+    fn mean_displacement(s: &Snapshot, ti: usize) -> f64 {
+        let t = s.h.tables[ti];
+        let b: &[u8] = &s.bytes;
+        let (mut sum, mut n) = (0usize, 0usize);
+        for (k, _) in s.iter() {
+            let net = k.ip_net().unwrap();
+            let hash = if ti == V4 {
+                s.seeds.v4(net.addr as u32, net.len)
+            } else {
+                s.seeds.v6(net.addr, net.len)
+            };
+            let want: Vec<u8> = if ti == V4 {
+                [&(net.addr as u32).to_le_bytes()[..], &[net.len]].concat()
+            } else {
+                [&net.addr.to_le_bytes()[..], &[net.len]].concat()
+            };
+            let slot = t.find(b, hash, |s| s[..META_AT[ti]] == want[..]).unwrap();
+            // The slot index from the record's place in the slots array.
+            let i = (slot.as_ptr() as usize - b[t.slots..].as_ptr() as usize) / t.rec;
+            sum += (i / GROUP + t.groups - t.home(hash)) % t.groups;
+            n += 1;
+        }
+        sum as f64 / n as f64
+    }
+
+    #[test]
+    fn sequential_keys_spread_like_random_ones() {
+        // Feeds list neighbouring addresses; they must not cluster.
+        let mut r = Rng(3);
+        for (ti, nets) in [
+            (
+                V4,
+                (0..50_000u128)
+                    .map(|i| IpNet::of(V4_MAPPED | (0x0a00_0000 + i), 128))
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                V6,
+                (0..50_000u128)
+                    .map(|i| IpNet::of((0x2001_0db8u128 << 96) | i << 64, 64))
+                    .collect(),
+            ),
+        ] {
+            let mut b = Builder::new(0, 0);
+            for net in &nets {
+                b.push(&Key::ip(*net), meta(1, 0, 0, 0)).unwrap();
+            }
+            let d = mean_displacement(&open(b.finish()), ti);
+            let mut b = Builder::new(0, 0);
+            for _ in &nets {
+                let a = r.next() as u128;
+                let net = if ti == V4 {
+                    IpNet::of(V4_MAPPED | (a as u32) as u128, 128)
+                } else {
+                    IpNet::of(a << 64, 64)
+                };
+                b.push(&Key::ip(net), meta(1, 0, 0, 0)).unwrap();
+            }
+            let random = mean_displacement(&open(b.finish()), ti);
+            assert!(
+                d < random * 1.3 + 0.02,
+                "table {ti}: {d} groups from home on average, random keys {random}"
+            );
+        }
+    }
+
     #[test]
     fn entry_cost_bounds_the_file() {
         // Bytes per entry of each table, slack and control bytes included,
@@ -1880,8 +1941,8 @@ mod tests {
         for round in 0..20 {
             let mut d = clean.clone();
             for t in tables {
-                for i in t.ctrl..t.slots {
-                    d[i] = if round % 2 == 0 {
+                for c in &mut d[t.ctrl..t.slots] {
+                    *c = if round % 2 == 0 {
                         (r.next() & 0x7f) as u8
                     } else {
                         r.next() as u8
@@ -2023,24 +2084,40 @@ mod tests {
             assert_eq!(Verifier::new(&d).unwrap_err(), e);
         }
     }
-}
-#[cfg(test)]
-mod dbg {
-    use super::*;
+
+    /// Writes the fuzz target's seeds (fuzz/seeds/snapshot): run by hand
+    /// with `cargo test --lib write_fuzz_seeds -- --ignored` after a format
+    /// change. Even mode bytes: a file; odd: entries to build from, in the
+    /// target's encoding (fuzz/fuzz_targets/snapshot.rs).
     #[test]
-    fn dbg_bits() {
-        let e = tests::every_kind_pub();
-        let s = Snapshot::open(Box::new(build(0, 0, e.clone()).unwrap())).unwrap();
-        for (k, _) in &e {
-            if let Some(n) = k.ip_net() {
-                println!("{n} {:?}", prefix_bits(n));
+    #[ignore]
+    fn write_fuzz_seeds() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/snapshot");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |mode: u8, bytes: &[u8]| [&[mode][..], bytes].concat();
+        let mut entries = vec![1u8];
+        for (k, m) in every_kind() {
+            let (kind, name, value) = k.parts();
+            entries.push(kind as u8);
+            if kind == IdKind::Ip {
+                entries.extend_from_slice(name);
+                entries.extend_from_slice(value);
+            } else {
+                if kind.has_name() {
+                    entries.push(name.len() as u8);
+                }
+                entries.push(value.len() as u8);
+                entries.extend_from_slice(name);
+                entries.extend_from_slice(value);
             }
+            entries.extend_from_slice(&meta_bytes(&m));
         }
-        for (k, _) in s.iter() {
-            if let Some(n) = k.ip_net() {
-                println!("it {n} {:?}", prefix_bits(n));
-            }
+        for (name, bytes) in [
+            ("every-kind.snap", file(0, &small())),
+            ("empty.snap", file(2, &build(0, 0, []).unwrap())),
+            ("every-kind.entries", entries),
+        ] {
+            std::fs::write(dir.join(name), bytes).unwrap();
         }
-        println!("{:?}", s.prefixes());
     }
 }
