@@ -61,6 +61,7 @@ typedef struct {
     ngx_event_t                retry_event;
     ngx_uint_t                 failures;
     char                       error[NGX_HTTP_ASE_ERR_LEN];
+    char                       snapshot_error[ASE_MESSAGE_LEN];
 } ngx_http_ase_main_conf_t;
 
 
@@ -102,6 +103,10 @@ typedef struct {
     uint64_t                   traffic_sent;
     uint64_t                   traffic_dropped;
     uint64_t                   traffic_queued;
+    uint64_t                   snapshot_seq;
+    uint64_t                   snapshot_refused;
+    uint64_t                   overlay_entries;
+    uint64_t                   host_role;
 } ngx_http_ase_totals_t;
 
 
@@ -333,7 +338,26 @@ static ngx_http_ase_metric_t  ngx_http_ase_metrics[] = {
 
     ngx_http_ase_metric("ase_abs_traffic_queued", "gauge",
         NGX_HTTP_ASE_VALUE, traffic_queued,
-        "Traffic records waiting to be sent.")
+        "Traffic records waiting to be sent."),
+
+    ngx_http_ase_metric("ase_snapshot_log_position", "gauge",
+        NGX_HTTP_ASE_VALUE, snapshot_seq,
+        "Store log position of the oldest lists snapshot a worker maps"
+        " (0: a worker has none and holds the lists itself)."),
+
+    ngx_http_ase_metric("ase_snapshot_refused", "gauge",
+        NGX_HTTP_ASE_VALUE, snapshot_refused,
+        "Workers whose last snapshot file failed its check (or, in the"
+        " host-role worker, whose last build failed); see error.log."),
+
+    ngx_http_ase_metric("ase_overlay_entries", "gauge",
+        NGX_HTTP_ASE_VALUE, overlay_entries,
+        "Entries the workers hold above the snapshot (changes since it),"
+        " summed."),
+
+    ngx_http_ase_metric("ase_host_role", "gauge",
+        NGX_HTTP_ASE_VALUE, host_role,
+        "Workers of this nginx holding the host role (building snapshots).")
 };
 
 
@@ -1047,6 +1071,17 @@ ngx_http_ase_totals(ngx_http_ase_main_conf_t *amcf, ngx_http_ase_totals_t *t)
             }
         }
 
+        /* the oldest snapshot in use: a worker behind shows */
+
+        if (t->snapshot_seq == 0 || slot->health.snapshot_seq < t->snapshot_seq)
+        {
+            t->snapshot_seq = slot->health.snapshot_seq;
+        }
+
+        t->snapshot_refused += slot->health.snapshot_error[0] ? 1 : 0;
+        t->overlay_entries += slot->health.overlay_entries;
+        t->host_role += slot->health.host_role ? 1 : 0;
+
         t->abs_leader += slot->abs.leader ? 1 : 0;
         t->traffic_sent += slot->abs.traffic_sent;
         t->traffic_dropped += slot->abs.traffic_dropped;
@@ -1187,6 +1222,19 @@ ngx_http_ase_publish(ngx_http_ase_main_conf_t *amcf)
     for (k = 0; k < ASE_REASON_COUNT; k++) {
         stats.blocked_by_reason[k] += amcf->fail_stats.blocked_by_reason[k];
     }
+
+    /* a refused snapshot (or a failing build) is said once, at alert */
+
+    if (health.snapshot_error[0]
+        && ngx_strncmp(health.snapshot_error, amcf->snapshot_error,
+                       ASE_MESSAGE_LEN) != 0)
+    {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      "ase: %s; the lists in force stay until a good "
+                      "snapshot replaces it", health.snapshot_error);
+    }
+
+    ngx_memcpy(amcf->snapshot_error, health.snapshot_error, ASE_MESSAGE_LEN);
 
     slot = &amcf->slots[ngx_worker];
     slot->stats = stats;

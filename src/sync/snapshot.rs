@@ -221,7 +221,11 @@ pub struct SnapshotBuilder {
     dir: PathBuf,
     /// The file this builder last wrote or found good, and the log position it holds.
     good: Option<(FileId, u64)>,
-    last_build: Option<Instant>,
+    /// When this builder started, or last built: small changes wait
+    /// [`BUILD_AFTER`] from then (a new holder of the role, after an nginx
+    /// reload say, maps the file that is there rather than rebuild it).
+    since: Instant,
+    leftovers_removed: bool,
     /// The last build's figures, and the last error while it lasts.
     pub last: Option<Built>,
     /// Why the last build or check failed, while it is failing.
@@ -234,7 +238,8 @@ impl SnapshotBuilder {
         SnapshotBuilder {
             dir,
             good: None,
-            last_build: None,
+            since: Instant::now(),
+            leftovers_removed: false,
             last: None,
             error: None,
         }
@@ -246,8 +251,9 @@ impl SnapshotBuilder {
     /// [`BUILD_AT_CHANGES`] changes are, or when any change is older than
     /// [`BUILD_AFTER`]. Returns whether it built.
     pub fn step(&mut self, store: &Store) -> bool {
-        if self.last_build.is_none() && self.good.is_none() {
+        if !self.leftovers_removed {
             remove_leftovers(&self.dir);
+            self.leftovers_removed = true;
         }
         let seen = file_id(&self.dir).ok().flatten();
         if seen.is_none() || seen != self.good.map(|g| g.0) {
@@ -266,8 +272,7 @@ impl SnapshotBuilder {
             Some((_, seq)) => match store.pending_since(seq) {
                 Ok((_, 0, _)) => false,
                 Ok((_, n, bulk)) => {
-                    bulk || n >= BUILD_AT_CHANGES
-                        || self.last_build.is_none_or(|t| t.elapsed() >= BUILD_AFTER)
+                    bulk || n >= BUILD_AT_CHANGES || self.since.elapsed() >= BUILD_AFTER
                 }
                 Err(e) => {
                     self.error = Some(format!("snapshot build: reading the store: {}", e.message));
@@ -278,7 +283,7 @@ impl SnapshotBuilder {
         if !due {
             return false;
         }
-        self.last_build = Some(Instant::now());
+        self.since = Instant::now();
         match build(store, &self.dir) {
             Ok((b, id)) => {
                 self.good = Some((id, b.seq));
