@@ -484,6 +484,16 @@ typedef struct ase_health {
    why the last build failed, NUL-terminated; empty while all is well.
    */
   char snapshot_error[ASE_MESSAGE_LEN];
+  /*
+   Snapshot files refused by this engine (or found bad and rebuilt by
+   this process, when it holds the host role).
+   */
+  uint64_t snapshot_refusals;
+  /*
+   Why the last one was refused, NUL-terminated, kept after a good file
+   replaced it; empty when none was.
+   */
+  char snapshot_last_refusal[ASE_MESSAGE_LEN];
 } ase_health;
 
 /*

@@ -61,7 +61,7 @@ typedef struct {
     ngx_event_t                retry_event;
     ngx_uint_t                 failures;
     char                       error[NGX_HTTP_ASE_ERR_LEN];
-    char                       snapshot_error[ASE_MESSAGE_LEN];
+    uint64_t                   snapshot_refusals;
 } ngx_http_ase_main_conf_t;
 
 
@@ -105,6 +105,7 @@ typedef struct {
     uint64_t                   traffic_queued;
     uint64_t                   snapshot_seq;
     uint64_t                   snapshot_refused;
+    uint64_t                   snapshot_refusals;
     uint64_t                   overlay_entries;
     uint64_t                   host_role;
 } ngx_http_ase_totals_t;
@@ -349,6 +350,11 @@ static ngx_http_ase_metric_t  ngx_http_ase_metrics[] = {
         NGX_HTTP_ASE_VALUE, snapshot_refused,
         "Workers whose last snapshot file failed its check (or, in the"
         " host-role worker, whose last build failed); see error.log."),
+
+    ngx_http_ase_metric("ase_snapshot_refusals_total", "counter",
+        NGX_HTTP_ASE_VALUE, snapshot_refusals,
+        "Snapshot files refused by a worker, or found bad and rebuilt by"
+        " the host-role worker."),
 
     ngx_http_ase_metric("ase_overlay_entries", "gauge",
         NGX_HTTP_ASE_VALUE, overlay_entries,
@@ -1079,6 +1085,7 @@ ngx_http_ase_totals(ngx_http_ase_main_conf_t *amcf, ngx_http_ase_totals_t *t)
         }
 
         t->snapshot_refused += slot->health.snapshot_error[0] ? 1 : 0;
+        t->snapshot_refusals += slot->health.snapshot_refusals;
         t->overlay_entries += slot->health.overlay_entries;
         t->host_role += slot->health.host_role ? 1 : 0;
 
@@ -1223,18 +1230,17 @@ ngx_http_ase_publish(ngx_http_ase_main_conf_t *amcf)
         stats.blocked_by_reason[k] += amcf->fail_stats.blocked_by_reason[k];
     }
 
-    /* a refused snapshot (or a failing build) is said once, at alert */
+    /* each refused snapshot file is said, at alert, with the last reason */
 
-    if (health.snapshot_error[0]
-        && ngx_strncmp(health.snapshot_error, amcf->snapshot_error,
-                       ASE_MESSAGE_LEN) != 0)
-    {
+    if (health.snapshot_refusals > amcf->snapshot_refusals) {
         ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
-                      "ase: %s; the lists in force stay until a good "
-                      "snapshot replaces it", health.snapshot_error);
+                      "ase: %uL snapshot file(s) refused, the last: %s; "
+                      "the lists in force stay until a good snapshot "
+                      "replaces it (the host role rebuilds it)",
+                      health.snapshot_refusals - amcf->snapshot_refusals,
+                      health.snapshot_last_refusal);
+        amcf->snapshot_refusals = health.snapshot_refusals;
     }
-
-    ngx_memcpy(amcf->snapshot_error, health.snapshot_error, ASE_MESSAGE_LEN);
 
     slot = &amcf->slots[ngx_worker];
     slot->stats = stats;

@@ -105,6 +105,11 @@ pub struct EngineHealth {
     pub host_role: bool,
     /// Why the host role's last snapshot build or check failed, while it fails.
     pub build_error: Option<String>,
+    /// Snapshot files refused by this engine, or found bad by this
+    /// process's builder.
+    pub snapshot_refusals: u64,
+    /// Why the last one was refused (kept after a good file replaced it).
+    pub last_refusal: Option<String>,
 }
 
 /// One enforcer and its background machinery.
@@ -528,6 +533,12 @@ impl Engine {
             snapshot_error: h.snapshot_error(),
             overlay_entries: self.enforcer.overlay_len() as u64,
             host_role: host.as_ref().is_some_and(|s| s.leader),
+            snapshot_refusals: h.snapshot_refusals.load(Relaxed)
+                + host.as_ref().map_or(0, |s| s.refusals),
+            last_refusal: host
+                .as_ref()
+                .and_then(|s| s.last_refusal.clone())
+                .or_else(|| h.last_refusal()),
             build_error: host.and_then(|s| s.error),
         }
     }

@@ -754,6 +754,118 @@ class Suite:
               % (reloads, took, answers["new"], answers["keep-alive"],
                  retried[0], rss0, rss, threads1))
 
+    def wait_metrics(self, nginx, ok, within=10.0, what=""):
+        """Polls ase_status until `ok(metrics)`; returns them."""
+        t0 = time.monotonic()
+        while True:
+            m = self.metrics_of(nginx)
+            if ok(m):
+                return m
+            if time.monotonic() - t0 > within:
+                raise AssertionError("%s: not within %.0f s: %r"
+                                     % (what, within, m))
+            time.sleep(0.1)
+
+    def first_answers(self, send, within=5.0):
+        """The first answer of every worker to `send` (new connections)."""
+        seen = {}
+        t0 = time.monotonic()
+        while len(seen) < WORKERS:
+            r = send()
+            seen.setdefault(r.worker, r)
+            assert time.monotonic() - t0 < within, "workers seen: %s" % seen
+        return seen
+
+    def test_one_copy_per_host(self):
+        """Every worker maps the host's one lists snapshot; only the worker
+        holding the host role runs threads of ase; a CLI change is in force
+        on every worker when the CLI returns; a detection is listed by the
+        time its response is sent; a reload maps the snapshot that is
+        there instead of building one."""
+        self.need_cli()
+        n = self.nginx
+        snap = os.path.join(self.conf_dir, "state", "lists.snap")
+        self.wait_metrics(
+            n, lambda m: m["ase_host_role"] == 1
+            and m["ase_snapshot_log_position"] > 0, what="snapshot in use")
+        threads = sorted(proc_status(p, "Threads") for p in n.workers())
+        assert threads[:-1] == [1] * (WORKERS - 1), threads
+        # the host-role worker: the host thread, and the ABS poller and
+        # traffic shipper it runs for the host
+        assert 2 <= threads[-1] <= 4, threads
+
+        ip = "10.20.0.1"
+        self.cli("add_blacklist", "ip", ip)
+        first = self.first_answers(lambda: self.get("/shop/items", ip=ip))
+        assert all(r.status == 403 for r in first.values()), \
+            "not in force on every worker when the CLI returned: %s" % first
+
+        dip = "10.20.0.2"
+        r = self.get("/shop/admin", ip=dip)
+        assert r.verdict == "respond:decoy", r
+        t0 = time.monotonic()
+        while dip not in self.cli("view_blacklist", "decoy"):
+            assert time.monotonic() - t0 < 2.0, "detection not listed"
+            time.sleep(0.05)
+
+        ino = os.stat(snap).st_ino
+        n.reload()
+        self.wait_metrics(
+            n, lambda m: m["ase_host_role"] == 1
+            and m["ase_snapshot_log_position"] > 0, what="after reload")
+        assert os.stat(snap).st_ino == ino, "the reload rebuilt the snapshot"
+        first = self.first_answers(lambda: self.get("/shop/items", ip=ip))
+        assert all(r.status == 403 for r in first.values()), first
+        self.cli("delete_blacklist", "ip", ip)
+        self.cli("delete_blacklist", "ip", dip)
+
+    def test_snapshot_refused_and_rebuilt(self):
+        """A damaged snapshot file is refused by the workers, counted in
+        ase_status and logged at alert; the host-role worker builds it
+        again; the lists stay in force throughout."""
+        self.need_cli()
+        d = tempfile.mkdtemp(dir=self.tmp)
+        conf = d + "/conf"
+        shutil.copytree(self.conf_dir, conf,
+                        ignore=shutil.ignore_patterns("state"))
+        n = Nginx(self.args, d, conf, name="snapdamage")
+        self.others.append(n)
+        n.start()
+        snap = conf + "/state/lists.snap"
+        self.wait_metrics(n, lambda m: m["ase_snapshot_log_position"] > 0,
+                          what="snapshot in use")
+        ip = "10.21.0.1"
+        r = subprocess.run([self.cli_bin, "--config", conf + "/ase.conf",
+                            "-u", "admin", "-p", "admin",
+                            "add_blacklist", "ip", ip],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        send = lambda: n.request("GET", "/shop/items", ip=ip)
+        assert all(x.status == 403 for x in self.first_answers(send).values())
+        before = self.metrics_of(n)["ase_snapshot_refusals_total"]
+        data = bytearray(open(snap, "rb").read())
+        data[len(data) // 2] ^= 0x40
+        with open(snap + ".bad", "wb") as f:
+            f.write(data)
+        os.rename(snap + ".bad", snap)
+        bad_ino = os.stat(snap).st_ino
+        self.wait_metrics(
+            n, lambda m: m["ase_snapshot_refusals_total"] > before,
+            what="refused")
+        t0 = time.monotonic()
+        while os.stat(snap).st_ino == bad_ino:
+            assert send().status == 403, "still enforced"
+            assert time.monotonic() - t0 < 10, "not rebuilt"
+            time.sleep(0.05)
+        self.wait_metrics(n, lambda m: m["ase_snapshot_refused"] == 0,
+                          what="the rebuilt one in use")
+        assert all(x.status == 403 for x in self.first_answers(send).values())
+        time.sleep(1.2)  # every worker has published (and logged)
+        log = open(n.error_log, errors="replace").read()
+        alerts = [l for l in log.splitlines()
+                  if "[alert]" in l and "lists.snap" in l]
+        assert alerts and "refused" in alerts[0], log[-2000:]
+
     def test_worker_without_engine(self):
         """A worker that cannot build its engine keeps serving: fail_mode
         decides (open: allowed, closed: 403), error.log says why at

@@ -1017,7 +1017,12 @@ pub extern "C" fn ase_engine_health(
             overlay_entries: h.overlay_entries,
             host_role: h.host_role,
             snapshot_error: [0; ASE_MESSAGE_LEN],
+            snapshot_refusals: h.snapshot_refusals,
+            snapshot_last_refusal: [0; ASE_MESSAGE_LEN],
         };
+        if let Some(m) = &h.last_refusal {
+            copy_message(&mut out.snapshot_last_refusal, m, &[]);
+        }
         if let Some(m) = h.snapshot_error.as_ref().or(h.build_error.as_ref()) {
             copy_message(&mut out.snapshot_error, m, &[]);
         }

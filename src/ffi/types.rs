@@ -442,6 +442,12 @@ pub struct ase_health {
     /// Why the last snapshot file was refused, or (in the host-role process)
     /// why the last build failed, NUL-terminated; empty while all is well.
     pub snapshot_error: [std::ffi::c_char; ASE_MESSAGE_LEN],
+    /// Snapshot files refused by this engine (or found bad and rebuilt by
+    /// this process, when it holds the host role).
+    pub snapshot_refusals: u64,
+    /// Why the last one was refused, NUL-terminated, kept after a good file
+    /// replaced it; empty when none was.
+    pub snapshot_last_refusal: [std::ffi::c_char; ASE_MESSAGE_LEN],
 }
 
 /// `ase_engine_options.flags`: no threads. The host calls `ase_engine_tick`

@@ -35,6 +35,10 @@ pub struct HostStatus {
     pub error: Option<String>,
     /// Panics caught in the loop (each restarted).
     pub panics: u64,
+    /// Snapshot files the builder found bad (and rebuilt).
+    pub refusals: u64,
+    /// Why the last one was refused.
+    pub last_refusal: Option<String>,
 }
 
 /// A running host-role candidate.
@@ -159,6 +163,8 @@ fn run_with(
                 st.last_build = builder.last.clone();
             }
             st.error = builder.error.clone();
+            st.refusals = builder.refusals;
+            st.last_refusal = builder.last_refusal.clone();
         }));
         if step.is_err() {
             let mut st = lock(status);

@@ -230,6 +230,10 @@ pub struct SnapshotBuilder {
     pub last: Option<Built>,
     /// Why the last build or check failed, while it is failing.
     pub error: Option<String>,
+    /// Files found bad (not the builder's own, failing their check).
+    pub refusals: u64,
+    /// Why the last one was refused.
+    pub last_refusal: Option<String>,
 }
 
 impl SnapshotBuilder {
@@ -242,6 +246,8 @@ impl SnapshotBuilder {
             leftovers_removed: false,
             last: None,
             error: None,
+            refusals: 0,
+            last_refusal: None,
         }
     }
 
@@ -262,6 +268,8 @@ impl SnapshotBuilder {
                 Ok(Some((s, id))) => Some((id, s.seq())),
                 Ok(None) => None,
                 Err(e) => {
+                    self.refusals += 1;
+                    self.last_refusal = Some(e.clone());
                     self.error = Some(e);
                     None
                 }

@@ -82,7 +82,10 @@ pub struct Health {
     pub snapshot_seq: AtomicU64,
     /// Snapshots installed.
     pub snapshot_installs: AtomicU64,
+    /// Snapshot files refused (failed their check, or older than the lists).
+    pub snapshot_refusals: AtomicU64,
     snapshot_error: Mutex<Option<String>>,
+    last_refusal: Mutex<Option<String>>,
 }
 
 impl Health {
@@ -104,10 +107,23 @@ impl Health {
     }
 
     fn set_snapshot_error(&self, e: Option<String>) {
+        if let Some(m) = &e {
+            self.snapshot_refusals.fetch_add(1, Relaxed);
+            *self.last_refusal.lock().unwrap_or_else(|e| e.into_inner()) = Some(m.clone());
+        }
         *self
             .snapshot_error
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = e;
+    }
+
+    /// Why the last snapshot file was refused, kept after a good one
+    /// replaced it (for a log line that comes later than the refusal).
+    pub fn last_refusal(&self) -> Option<String> {
+        self.last_refusal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -334,16 +350,10 @@ impl Syncer {
         let current = self.enforcer.snapshot().map(|s| s.seq());
         let floor = self.snap_state().floor;
         if current.is_some_and(|c| seq < c) || seq < floor {
-            // An older file put back by hand: keep what is in force.
+            // Older than the lists in force (a full load read the store
+            // after it was built): not wrong, just not useful. Passed over
+            // until the builder replaces it.
             self.snap_state().refused = Some(id);
-            self.health.set_snapshot_error(Some(format!(
-                "snapshot {} refused: it holds log position {seq}, older than the lists in use",
-                self.enforcer
-                    .config()
-                    .state_dir
-                    .join(snapshot::FILE)
-                    .display()
-            )));
             return Ok(());
         }
         let applied = self.health.applied_seq.load(Relaxed);
