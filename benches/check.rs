@@ -88,6 +88,15 @@ fn engine() -> Enforcer {
         .unwrap();
         e.allow_add(&id, 0);
     }
+    // `ASE_BENCH_SNAPSHOT=1` moves both lists into a lists snapshot (as a
+    // host's processes map it), leaving the overlay empty.
+    if std::env::var_os("ASE_BENCH_SNAPSHOT").is_some() {
+        let entries = e.with_lists(|l| l.entries(Source::ANY | ase::policy::lists::ALLOW));
+        let bytes = ase::policy::snapshot::build(1, 0, entries).unwrap();
+        let snap = ase::policy::snapshot::Snapshot::open(Box::new(bytes)).unwrap();
+        e.install_snapshot(std::sync::Arc::new(snap));
+        assert_eq!(e.overlay_len(), 0);
+    }
     e
 }
 
