@@ -866,6 +866,48 @@ class Suite:
                   if "[alert]" in l and "lists.snap" in l]
         assert alerts and "refused" in alerts[0], log[-2000:]
 
+    def test_host_role_worker_killed(self):
+        """kill -9 of the worker holding the host role (building snapshots)
+        leaves every worker enforcing, and another worker takes the role
+        within 2 s."""
+        self.need_cli()
+        d = tempfile.mkdtemp(dir=self.tmp)
+        conf = d + "/conf"
+        shutil.copytree(self.conf_dir, conf,
+                        ignore=shutil.ignore_patterns("state"))
+        n = Nginx(self.args, d, conf, name="hostkill")
+        self.others.append(n)
+        n.start()
+        self.wait_metrics(n, lambda m: m["ase_host_role"] == 1
+                          and m["ase_snapshot_log_position"] > 0,
+                          what="snapshot in use")
+        ip = "10.22.0.1"
+        r = subprocess.run([self.cli_bin, "--config", conf + "/ase.conf",
+                            "-u", "admin", "-p", "admin",
+                            "add_blacklist", "ip", ip],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        send = lambda: n.request("GET", "/shop/items", ip=ip)
+        host = [p for p in n.workers() if proc_status(p, "Threads") > 1]
+        assert len(host) == 1, host
+        os.kill(host[0], signal.SIGKILL)
+        t0 = time.monotonic()
+        taken = None
+        while time.monotonic() - t0 < 5:
+            r = send()
+            assert r.status == 403, "not enforced after the kill: %r" % r
+            now = [p for p in n.workers()
+                   if p != host[0] and proc_status(p, "Threads") > 1]
+            if now:
+                taken = time.monotonic() - t0
+                break
+            time.sleep(0.02)
+        assert taken is not None and taken <= 2.0, \
+            "role not taken within 2 s (%s)" % taken
+        assert all(x.status == 403 for x in self.first_answers(send).values())
+        print("    host role taken %.2f s after kill -9 of its worker"
+              % taken)
+
     def test_worker_without_engine(self):
         """A worker that cannot build its engine keeps serving: fail_mode
         decides (open: allowed, closed: 403), error.log says why at
@@ -1268,7 +1310,7 @@ http {{
         "test_status", "test_identifier_kinds",
         "test_detections_listed_and_disabled", "test_abs_attack_list",
         "test_abs_traffic", "test_abs_status", "test_one_copy_per_host",
-        "test_snapshot_refused_and_rebuilt",
+        "test_snapshot_refused_and_rebuilt", "test_host_role_worker_killed",
         "test_reload", "test_reload_soak", "test_worker_without_engine",
         "test_worker_processes_auto",
         "test_valgrind_single_process",
