@@ -109,6 +109,20 @@ fn a_bulk_list_reaches_every_engine_through_one_snapshot() {
     let roles = [&a, &b, &c].iter().filter(|e| e.health().host_role).count();
     assert_eq!(roles, 1, "one process of the host builds");
     assert!(!c.health().host_role, "not the one told not to");
+    let status = env.ok(&["status"]);
+    let row = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} in\n{status}"))
+            .to_string()
+    };
+    assert!(row("host role").contains(&format!("pid {}", std::process::id())));
+    assert!(
+        row("lists snapshot").contains(&format!("{n} entries")),
+        "{status}"
+    );
+    assert!(row("running engines").ends_with(": 3"), "{status}");
 
     // A change after the snapshot is in force everywhere at once, in the
     // overlay, until the next snapshot holds it.

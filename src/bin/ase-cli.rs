@@ -824,6 +824,34 @@ impl Ctx<'_> {
             ("state store", st.path().display().to_string()),
             ("store schema", SCHEMA_VERSION.to_string()),
             ("change log position", st.last_seq()?.to_string()),
+            ("host role", {
+                let lock = cfg.state_dir.join(ase::sync::snapshot::HOST_LOCK);
+                match abs::election::holder_of(&lock) {
+                    Ok(Some(pid)) => format!("pid {pid}"),
+                    Ok(None) => "none (no engine is running)".to_string(),
+                    Err(e) => format!("unknown ({e})"),
+                }
+            }),
+            (
+                "lists snapshot",
+                match ase::sync::snapshot::open(&cfg.state_dir) {
+                    Ok(Some((s, _))) => format!(
+                        "log position {}, {} entries, {:.2} MB, built {}",
+                        s.seq(),
+                        s.len(),
+                        s.byte_len() as f64 / (1u64 << 20) as f64,
+                        rfc3339(s.built_ms())
+                    ),
+                    Ok(None) => "none yet".to_string(),
+                    Err(e) => e,
+                },
+            ),
+            ("running engines", {
+                match ase::sync::presence::live_engines(&cfg.state_dir) {
+                    Ok(v) => v.len().to_string(),
+                    Err(e) => format!("unknown ({e})"),
+                }
+            }),
             ("abs endpoints", endpoints),
             ("abs leader", leader),
             ("last abs sync", last_sync),

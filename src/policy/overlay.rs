@@ -384,6 +384,10 @@ impl ListsReader<'_> {
     /// Whether any entry of `kind` may be listed (a kind with none is not probed).
     #[inline(always)]
     pub fn has(&self, kind: IdKind) -> bool {
+        if self.lists.snap.is_none() {
+            // Nothing to hide: the overlay is the whole list.
+            return self.overlay.has(kind);
+        }
         self.lists.snap_kinds[kind as usize]
             || self.lists.overlay_kinds[kind as usize].load(Relaxed) != 0
     }
@@ -391,6 +395,9 @@ impl ListsReader<'_> {
     /// The entry for `key`: the overlay's if it has one, else the snapshot's.
     #[inline(always)]
     pub fn probe(&self, key: &KeyRef<'_>) -> Option<Meta> {
+        if self.lists.snap.is_none() {
+            return self.overlay.probe(key);
+        }
         if self.lists.overlay_kinds[key.kind() as usize].load(Relaxed) != 0 {
             if let Some(m) = self.overlay.probe(key) {
                 return Some(m);
@@ -418,6 +425,9 @@ impl ListsReader<'_> {
     /// Calls `f` with the entry of `addr` and of each listed range containing
     /// it, longest prefix first, until `f` returns true.
     pub fn each_ip(&self, addr: u128, mut f: impl FnMut(Meta) -> bool) {
+        if self.lists.snap.is_none() {
+            return self.overlay.each_ip(addr, f);
+        }
         if !self.has(IdKind::Ip) {
             return;
         }

@@ -70,7 +70,11 @@ impl Election {
 /// tries to lead in that instant waits for its next try (harmless). The pid
 /// is what the holder wrote (0 if unreadable).
 pub fn holder(state_dir: &Path) -> Result<Option<u32>, String> {
-    let path = state_dir.join(LOCK_FILE);
+    holder_of(&state_dir.join(LOCK_FILE))
+}
+
+/// The pid of the process holding the lock file at `path` (as [`holder`]).
+pub fn holder_of(path: &Path) -> Result<Option<u32>, String> {
     let f = match File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
