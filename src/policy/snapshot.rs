@@ -441,14 +441,10 @@ impl Table {
     /// with its own step per key a miss ends after about 1.4.
     #[inline(always)]
     fn probe(&self, hash: u64) -> Probe {
-        let step = if self.groups > 1 {
-            1 + ((hash.rotate_left(29) as u128 * (self.groups as u128 - 1)) >> 64) as usize
-        } else {
-            0
-        };
         Probe {
             g: self.home(hash),
-            step,
+            step: 0,
+            hash,
             groups: self.groups,
             left: self.groups,
         }
@@ -486,7 +482,9 @@ impl Table {
 /// The groups of one probe (see [`Table::probe`]); at most `groups` of them.
 struct Probe {
     g: usize,
+    /// 0 until the probe leaves its first group (most end there).
     step: usize,
+    hash: u64,
     groups: usize,
     left: usize,
 }
@@ -499,13 +497,25 @@ impl Iterator for Probe {
         if self.left == 0 {
             return None;
         }
-        self.left -= 1;
-        let g = self.g;
-        self.g += self.step;
-        if self.g >= self.groups {
-            self.g -= self.groups;
+        if self.left < self.groups {
+            if self.step == 0 {
+                self.step = self.first_step();
+            }
+            self.g += self.step;
+            if self.g >= self.groups {
+                self.g -= self.groups;
+            }
         }
-        Some(g)
+        self.left -= 1;
+        Some(self.g)
+    }
+}
+
+impl Probe {
+    /// The step of this key's probe, in `1..groups`.
+    #[cold]
+    fn first_step(&self) -> usize {
+        1 + ((self.hash.rotate_left(29) as u128 * (self.groups as u128 - 1)) >> 64) as usize
     }
 }
 
