@@ -165,13 +165,14 @@ EOF
 }
 
 workers_of() { pgrep -P "$(cat "$1/nginx.pid")" | sort -n; }
-pss_kb() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup"; }
-# PSS of the master and all its workers, kB
+# pss_kb PID [FIELD]: Pss (or Pss_Anon, Pss_File) of a process, kB
+pss_kb() { awk -v f="${2:-Pss}:" '$1 == f {print $2}' "/proc/$1/smaps_rollup"; }
+# pss_total DIR [FIELD]: of the master and all its workers, kB
 pss_total() {
     local d=$1 t m
     m=$(cat "$d/nginx.pid")
-    t=$(pss_kb "$m")
-    for w in $(workers_of "$d"); do t=$((t + $(pss_kb "$w"))); done
+    t=$(pss_kb "$m" "${2:-Pss}")
+    for w in $(workers_of "$d"); do t=$((t + $(pss_kb "$w" "${2:-Pss}"))); done
     echo "$t"
 }
 metric() { # metric PORT NAME: the value, -1 when not shown
@@ -247,6 +248,7 @@ for n in "${worker_counts[@]}"; do
     sleep 1
     pss_bare=$(pss_total "$bare")
     pss_empty=$(pss_total "$ase")
+    file_empty=$(pss_total "$ase" Pss_File)
 
     serve "$work/big.json"
     t0=$(date +%s.%N)
@@ -255,6 +257,7 @@ for n in "${worker_counts[@]}"; do
     wait_for 30 "ase_status shows the whole list" list_in_status "$pa"
     sleep 1
     pss_list=$(pss_total "$ase")
+    file_list=$(pss_total "$ase" Pss_File)
     # threads: of the workers without the host role (each the same), and of
     # the one with it
     threads=$(for w in $(workers_of "$ase"); do
@@ -264,10 +267,13 @@ for n in "${worker_counts[@]}"; do
     overlay=$(metric "$pa" ase_overlay_entries)
     snap=$(stat -c %s "$ase/conf/state/lists.snap")
     # the worker holding the host role: the one with threads
-    host_pss=0
+    host_pss=0 host_anon=0
     for w in $(workers_of "$ase"); do
         t=$(awk '/^Threads:/ {print $2}' "/proc/$w/status")
-        if [ "$t" -gt 1 ]; then host_pss=$(pss_kb "$w"); fi
+        if [ "$t" -gt 1 ]; then
+            host_pss=$(pss_kb "$w")
+            host_anon=$(pss_kb "$w" Pss_Anon)
+        fi
     done
     other_pss=$(( (pss_list - host_pss - $(pss_kb "$(cat "$ase/nginx.pid")")) ))
 
@@ -292,7 +298,7 @@ for n in "${worker_counts[@]}"; do
             printf '%d workers, round %d  %-4s %10.0f req/s\n' "$n" "$r" "$kind" "$rps" >&2
         done
     done
-    R[$n]="$(echo "$t0 $t1" | awk '{printf "%.1f", $2-$1}')|$pss_bare|$pss_empty|$pss_list|$threads|$overlay|$snap|$(echo "$runs_b" | median)|$(echo "$runs_a" | median)|$(echo "$ratios" | median)|$host_pss|$other_pss"
+    R[$n]="$(echo "$t0 $t1" | awk '{printf "%.1f", $2-$1}')|$pss_bare|$pss_empty|$pss_list|$threads|$overlay|$snap|$(echo "$runs_b" | median)|$(echo "$runs_a" | median)|$(echo "$ratios" | median)|$host_pss|$other_pss|$host_anon|$((file_list - file_empty))"
     for d in "$bare" "$ase"; do
         kill -QUIT "$(cat "$d/nginx.pid")"
     done
@@ -338,7 +344,9 @@ row "PSS bare, MB" 2 mbf
 row "PSS ase, empty list, MB" 3 mbf
 row "PSS ase, with list, MB" 4 mbf
 row "  host-role worker, MB" 11 mbf
+row "  of which heap (Pss_Anon)" 13 mbf
 row "  other workers, MB" 12 mbf
+row "  file pages (Pss_File) +, MB" 14 mbf
 row "list memory, MB (*)" 4 list_mem
 row "list memory vs ${first_n} worker(s)" 4 ratio_to_first "8 workers <= 1.25 x 1 worker"
 row "ase - bare (with list), MB" 4 ase_minus_bare
@@ -348,4 +356,6 @@ row "lists.snap, MB" 7 mbf_b
 row "bare, req/s" 8 rps_
 row "ase, req/s" 9 rps_
 row "ase vs bare" 10 pct ">= 97 % with 1 worker"
+echo "host-role worker: the one with threads (it fetched, parsed and stored the list and built the snapshot)"
+echo "Pss_File +: file-backed PSS gained with the list (lists.snap pages mapped), all processes"
 echo "(*) list memory: PSS of nginx with ase (workers + master) with the list minus before it came"
