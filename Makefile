@@ -9,7 +9,7 @@ FUZZ_SECONDS ?= 300
 FUZZ_SMOKE_SECONDS ?= 5
 
 .PHONY: all build deps header check-header lint test test-rust examples test-examples \
-        nginx-module test-nginx demo bench fuzz fuzz-smoke clean
+        nginx-module test-nginx demo bench bench-nginx-workers fuzz fuzz-smoke clean
 
 all: build
 
@@ -56,6 +56,12 @@ demo: deps build nginx-module
 
 bench: build
 	$(CARGO) bench --bench check
+
+# nginx with a 1.12M-entry ABS list at 1, 4 and 8 workers against bare nginx:
+# memory, threads, time to every worker, requests/s (docs/BENCHMARKS.md,
+# "One copy per host"). Needs wrk and nginx-dev; not part of `make test`.
+bench-nginx-workers:
+	benches/nginx-workers.sh
 
 # Every target in fuzz/ for FUZZ_SECONDS each (docs/fuzzing.md). Needs the
 # nightly toolchain; installs cargo-fuzz when missing.

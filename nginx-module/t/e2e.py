@@ -1189,6 +1189,55 @@ http {{
         finally:
             self.cli("enable_abs_attack")
 
+    def test_large_abs_list(self):
+        """A 1.12M-entry ABS list (1M IPv4, 100k OAuth tokens of 40 bytes,
+        20k cookies) within the default attack_list_memory (128MB): nothing
+        dropped, and the token listed last (the list's last entry: the one
+        dropped first were the budget short) blocks on every worker. The
+        list before it is served again afterwards."""
+        self.need_abs()
+        n_ips, n_tok, n_ck = 1000000, 100000, 20000
+        ips = ["10.%d.%d.%d" % (100 + (i >> 16), i >> 8 & 255, i & 255)
+               for i in range(n_ips)]
+        toks = ["e2e-tok-%032x" % (i * 0x9E3779B97F4A7C15 % (1 << 128))
+                for i in range(n_tok)]
+        cks = ["e2e-ck-%025x" % (i * 0xC2B2AE3D27D4EB4F % (1 << 100))
+               for i in range(n_ck)]
+        with open(self.attacklist) as f:
+            before = f.read()
+        tmp = self.attacklist + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"ips": ips, "cookies": {"JSESSIONID": cks},
+                       "oauth_tokens": toks}, f)
+        last_cookie = cks[-1]
+        del ips, cks
+        t0 = time.monotonic()
+        os.replace(tmp, self.attacklist)
+        last = {"Authorization": "Bearer " + toks[-1]}
+        try:
+            took = self.converge(
+                lambda: self.get("/shop/items", ip="10.12.0.1", headers=last),
+                403, within=90, what="the last token of a 1.12M list")
+            m = self.wait_metrics(
+                self.nginx, lambda m: m["ase_abs_entries"] == n_ips + n_tok + n_ck
+                and m["ase_snapshot_log_position"] > 0,
+                what="ase_status shows the whole list")
+            assert m["ase_abs_dropped_items"] == 0, m
+            assert self.get("/shop/items", ip="10.12.0.1").status == 200
+            r = self.get("/shop/items", ip="10.12.0.1",
+                         headers={"Cookie": "JSESSIONID=" + last_cookie})
+            assert r.status == 403, r
+            print("    list served -> every worker blocks: %.1f s; overlay %d"
+                  % (time.monotonic() - t0, m["ase_overlay_entries"]))
+            assert took <= 90
+        finally:
+            with open(tmp, "w") as f:
+                f.write(before)
+            os.replace(tmp, self.attacklist)
+            self.converge(
+                lambda: self.get("/shop/items", ip="10.12.0.1", headers=last),
+                200, within=90, what="the list before, served again")
+
     def test_abs_traffic(self):
         """Each checked request reaches ABS as a record carrying the status
         nginx answered with, from every worker."""
@@ -1311,6 +1360,7 @@ http {{
         "test_detections_listed_and_disabled", "test_abs_attack_list",
         "test_abs_traffic", "test_abs_status", "test_one_copy_per_host",
         "test_snapshot_refused_and_rebuilt", "test_host_role_worker_killed",
+        "test_large_abs_list",
         "test_reload", "test_reload_soak", "test_worker_without_engine",
         "test_worker_processes_auto",
         "test_valgrind_single_process",

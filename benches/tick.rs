@@ -1,0 +1,339 @@
+//! The evented engine's bounds (not a test): what one `Engine::tick` costs
+//! the event loop that calls it (an nginx worker's).
+//!
+//! `cargo bench --bench tick`
+//!
+//! (a) 10,000 changes waiting in the store's log (5,000 IPs and 5,000 OAuth
+//!     tokens, written in transactions of 1,000 so each is logged on its
+//!     own): every tick until the engine has applied them all (at most
+//!     `CHANGES_PER_TICK` = 2,000 a tick); max and total. Goal: <= 1 ms a tick.
+//! (b) A loop like an nginx worker's: a check every ~100 us, and
+//!     `Engine::tick` whenever the interval the last tick returned has
+//!     passed (as nginx's timer does), on an evented engine without the
+//!     host role, while a threaded engine of the same process holds the
+//!     host role and the ABS list (1M IPv4) is replaced in the store by
+//!     another thread (`Store::replace_source`, as the poller does): the
+//!     host role builds a snapshot, and the evented engine checks the new
+//!     file 4 MB a tick and moves onto it. The longest gap between loop
+//!     iterations and the longest tick, from the start of the write until
+//!     a second after the list is enforced; the time to enforcement.
+//!     Goal: <= 5 ms stall.
+//! (c) A newly opened evented engine on that state_dir: `Engine::open_with`
+//!     maps the existing 1M-entry snapshot; its first check, and the time
+//!     until the list's last entry is enforced.
+//!
+//! Everything runs in one process on the machine's CPUs: the writer and
+//! builder threads compete with the loop for them, as the host-role
+//! worker's threads compete with the other workers.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ase::engine::{Engine, EngineOptions};
+use ase::policy::ident::ip_to_u128;
+use ase::policy::{IdKind, Identifier, Request, Source};
+use ase::store::{List, NewEntry, Store};
+
+const SHOP_API: &str = r#"{ "api_metadata": {
+  "protocol": "http", "url": "/shop", "hostname": "*", "enable_blocking": true,
+  "cookie": "JSESSIONID", "oauth2_access_token": true } }"#;
+
+/// `ase.conf` as the demo's (sync_poll_interval=100ms: the tick interval
+/// when nothing is pending), the shop API, state in `state/`.
+fn setup() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ase.conf");
+    std::fs::write(
+        &config,
+        "enable_firewall=true\nenable_abs_attack=true\nsync_poll_interval=100ms\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("api")).unwrap();
+    std::fs::write(dir.path().join("api/shop.json"), SHOP_API).unwrap();
+    (dir, config)
+}
+
+fn ip_of(i: u32) -> String {
+    format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255)
+}
+
+fn token_of(i: u32) -> String {
+    // 40 bytes, like the opaque OAuth2 tokens ABS lists
+    format!(
+        "bench-tok-{:030x}",
+        (i as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    )
+}
+
+/// Does `e` stop a request from `ip` carrying `token` (if any)?
+fn stops(e: &Engine, ip: &str, token: Option<&str>) -> bool {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let with: [(&[u8], &[u8]); 1] = [(b"authorization", auth.as_deref().unwrap_or("").as_bytes())];
+    let headers: &[(&[u8], &[u8])] = if token.is_some() { &with } else { &[] };
+    let req = Request {
+        client_ip: Some(ip_to_u128(ip.parse().unwrap())),
+        method: b"GET",
+        scheme: b"http",
+        host: b"example.test",
+        uri: b"/shop/items",
+        headers,
+        username: b"",
+        unknown_api: None,
+    };
+    e.check(&req).stops()
+}
+
+fn evented(config: &Path, host_role: bool) -> Engine {
+    Engine::open_with(
+        config,
+        EngineOptions {
+            evented: true,
+            host_role,
+        },
+    )
+    .unwrap()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+/// (a) Ticks applying 10,000 changes of the log.
+fn pending_changes() {
+    const N: u32 = 10_000;
+    let (dir, config) = setup();
+    let e = evented(&config, false);
+    // The store opened and the (empty) lists in place.
+    for _ in 0..10 {
+        e.tick();
+    }
+    let state = dir.path().join("state");
+    let store = Store::open(&state).unwrap();
+    for chunk in 0..N / 1000 {
+        let rows: Vec<NewEntry> = (chunk * 1000..(chunk + 1) * 1000)
+            .map(|i| {
+                let id = if i % 2 == 0 {
+                    Identifier::new(IdKind::Ip, "", &ip_of(i)).unwrap()
+                } else {
+                    Identifier::new(IdKind::Token, "", &token_of(i)).unwrap()
+                };
+                NewEntry::new(id, 0)
+            })
+            .collect();
+        store
+            .add_many(List::Deny, &rows, Source::Manual, &mut |_| {})
+            .unwrap();
+    }
+    let last = store.last_seq().unwrap();
+    let before = e.health().applied_seq;
+    assert!(!stops(&e, "192.0.2.1", Some(&token_of(N - 1))));
+    let mut ticks = Vec::new();
+    while e.health().applied_seq < last {
+        let t = Instant::now();
+        e.tick();
+        ticks.push(t.elapsed());
+        assert!(ticks.len() < 1000, "not caught up");
+    }
+    assert!(stops(&e, "192.0.2.1", Some(&token_of(N - 1))));
+    assert!(stops(&e, &ip_of(N - 2), None));
+    let max = *ticks.iter().max().unwrap();
+    let total: Duration = ticks.iter().sum();
+    println!(
+        "(a) {} changes pending (log {}..{}): {} ticks, max {}, total {}; \
+         overlay {} entries; goal <= 1 ms a tick: {}",
+        last - before,
+        before,
+        last,
+        ticks.len(),
+        ms(max),
+        ms(total),
+        e.health().overlay_entries,
+        if max <= Duration::from_millis(1) {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    println!(
+        "    each tick: {}",
+        ticks.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", ")
+    );
+}
+
+/// (b) and (c).
+fn replaced_list() {
+    const N: u32 = 1_000_000;
+    let (dir, config) = setup();
+    let state = dir.path().join("state");
+    let host = Engine::open(&config).unwrap();
+    let e = evented(&config, false);
+    let t = Instant::now();
+    // The host role taken and the first snapshot (of the empty lists, at
+    // log position 0) built.
+    while !host.health().host_role || !state.join("lists.snap").exists() {
+        e.tick();
+        std::thread::sleep(Duration::from_millis(10));
+        assert!(t.elapsed() < Duration::from_secs(30), "no host role");
+    }
+    for _ in 0..20 {
+        e.tick();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let rows: Vec<NewEntry> = (0..N)
+        .map(|i| NewEntry::new(Identifier::new(IdKind::Ip, "", &ip_of(i)).unwrap(), 0))
+        .collect();
+    let last_ip = ip_of(N - 1);
+    assert!(!stops(&e, &last_ip, None));
+
+    let committed = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let state = state.clone();
+        let committed = committed.clone();
+        std::thread::spawn(move || {
+            let s = Store::open(&state).unwrap();
+            let t = Instant::now();
+            s.replace_source(Source::Abs, &rows).unwrap();
+            committed.store(true, Ordering::SeqCst);
+            t.elapsed()
+        })
+    };
+    let start = Instant::now();
+    let mut prev = start;
+    let mut next_tick = start;
+    let (mut max_gap, mut max_tick) = (Duration::ZERO, Duration::ZERO);
+    let (mut iterations, mut ticks, mut gaps_over_1ms) = (0u64, 0u64, 0u64);
+    let mut gaps = Vec::with_capacity(1 << 20);
+    let mut commit_at = None;
+    let mut enforced_at = None;
+    let mut installs = 0;
+    // ticks over 2 ms: (start, duration, lists moved to a new snapshot)
+    let mut long_ticks = Vec::new();
+    loop {
+        let now = Instant::now();
+        let gap = now - prev;
+        prev = now;
+        iterations += 1;
+        gaps.push(gap);
+        max_gap = max_gap.max(gap);
+        if gap > Duration::from_millis(1) {
+            gaps_over_1ms += 1;
+        }
+        if commit_at.is_none() && committed.load(Ordering::SeqCst) {
+            commit_at = Some(now);
+        }
+        if enforced_at.is_none() && stops(&e, &last_ip, None) {
+            enforced_at = Some(now);
+            installs = e.health().snapshot_installs;
+        }
+        if now >= next_tick {
+            let t = Instant::now();
+            let before = e.health().snapshot_installs;
+            let interval = e.tick();
+            let d = t.elapsed();
+            if d > Duration::from_millis(2) {
+                long_ticks.push((t - start, d, e.health().snapshot_installs > before));
+            }
+            max_tick = max_tick.max(d);
+            ticks += 1;
+            next_tick = Instant::now() + interval;
+        }
+        if enforced_at.is_some_and(|t| t.elapsed() >= Duration::from_secs(1)) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(300), "not enforced");
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    let write = writer.join().unwrap();
+    let commit_at = commit_at.unwrap();
+    let enforced_at = enforced_at.unwrap();
+    gaps.sort();
+    let p999 = gaps[gaps.len() * 999 / 1000];
+    let h = e.health();
+    println!(
+        "(b) 1M-entry ABS list replaced: store write {}; enforced by the evented engine {} after \
+         the commit ({} from the start of the write); snapshot at log position {}, {} installs",
+        ms(write),
+        ms(enforced_at - commit_at),
+        ms(enforced_at - start),
+        h.snapshot_seq,
+        installs
+    );
+    println!(
+        "    loop: {iterations} iterations, {ticks} ticks; longest gap {}, 99.9th percentile {}, \
+         {gaps_over_1ms} gaps > 1 ms; longest tick {}; goal <= 5 ms stall: {}",
+        ms(max_gap),
+        ms(p999),
+        ms(max_tick),
+        if max_gap <= Duration::from_millis(5) {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    println!(
+        "    ticks over 2 ms (at, from the start of the write; took): {}",
+        long_ticks
+            .iter()
+            .map(|(at, d, moved)| format!(
+                "{} {}{}",
+                ms(*at),
+                ms(*d),
+                if *moved {
+                    " (moved onto the new snapshot)"
+                } else {
+                    ""
+                }
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    println!(
+        "    lists.snap {:.1} MB; overlay {} entries",
+        std::fs::metadata(state.join("lists.snap")).unwrap().len() as f64 / 1048576.0,
+        h.overlay_entries
+    );
+
+    // (c) A new evented engine on the same state_dir.
+    let t = Instant::now();
+    let fresh = evented(&config, false);
+    let open = t.elapsed();
+    let t = Instant::now();
+    let first = stops(&fresh, &last_ip, None);
+    let check = t.elapsed();
+    let t = Instant::now();
+    let mut n = 0;
+    while !stops(&fresh, &last_ip, None) {
+        fresh.tick();
+        n += 1;
+        std::thread::sleep(Duration::from_millis(1));
+        assert!(t.elapsed() < Duration::from_secs(30), "never enforced");
+    }
+    let h = fresh.health();
+    println!(
+        "(c) a new evented engine: open_with {} (snapshot at log position {}, {} full loads, \
+         overlay {}); first check {} ({}); {}",
+        ms(open),
+        h.snapshot_seq,
+        h.full_loads,
+        h.overlay_entries,
+        ms(check),
+        if first { "blocks" } else { "passes" },
+        if first {
+            "the list in force at open".to_string()
+        } else {
+            format!("enforced after {n} ticks, {}", ms(t.elapsed()))
+        }
+    );
+    drop(fresh);
+    drop(e);
+    drop(host);
+    drop(dir);
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing to parse.
+    pending_changes();
+    replaced_list();
+}
