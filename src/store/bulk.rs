@@ -36,7 +36,9 @@ impl Store {
     fn bulk_cache(&self, n: usize) -> Option<BulkCache<'_>> {
         (n > 10_000).then(|| {
             // KiB: about 200 bytes of table and index per entry.
-            let kib = (n / 5).clamp(16_384, 512 * 1024);
+            // At most 64 MiB: a host-role process that took in a large ABS
+            // list keeps what malloc does not give back.
+            let kib = (n / 5).clamp(16_384, 64 * 1024);
             let _ = self.conn().pragma_update(None, "cache_size", -(kib as i64));
             BulkCache(self)
         })

@@ -9,7 +9,7 @@
 //! - opens the store when it is not open (retried every second);
 //! - checks a newer snapshot file a slice at a time ([`CHECK_PER_TICK`]
 //!   bytes) and moves the lists onto it once it is whole;
-//! - applies at most [`CHANGES_PER_TICK`] changes of the store's log (a bulk
+//! - applies changes of the store's log for at most [`APPLY_BUDGET`] (a bulk
 //!   change waits for the snapshot that holds it: a tick never reads a
 //!   whole list);
 //! - writes queued real-time detections to the store, without waiting for
@@ -34,8 +34,8 @@ use crate::sync::watch::{DETECTION_QUEUE, DetectionMsg, Syncer, WriterMsg};
 /// Snapshot bytes checked per tick: about a millisecond of checksum.
 pub const CHECK_PER_TICK: usize = 4 << 20;
 
-/// Log changes applied per tick at most.
-pub const CHANGES_PER_TICK: usize = 2_000;
+/// How long a tick applies log changes at most (about 1-2 µs each).
+pub const APPLY_BUDGET: Duration = Duration::from_micros(500);
 
 /// How often a missing store is tried again, and the host role.
 const RETRY: Duration = Duration::from_secs(1);
@@ -130,7 +130,7 @@ impl Ticker {
         }
         if let Some(store) = &st.store {
             st.pending = follow(st.pending.take(), &st.dir, store, sync);
-            if let Err(e) = sync.poll_with(store, CHANGES_PER_TICK, false) {
+            if let Err(e) = sync.poll_bounded(store, APPLY_BUDGET) {
                 sync.set_error(&e);
             }
         }
@@ -200,12 +200,15 @@ fn follow(
     };
     match p.step(dir, CHECK_PER_TICK) {
         None => Some(p),
-        Some(Ok(snap)) => {
-            if let Err(e) = sync.install(store, snap, p.id()) {
+        Some(Ok(snap)) => match sync.install(store, snap.clone(), p.id()) {
+            // Another thread held the lock: installed on a later tick.
+            Ok(false) => Some(Pending::checked(snap, p.id())),
+            Ok(true) => None,
+            Err(e) => {
                 sync.set_error(&e);
+                None
             }
-            None
-        }
+        },
         Some(Err(e)) => {
             sync.refuse(p.id(), e);
             None

@@ -41,6 +41,10 @@ pub const DETECTION_QUEUE: usize = 8192;
 /// Changes applied per read of the log.
 const BATCH: usize = 2_000;
 
+/// Changes per read of the log on an event loop: about a quarter of a
+/// millisecond of work, so a tick can stop on time.
+const SMALL_BATCH: usize = 128;
+
 /// How often the watcher retries a store it could not open.
 const RETRY_OPEN: Duration = Duration::from_secs(1);
 
@@ -298,9 +302,14 @@ impl Syncer {
         store: &Store,
         snap: std::sync::Arc<crate::policy::snapshot::Snapshot>,
         id: FileId,
-    ) -> Result<(), StoreError> {
-        let _g = self.lock();
-        self.install_locked(store, snap, id, None)
+    ) -> Result<bool, StoreError> {
+        // An event loop never waits: when another thread holds the lock,
+        // the caller tries again on its next tick.
+        let Ok(_g) = self.apply.try_lock() else {
+            return Ok(false);
+        };
+        self.install_locked(store, snap, id, None)?;
+        Ok(true)
     }
 
     /// Records that the snapshot file `id` was refused, and why.
@@ -403,10 +412,39 @@ impl Syncer {
         fallback: bool,
     ) -> Result<usize, StoreError> {
         let _g = self.lock();
+        self.poll_locked(store, max, fallback, None)
+    }
+
+    /// [`Syncer::poll_with`] for an event loop: never waits for the apply
+    /// lock (another thread of the process holding it: nothing this time),
+    /// reads the log in small batches and stops after `budget`. A bulk
+    /// change waits for its snapshot.
+    pub fn poll_bounded(&self, store: &Store, budget: Duration) -> Result<usize, StoreError> {
+        let Ok(_g) = self.apply.try_lock() else {
+            return Ok(0);
+        };
+        self.poll_locked(store, usize::MAX, false, Some(Instant::now() + budget))
+    }
+
+    fn poll_locked(
+        &self,
+        store: &Store,
+        max: usize,
+        fallback: bool,
+        deadline: Option<Instant>,
+    ) -> Result<usize, StoreError> {
         let mut n = 0;
         while n < max {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
             let from = self.health.applied_seq.load(Relaxed);
-            let want = BATCH.min(max - n);
+            let batch = if deadline.is_some() {
+                SMALL_BATCH
+            } else {
+                BATCH
+            };
+            let want = batch.min(max - n);
             match store.changes_since(from, want)? {
                 Changes::Behind if !fallback => {
                     // The log was trimmed past this process: the next
@@ -532,16 +570,17 @@ impl crate::sync::abs::AbsSink for Syncer {
             return Err("state store unavailable; the ABS list is not applied".to_string());
         };
         let rows: Vec<crate::store::NewEntry> = entries
-            .iter()
-            .map(|(id, exp)| crate::store::NewEntry::new(id.clone(), *exp))
+            .into_iter()
+            .map(|(id, exp)| crate::store::NewEntry::new(id, exp))
             .collect();
-        let seq = {
-            let _g = self.lock();
-            store
-                .replace_source(Source::Abs, &rows)
-                .map_err(|e| e.message)?;
-            store.last_seq().unwrap_or(0)
-        };
+        // Without the apply lock: nothing is applied here, and the write of
+        // a million rows takes seconds, during which an evented engine's
+        // tick on the host's event loop would otherwise wait for the lock.
+        store
+            .replace_source(Source::Abs, &rows)
+            .map_err(|e| e.message)?;
+        drop(rows);
+        let seq = store.last_seq().unwrap_or(0);
         // Status only: a failure here must not undo a sync that succeeded.
         let _ = store.set_meta(crate::store::META_ABS_LAST_SYNC, &now_ms().to_string());
         // Not applied here: this process reads the change from the log like
