@@ -182,6 +182,7 @@ struct StoreAbsSink(Arc<Store>);
 
 impl AbsSink for StoreAbsSink {
     fn replace_abs(&self, entries: Vec<(Identifier, u64)>) -> Result<(), String> {
+        let digest = crate::sync::abs::attacklist::digest(&entries);
         let rows: Vec<NewEntry> = entries
             .into_iter()
             .map(|(id, exp)| NewEntry::new(id, exp))
@@ -189,6 +190,7 @@ impl AbsSink for StoreAbsSink {
         self.0
             .replace_source(Source::Abs, &rows)
             .map_err(|e| e.message)?;
+        let _ = self.0.set_meta(crate::store::META_ABS_DIGEST, &digest);
         let _ = self.0.set_meta(
             crate::store::META_ABS_LAST_SYNC,
             &crate::clock::now_ms().to_string(),

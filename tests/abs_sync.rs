@@ -352,3 +352,44 @@ fn tls_is_verified_and_an_untrusted_certificate_keeps_the_last_list() {
     let err2 = p2.sync_now(WAIT).unwrap().last_error.unwrap_or_default();
     assert!(err2.to_lowercase().contains("certificate"), "{err2}");
 }
+
+#[test]
+fn the_same_list_again_is_not_written_again_unless_entries_went_missing() {
+    let abs = RefServer::start(&[]);
+    abs.set_list(r#"{"ips": ["10.9.0.1", "10.9.0.2"]}"#);
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write_config(dir.path(), &[&abs.addr], "enable_ssl=false\n");
+    let e = ase::engine::Engine::open(&conf).unwrap();
+    let store = ase::store::Store::open(&e.config().state_dir).unwrap();
+    let sync = |what: &str| {
+        let st = e.abs_sync_now(Duration::from_secs(10)).unwrap();
+        assert_eq!(st.last_error, None, "{what}");
+        store.last_seq().unwrap()
+    };
+    let first = sync("first");
+    assert_eq!(sync("same list"), first, "not written again");
+    // A clear takes the entries away: the same list is written again.
+    e.deny_clear(ase::policy::Source::ANY).unwrap();
+    let cleared = store.last_seq().unwrap();
+    assert!(sync("after a clear") > cleared, "written again");
+    let ip = |s: &str| {
+        let h: [(&[u8], &[u8]); 0] = [];
+        e.check(&ase::policy::Request {
+            client_ip: Some(ase::policy::ident::ip_to_u128(s.parse().unwrap())),
+            method: b"GET",
+            scheme: b"http",
+            host: b"x",
+            uri: b"/shop/a",
+            headers: &h,
+            username: b"",
+            unknown_api: None,
+        })
+        .stops()
+    };
+    assert!(ip("10.9.0.2"), "enforced again");
+    // Another list is written.
+    abs.set_list(r#"{"ips": ["10.9.0.3"]}"#);
+    let before = store.last_seq().unwrap();
+    assert!(sync("new list") > before);
+    assert!(ip("10.9.0.3") && !ip("10.9.0.2"));
+}

@@ -97,6 +97,12 @@ impl Store {
             for e in entries {
                 upsert(tx, List::Deny, e, source, now)?;
             }
+            // Whoever replaced the list sets the digest of what it wrote;
+            // a stale one must never make an identical-looking list skip.
+            tx.execute(
+                "DELETE FROM meta WHERE key = ?1",
+                params![super::settings::META_ABS_DIGEST],
+            )?;
             log(tx, &Change::ReloadSource(source))
         })
     }

@@ -46,7 +46,7 @@ pub use entries::{Counts, List, NewEntry, StoredEntry, attack_code};
 pub use error::{StoreError, StoreErrorKind};
 pub use log::{Change, Changes, LOG_KEEP};
 pub use schema::LATEST as SCHEMA_VERSION;
-pub use settings::META_ABS_LAST_SYNC;
+pub use settings::{META_ABS_DIGEST, META_ABS_LAST_SYNC};
 
 use error::sql_error;
 

@@ -11,6 +11,11 @@ use crate::policy::lists::Source;
 /// The meta key the ABS poller writes the time of its last successful sync to.
 pub const META_ABS_LAST_SYNC: &str = "abs_last_sync";
 
+/// Meta key: the digest of the ABS list last written to the store
+/// ([`crate::sync::abs::attacklist::digest`]); an identical list fetched
+/// again is not written again.
+pub const META_ABS_DIGEST: &str = "abs_list_digest";
+
 impl Store {
     /// Sets a switch by its CLI word. Turning `ase_detected_attack` off also
     /// deletes every real-time deny entry, as ASE does.

@@ -569,6 +569,18 @@ impl crate::sync::abs::AbsSink for Syncer {
         let Some(store) = self.store() else {
             return Err("state store unavailable; the ABS list is not applied".to_string());
         };
+        let digest = crate::sync::abs::attacklist::digest(&entries);
+        let same = store.meta(crate::store::META_ABS_DIGEST).ok().flatten().as_deref()
+            == Some(&digest)
+            // Every entry still there: none cleared, deleted or expired since.
+            && store
+                .counts(now_ms())
+                .is_ok_and(|c| c.deny[Source::Abs as usize] == entries.len() as u64);
+        if same {
+            // The list in force already: nothing to write or build.
+            let _ = store.set_meta(crate::store::META_ABS_LAST_SYNC, &now_ms().to_string());
+            return Ok(());
+        }
         let rows: Vec<crate::store::NewEntry> = entries
             .into_iter()
             .map(|(id, exp)| crate::store::NewEntry::new(id, exp))
@@ -581,6 +593,7 @@ impl crate::sync::abs::AbsSink for Syncer {
             .map_err(|e| e.message)?;
         drop(rows);
         let seq = store.last_seq().unwrap_or(0);
+        let _ = store.set_meta(crate::store::META_ABS_DIGEST, &digest);
         // Status only: a failure here must not undo a sync that succeeded.
         let _ = store.set_meta(crate::store::META_ABS_LAST_SYNC, &now_ms().to_string());
         // Not applied here: this process reads the change from the log like

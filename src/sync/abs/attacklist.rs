@@ -93,6 +93,23 @@ pub struct MemoryFit {
     pub dropped: u64,
 }
 
+/// A digest of a fetched list (identifiers and expiries, in order): ABS
+/// answers every poll with the whole list, usually the same one, and an
+/// identical list is not written to the store (a million rows) nor built
+/// into a snapshot again.
+pub fn digest(entries: &[(Identifier, u64)]) -> String {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for (id, exp) in entries {
+        h.update(&[id.kind as u8]);
+        h.update(&(id.name.len() as u64).to_le_bytes());
+        h.update(id.name.as_bytes());
+        h.update(&(id.value.len() as u64).to_le_bytes());
+        h.update(id.value.as_bytes());
+        h.update(&exp.to_le_bytes());
+    }
+    format!("{:032x}-{}", h.digest128(), entries.len())
+}
+
 impl AttackList {
     /// Keeps the entries, in list order, whose bytes in the lists snapshot
     /// ([`entry_cost`]) fit in `budget` bytes (`attack_list_memory`), and
