@@ -41,9 +41,9 @@ pub const DETECTION_QUEUE: usize = 8192;
 /// Changes applied per read of the log.
 const BATCH: usize = 2_000;
 
-/// Changes per read of the log on an event loop: about a quarter of a
-/// millisecond of work, so a tick can stop on time.
-const SMALL_BATCH: usize = 128;
+/// Changes per read of the log on an event loop: about a tenth of a
+/// millisecond of work, so a tick stops close to its budget.
+const SMALL_BATCH: usize = 64;
 
 /// How often the watcher retries a store it could not open.
 const RETRY_OPEN: Duration = Duration::from_secs(1);
