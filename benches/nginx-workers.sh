@@ -6,7 +6,9 @@
 # bytes, 20,000 JSESSIONID cookies; ~20 MB of JSON) is served by
 # target/release/ase-abs-ref to nginx with `ase on`, a copy of examples/demo
 # (abs.conf pointed at that server, ase.conf's default attack_list_memory of
-# 128MB). For each worker count (BENCH_WORKERS, default "1 4 8"):
+# 128MB), ABS polled every 10 s and, unless BENCH_TRAFFIC=1, traffic
+# reporting to ABS off (enable_abs=false: its cost is the shipper's, not the
+# lists'). For each worker count (BENCH_WORKERS, default "1 4 8"):
 #   1. bare nginx (no module) and nginx with ase start side by side, with a
 #      fresh state_dir; ABS serves an empty list ({"ips": []});
 #   2. once the host-role worker has synced that list and every worker maps
@@ -240,6 +242,11 @@ for n in "${worker_counts[@]}"; do
     # keeps the wait for the list short without re-parsing 19 MB a second.
     sed -i "s/^abs_attack_request_interval=.*/abs_attack_request_interval=10s/" \
         "$ase/conf/ase.conf"
+    # Traffic reporting to ABS (a record of every request, posted by the
+    # host-role worker's shipper) is its own cost: BENCH_TRAFFIC=1 keeps it.
+    if [ "${BENCH_TRAFFIC:-0}" != 1 ]; then
+        sed -i "s/^enable_abs=.*/enable_abs=false/" "$ase/conf/ase.conf"
+    fi
     grep -q '^attack_list_memory' "$ase/conf/ase.conf" \
         && { echo "bench: the demo's ase.conf sets attack_list_memory" >&2; exit 1; }
     pb=$(free_port)
