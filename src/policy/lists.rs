@@ -658,6 +658,31 @@ impl IdMap {
     }
 }
 
+/// Walks `addr` itself and then each listed range length that can hold it,
+/// longest first, calling `probe` with each network until it returns true.
+/// `prefixes` are a list's range-length words (see [`IdMap`]'s field):
+/// words 0-1 for IPv4-mapped addresses, 2-3 for other IPv6 ones.
+#[inline(always)]
+pub(crate) fn each_net(addr: u128, prefixes: [u64; 4], mut probe: impl FnMut(IpNet) -> bool) {
+    if probe(IpNet::of(addr, 128)) {
+        return;
+    }
+    let words = if crate::policy::ident::is_v4(addr) {
+        [prefixes[0], prefixes[1]]
+    } else {
+        [prefixes[2], prefixes[3]]
+    };
+    for (word, mut bits) in words.into_iter().enumerate().rev() {
+        while bits != 0 {
+            let top = 63 - bits.leading_zeros() as u8;
+            bits &= !(1u64 << top);
+            if probe(IpNet::of(addr, word as u8 * 64 + top)) {
+                return;
+            }
+        }
+    }
+}
+
 /// Lookups for one request.
 pub struct Reader<'l> {
     list: &'l IdMap,
@@ -755,27 +780,9 @@ impl<'l> Reader<'l> {
         if !self.has(IdKind::Ip) {
             return;
         }
-        if self.probe_ip(IpNet::of(addr, 128)).is_some_and(&mut f) {
-            return;
-        }
-        let words = if crate::policy::ident::is_v4(addr) {
-            &self.list.prefixes[..2]
-        } else {
-            &self.list.prefixes[2..]
-        };
-        for (word, bits) in words.iter().enumerate().rev() {
-            let mut bits = bits.load(Relaxed);
-            while bits != 0 {
-                let top = 63 - bits.leading_zeros() as u8;
-                bits &= !(1u64 << top);
-                if self
-                    .probe_ip(IpNet::of(addr, word as u8 * 64 + top))
-                    .is_some_and(&mut f)
-                {
-                    return;
-                }
-            }
-        }
+        each_net(addr, self.list.prefixes(), |net| {
+            self.probe_ip(net).is_some_and(&mut f)
+        });
     }
 
     /// The first active source listing `addr` or a listed range containing

@@ -25,7 +25,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicU8, AtomicU64};
 
 use super::ident::{IdKind, IpNet, Key, KeyRef};
-use super::lists::{ALLOW, IdMap, LOCAL, Meta, Reader, Source, with_bit};
+use super::lists::{ALLOW, IdMap, LOCAL, Meta, Reader, Source, each_net, with_bit};
 use super::snapshot::Snapshot;
 
 /// The bits a clear can take off snapshot entries: the deny sources and the allow list.
@@ -431,28 +431,9 @@ impl ListsReader<'_> {
         if !self.has(IdKind::Ip) {
             return;
         }
-        if self.probe_ip(IpNet::of(addr, 128)).is_some_and(&mut f) {
-            return;
-        }
-        let ov = self.lists.overlay.prefixes();
-        let sp = self.lists.snap_prefixes;
-        let words = if crate::policy::ident::is_v4(addr) {
-            [ov[0] | sp[0], ov[1] | sp[1]]
-        } else {
-            [ov[2] | sp[2], ov[3] | sp[3]]
-        };
-        for (word, mut bits) in words.into_iter().enumerate().rev() {
-            while bits != 0 {
-                let top = 63 - bits.leading_zeros() as u8;
-                bits &= !(1u64 << top);
-                if self
-                    .probe_ip(IpNet::of(addr, word as u8 * 64 + top))
-                    .is_some_and(&mut f)
-                {
-                    return;
-                }
-            }
-        }
+        let (ov, sp) = (self.lists.overlay.prefixes(), self.lists.snap_prefixes);
+        let words = std::array::from_fn(|i| ov[i] | sp[i]);
+        each_net(addr, words, |net| self.probe_ip(net).is_some_and(&mut f));
     }
 }
 

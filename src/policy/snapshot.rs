@@ -917,30 +917,9 @@ impl Snapshot {
         if self.h.counts[IdKind::Ip as usize] == 0 {
             return;
         }
-        let host = IpNet::of(addr, 128);
-        if let Some(m) = self.get_ip(host) {
-            if f(host, m) {
-                return;
-            }
-        }
-        let words = if is_v4(addr) {
-            &self.h.prefixes[..2]
-        } else {
-            &self.h.prefixes[2..]
-        };
-        for (word, &bits) in words.iter().enumerate().rev() {
-            let mut bits = bits;
-            while bits != 0 {
-                let top = 63 - bits.leading_zeros() as u8;
-                bits &= !(1u64 << top);
-                let net = IpNet::of(addr, word as u8 * 64 + top);
-                if let Some(m) = self.get_ip(net) {
-                    if f(net, m) {
-                        return;
-                    }
-                }
-            }
-        }
+        crate::policy::lists::each_net(addr, self.h.prefixes, |net| {
+            self.get_ip(net).is_some_and(|m| f(net, m))
+        });
     }
 
     /// Every entry as an owned key (table order: IPv4, IPv6, strings; the
