@@ -75,7 +75,7 @@ pub fn holder(state_dir: &Path) -> Result<Option<u32>, String> {
 
 /// The pid of the process holding the lock file at `path` (as [`holder`]).
 pub fn holder_of(path: &Path) -> Result<Option<u32>, String> {
-    let f = match File::open(&path) {
+    let f = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("opening {}: {e}", path.display())),
@@ -86,7 +86,7 @@ pub fn holder_of(path: &Path) -> Result<Option<u32>, String> {
             Ok(None)
         }
         Ok(false) => {
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let text = std::fs::read_to_string(path).unwrap_or_default();
             Ok(Some(text.trim().parse().unwrap_or(0)))
         }
         Err(e) => Err(format!("locking {}: {e}", path.display())),
