@@ -1022,7 +1022,7 @@ ngx_http_ase_status_handler(ngx_http_request_t *r)
 static void
 ngx_http_ase_totals(ngx_http_ase_main_conf_t *amcf, ngx_http_ase_totals_t *t)
 {
-    ngx_uint_t            i, k;
+    ngx_uint_t            i, k, seen_snapshot;
     ase_stats            *lists;
     ase_abs_state        *latest;
     ngx_http_ase_slot_t  *slot;
@@ -1032,6 +1032,7 @@ ngx_http_ase_totals(ngx_http_ase_main_conf_t *amcf, ngx_http_ase_totals_t *t)
     t->store_up = 1;
     latest = NULL;
     lists = NULL;
+    seen_snapshot = 0;
 
     if (amcf->engine && ngx_worker < NGX_HTTP_ASE_SLOTS) {
         lists = &amcf->slots[ngx_worker].stats;
@@ -1077,11 +1078,11 @@ ngx_http_ase_totals(ngx_http_ase_main_conf_t *amcf, ngx_http_ase_totals_t *t)
             }
         }
 
-        /* the oldest snapshot in use: a worker behind shows */
+        /* the oldest snapshot in use (0 if a worker has none) */
 
-        if (t->snapshot_seq == 0 || slot->health.snapshot_seq < t->snapshot_seq)
-        {
+        if (!seen_snapshot || slot->health.snapshot_seq < t->snapshot_seq) {
             t->snapshot_seq = slot->health.snapshot_seq;
+            seen_snapshot = 1;
         }
 
         t->snapshot_refused += slot->health.snapshot_error[0] ? 1 : 0;

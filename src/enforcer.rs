@@ -267,7 +267,7 @@ impl Enforcer {
     }
 
     // The list edits below take `changed`: the store log position of the
-    // change (see `Meta::changed`; `LOCAL` for one not from the store).
+    // change (see `Meta::changed`; 0 for one not from the store).
 
     /// Adds `id` to the deny list under `source`, with an expiry in Unix ms
     /// (0 = never). Returns true if the identifier was not listed before.

@@ -188,9 +188,8 @@ impl AbsSink for StoreAbsSink {
             .map(|(id, exp)| NewEntry::new(id, exp))
             .collect();
         self.0
-            .replace_source(Source::Abs, &rows)
+            .replace_abs_list(&rows, &digest)
             .map_err(|e| e.message)?;
-        let _ = self.0.set_meta(crate::store::META_ABS_DIGEST, &digest);
         let _ = self.0.set_meta(
             crate::store::META_ABS_LAST_SYNC,
             &crate::clock::now_ms().to_string(),

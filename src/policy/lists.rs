@@ -132,16 +132,14 @@ pub struct Meta {
     pub abs_exp: u64,
     /// Insertion order, for listing in the order entries were added.
     pub seq: u64,
-    /// The store change-log position of the last change to this entry
-    /// ([`LOCAL`] for a change this process made that the log has not
-    /// brought back yet; 0 when unknown). An overlay entry newer than a
-    /// snapshot outlives the move to that snapshot (`policy::overlay`).
+    /// The store change-log position of the last change to this entry read
+    /// from the log (0 when unknown). An overlay entry newer than a snapshot
+    /// outlives the move to that snapshot (`policy::overlay`).
     pub changed: u64,
+    /// Sources this process listed by a real-time detection that the log
+    /// has not brought back yet: kept over any snapshot.
+    pub local: u8,
 }
-
-/// [`Meta::changed`] of a change made in this process and not yet read back
-/// from the store's log (a real-time detection): newer than any snapshot.
-pub const LOCAL: u64 = u64::MAX;
 
 impl Meta {
     /// Whether the identifier is on the allow list and unexpired at `now()`.

@@ -25,7 +25,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicU8, AtomicU64};
 
 use super::ident::{IdKind, IpNet, Key, KeyRef};
-use super::lists::{ALLOW, IdMap, LOCAL, Meta, Reader, Source, each_net, with_bit};
+use super::lists::{ALLOW, IdMap, Meta, Reader, Source, each_net, with_bit};
 use super::snapshot::Snapshot;
 
 /// The bits a clear can take off snapshot entries: the deny sources and the allow list.
@@ -150,16 +150,20 @@ impl Lists {
     }
 
     /// Sets the entry for `key` to `f(current)`, where the current entry is
-    /// the overlay's or else the snapshot's; `changed` is the change's log
-    /// position ([`LOCAL`] for a detection not yet in the log). Keeps the
-    /// counts of hidden snapshot entries. Returns the entry before and after.
-    fn change(&self, key: Key, changed: u64, f: impl Fn(Meta) -> Meta) -> (Meta, Meta) {
+    /// the overlay's or else the snapshot's; `changed` is the log position
+    /// of a change read from the log (`None`: a detection of this process,
+    /// which keeps the entry's). Keeps the counts of hidden snapshot
+    /// entries. Returns the entry before and after.
+    fn change(&self, key: Key, changed: Option<u64>, f: impl Fn(Meta) -> Meta) -> (Meta, Meta) {
         let kind = key.parts().0;
         let (base, raw) = self.snap_entry(&key.borrowed());
         let base = base.unwrap_or_default();
-        let (old, new) = self.overlay.update(key, |old| Meta {
-            changed,
-            ..f(old.unwrap_or(base))
+        let (old, new) = self.overlay.update(key, |old| {
+            let m = f(old.unwrap_or(base));
+            Meta {
+                changed: changed.unwrap_or(m.changed),
+                ..m
+            }
         });
         if old.is_none() {
             self.overlay_kinds[kind as usize].fetch_add(1, Relaxed);
@@ -173,19 +177,28 @@ impl Lists {
     /// Adds `source` (expiry in Unix ms, 0 = never) to `key`'s entry.
     /// Returns true when the identifier was not on the deny list before.
     pub fn add(&self, key: Key, source: Source, expiry: u64, changed: u64) -> bool {
-        let (old, _) = self.change(key, changed, |m| with_bit(m, source.bit(), expiry));
+        let bit = source.bit();
+        let (old, _) = self.change(key, Some(changed), |m| Meta {
+            local: m.local & !bit,
+            ..with_bit(m, bit, expiry)
+        });
         old.sources & Source::ANY == 0
     }
 
     /// Puts `key` on the allow list. Returns true when it was not on it before.
     pub fn add_allow(&self, key: Key, expiry: u64, changed: u64) -> bool {
-        let (old, _) = self.change(key, changed, |m| with_bit(m, ALLOW, expiry));
+        let (old, _) = self.change(key, Some(changed), |m| with_bit(m, ALLOW, expiry));
         old.sources & ALLOW == 0
     }
 
-    /// Lists a real-time detection from the request path (lock-free).
+    /// Lists a real-time detection from the request path (lock-free). It is
+    /// this process's until the log brings it back (see [`Meta::local`]).
     pub fn record(&self, key: Key, source: Source) {
-        self.add(key, source, 0, LOCAL);
+        let bit = source.bit();
+        self.change(key, None, |m| Meta {
+            local: m.local | bit,
+            ..with_bit(m, bit, 0)
+        });
     }
 
     /// Takes the bits in `mask` off `key`'s entry; returns the bits taken off.
@@ -195,7 +208,10 @@ impl Lists {
         if present.is_none_or(|m| m.sources & mask == 0) {
             return 0;
         }
-        let (old, _) = self.change(key.clone(), changed, |m| m.without(mask));
+        let (old, _) = self.change(key.clone(), Some(changed), |m| Meta {
+            local: m.local & !mask,
+            ..m.without(mask)
+        });
         old.sources & mask
     }
 
@@ -304,18 +320,17 @@ impl Lists {
         }
         // Hiding entries too: entries(mask) lists only listed ones.
         for (k, m) in self.overlay.all_entries() {
-            if m.changed == LOCAL {
-                // A detection the log has not brought back: only what it
-                // added is this process's to keep.
-                let local = m.sources & Source::REALTIME;
-                if local != 0 {
-                    next.change(k, LOCAL, |b| Meta {
-                        sources: b.sources | local,
-                        ..b
-                    });
-                }
-            } else if m.changed > at {
-                next.change(k, m.changed, |_| m);
+            if m.changed > at {
+                next.change(k, Some(m.changed), |_| m);
+            } else if m.local != 0 {
+                // Detections the log has not brought back: only what they
+                // added is this process's to keep over the snapshot.
+                let local = m.local;
+                next.change(k, None, |b| Meta {
+                    sources: b.sources | local,
+                    local,
+                    ..b
+                });
             }
         }
         next
@@ -358,7 +373,7 @@ impl Lists {
             next.hidden[c].store(self.hidden[c].load(Relaxed), Relaxed);
         }
         for (k, exp) in entries {
-            next.change(k, changed, |m| with_bit(m, bit, exp));
+            next.change(k, Some(changed), |m| with_bit(m, bit, exp));
         }
         next
     }
@@ -577,6 +592,30 @@ mod tests {
         );
         assert_eq!(r.overlay_len(), 1, "only the detection is left above it");
         assert_eq!(r.deny_len(), 3, "5.5.5.5, t1, 6.6.6.6");
+    }
+
+    #[test]
+    fn a_detection_does_not_bring_back_what_the_log_removed() {
+        let l = base();
+        // The log removes 1.1.1.1's manual listing at 15; then the client
+        // probes a decoy here.
+        l.remove(&ip("1.1.1.1"), M, 15);
+        l.record(ip("1.1.1.1"), Source::Decoy);
+        // A snapshot built at 14 still has the manual listing.
+        let r = l.rebased(snap(14, vec![(ip("1.1.1.1"), M)]));
+        let m = r.reader().probe(&ip("1.1.1.1").borrowed()).unwrap();
+        assert_eq!(
+            m.sources, D,
+            "the removal (after 14) holds, the detection too"
+        );
+        // One built after both: only the detection is this process's.
+        let r = l.rebased(snap(20, vec![]));
+        assert_eq!(ip_source(&r, "1.1.1.1"), Some(Source::Decoy));
+        // The log brings the detection back: it is no longer local.
+        r.add(ip("1.1.1.1"), Source::Decoy, 0, 21);
+        let r = r.rebased(snap(21, vec![(ip("1.1.1.1"), D)]));
+        assert_eq!(r.overlay_len(), 0);
+        assert_eq!(ip_source(&r, "1.1.1.1"), Some(Source::Decoy));
     }
 
     #[test]

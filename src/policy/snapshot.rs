@@ -324,6 +324,7 @@ fn meta_of(b: &[u8]) -> Meta {
         abs_exp: u48_at(b, 13),
         seq: 0,
         changed: 0,
+        local: 0,
     }
 }
 
@@ -1338,6 +1339,7 @@ mod tests {
             abs_exp,
             seq: 0,
             changed: 0,
+            local: 0,
         }
     }
 

@@ -87,6 +87,22 @@ impl Store {
 
     /// Replaces every deny entry of `source` (an ABS list fetched whole).
     pub fn replace_source(&self, source: Source, entries: &[NewEntry]) -> Result<u64, StoreError> {
+        self.replace_source_with(source, entries, None)
+    }
+
+    /// [`Store::replace_source`] of the ABS list with the digest of what was
+    /// fetched, recorded in the same transaction (an identical list fetched
+    /// later is then not written again).
+    pub fn replace_abs_list(&self, entries: &[NewEntry], digest: &str) -> Result<u64, StoreError> {
+        self.replace_source_with(Source::Abs, entries, Some(digest))
+    }
+
+    fn replace_source_with(
+        &self,
+        source: Source,
+        entries: &[NewEntry],
+        digest: Option<&str>,
+    ) -> Result<u64, StoreError> {
         let now = now_ms();
         let _big = self.bulk_cache(entries.len());
         self.write(|tx| {
@@ -103,6 +119,12 @@ impl Store {
                 "DELETE FROM meta WHERE key = ?1",
                 params![super::settings::META_ABS_DIGEST],
             )?;
+            if let Some(d) = digest {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+                    params![super::settings::META_ABS_DIGEST, d],
+                )?;
+            }
             log(tx, &Change::ReloadSource(source))
         })
     }

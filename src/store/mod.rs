@@ -78,6 +78,14 @@ impl Store {
         &self.path
     }
 
+    /// Skips the integrity check this connection would make before its
+    /// first write: for an event loop's connection, whose first write (a
+    /// detection) must not scan the whole database. The process's other
+    /// connection checks it.
+    pub fn skip_first_write_check(&self) {
+        self.verified.store(true, Ordering::Relaxed);
+    }
+
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the connection leaves SQLite consistent (an open
         // transaction is rolled back when its guard drops), so poisoning is ignored.

@@ -19,6 +19,9 @@ use crate::sync::snapshot::{Built, HOST_LOCK, SnapshotBuilder};
 /// How often a candidate tries to take the role.
 pub const TRY_EVERY: Duration = Duration::from_secs(1);
 
+/// How often the holder drops expired rows from the store.
+const PURGE_EVERY: Duration = Duration::from_secs(300);
+
 /// How often the holder looks at the store and the snapshot file.
 const STEP_EVERY: Duration = Duration::from_millis(200);
 
@@ -127,6 +130,7 @@ fn run_with(
     let mut builder = SnapshotBuilder::new(dir.to_path_buf());
     let mut store: Option<Store> = None;
     let mut last_try: Option<Instant> = None;
+    let mut last_purge: Option<Instant> = None;
     loop {
         if !matches!(
             stop.recv_timeout(STEP_EVERY),
@@ -155,6 +159,12 @@ fn run_with(
                 }
             }
             let Some(s) = &store else { return };
+            if last_purge.is_none_or(|t| t.elapsed() >= PURGE_EVERY) {
+                // Expired rows stop matching at lookup; this keeps the store
+                // (and the next snapshot) from growing with them.
+                last_purge = Some(Instant::now());
+                let _ = s.purge_expired(crate::clock::now_ms());
+            }
             let built = builder.step(s);
             let mut st = lock(status);
             st.leader = true;

@@ -242,6 +242,7 @@ pub struct SnapshotBuilder {
     /// reload say, maps the file that is there rather than rebuild it).
     since: Instant,
     leftovers_removed: bool,
+    failed: Option<Instant>,
     /// The last build's figures, and the last error while it lasts.
     pub last: Option<Built>,
     /// Why the last build or check failed, while it is failing.
@@ -260,6 +261,7 @@ impl SnapshotBuilder {
             good: None,
             since: Instant::now(),
             leftovers_removed: false,
+            failed: None,
             last: None,
             error: None,
             refusals: 0,
@@ -294,6 +296,9 @@ impl SnapshotBuilder {
         let due = match self.good {
             None => true,
             Some((_, seq)) => match store.pending_since(seq) {
+                // The store is behind the file: reset, or restored from a
+                // backup. The file is the store's no more.
+                Ok((last, _, _)) if last < seq => true,
                 Ok((_, 0, _)) => false,
                 Ok((_, n, bulk)) => {
                     bulk || n >= BUILD_AT_CHANGES || self.since.elapsed() >= BUILD_AFTER
@@ -304,10 +309,11 @@ impl SnapshotBuilder {
                 }
             },
         };
-        if !due {
+        if !due || self.failed.is_some_and(|t| t.elapsed() < RETRY_FAILED) {
             return false;
         }
         self.since = Instant::now();
+        self.failed = None;
         match build(store, &self.dir) {
             Ok((b, id)) => {
                 self.good = Some((id, b.seq));
@@ -317,8 +323,13 @@ impl SnapshotBuilder {
             }
             Err(e) => {
                 self.error = Some(e);
+                self.failed = Some(Instant::now());
                 false
             }
         }
     }
 }
+
+/// How long a failed build waits before the next try (a full disk would
+/// otherwise make it read the store and write a file five times a second).
+const RETRY_FAILED: Duration = Duration::from_secs(10);

@@ -37,6 +37,9 @@ pub const CHECK_PER_TICK: usize = 4 << 20;
 /// How long a tick applies log changes at most (about 1-2 µs each).
 pub const APPLY_BUDGET: Duration = Duration::from_micros(500);
 
+/// Detections written per tick at most.
+const DETECTIONS_PER_TICK: usize = 256;
+
 /// How often a missing store is tried again, and the host role.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -92,6 +95,7 @@ impl Ticker {
     /// The store the ticker opened, installed as the engine's (for opening
     /// with the lists loaded at once).
     pub fn set_store(&self, s: Store) {
+        s.skip_first_write_check();
         self.lock().store = Some(s);
     }
 
@@ -108,8 +112,12 @@ impl Ticker {
     /// running (two threads ticking one engine) returns at once. Returns
     /// when to tick next.
     pub fn tick(&self, sync: &Syncer, interval: Duration) -> Duration {
-        let Ok(mut st) = self.state.try_lock() else {
-            return interval;
+        let mut st = match self.state.try_lock() {
+            Ok(g) => g,
+            // A tick that panicked (the C boundary caught it) left nothing
+            // half-done that the next one cannot redo.
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return interval,
         };
         let st = &mut *st;
         if st.store.is_none() && st.last_open.is_none_or(|t| t.elapsed() >= RETRY) {
@@ -120,6 +128,7 @@ impl Ticker {
             }) {
                 Ok(s) => {
                     let _ = s.set_busy_timeout(Duration::ZERO);
+                    s.skip_first_write_check();
                     if sync.store().is_none() {
                         sync.set_store(s.reopen().ok().map(Arc::new));
                     }
@@ -233,10 +242,12 @@ fn write_detections(st: &mut TickState, sync: &Syncer) {
         drop_excess(st, sync);
         return;
     };
-    match store.record_detections(&st.held) {
+    // A bounded transaction per tick; the rest waits for the next one.
+    let now = st.held.len().min(DETECTIONS_PER_TICK);
+    match store.record_detections(&st.held[..now]) {
         Ok(n) => {
             sync.health.detections_written.fetch_add(n as u64, Relaxed);
-            st.held.clear();
+            st.held.drain(..now);
         }
         Err(e) => {
             if !e.message.contains("locked") && !e.message.contains("busy") {

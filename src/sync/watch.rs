@@ -265,6 +265,7 @@ impl Syncer {
         let dir = self.enforcer.config().state_dir.clone();
         if let Ok(Some((snap, id))) = snapshot::open(&dir) {
             let reaches = snap.seq() <= store.last_seq()?
+                && snap.seq() >= self.snap_state().floor
                 && matches!(store.changes_since(snap.seq(), 1)?, Changes::Next(_));
             if reaches {
                 let _g = self.lock();
@@ -305,8 +306,10 @@ impl Syncer {
     ) -> Result<bool, StoreError> {
         // An event loop never waits: when another thread holds the lock,
         // the caller tries again on its next tick.
-        let Ok(_g) = self.apply.try_lock() else {
-            return Ok(false);
+        let _g = match self.apply.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(false),
         };
         self.install_locked(store, snap, id, None)?;
         Ok(true)
@@ -358,6 +361,13 @@ impl Syncer {
         let seq = snap.seq();
         let current = self.enforcer.snapshot().map(|s| s.seq());
         let floor = self.snap_state().floor;
+        if seq > store.last_seq()? {
+            // Ahead of the store: the store was reset or restored from a
+            // backup after the file was built. Passed over; the builder
+            // builds the store's.
+            self.snap_state().refused = Some(id);
+            return Ok(());
+        }
         if current.is_some_and(|c| seq < c) || seq < floor {
             // Older than the lists in force (a full load read the store
             // after it was built): not wrong, just not useful. Passed over
@@ -384,6 +394,10 @@ impl Syncer {
         let mut st = self.snap_state();
         st.installed = Some(id);
         st.refused = None;
+        if st.waiting.is_some_and(|(w, _)| w <= seq) {
+            // What waited is in force: a wait reported in health is over.
+            self.health.set_snapshot_error(None);
+        }
         if st.waiting.is_some_and(|(w, _)| w <= seq) {
             st.waiting = None;
         }
@@ -420,8 +434,10 @@ impl Syncer {
     /// reads the log in small batches and stops after `budget`. A bulk
     /// change waits for its snapshot.
     pub fn poll_bounded(&self, store: &Store, budget: Duration) -> Result<usize, StoreError> {
-        let Ok(_g) = self.apply.try_lock() else {
-            return Ok(0);
+        let _g = match self.apply.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(0),
         };
         self.poll_locked(store, usize::MAX, false, Some(Instant::now() + budget))
     }
@@ -482,17 +498,31 @@ impl Syncer {
                 }
             }
         }
-        let overdue = fallback
-            && self
-                .snap_state()
-                .waiting
-                .is_some_and(|(_, since)| since.elapsed() >= BULK_WAIT);
-        if overdue {
+        let waiting = self.snap_state().waiting;
+        let overdue = waiting.is_some_and(|(_, since)| since.elapsed() >= BULK_WAIT);
+        if overdue && fallback {
             // No snapshot came: load it here rather than enforce an old list.
             self.full_load_locked(store)?;
+        } else if let (true, Some((w, since))) = (overdue, waiting) {
+            // An event loop never loads a whole list: say so, loudly (once).
+            if self.health.snapshot_error().is_none() {
+                self.health.set_snapshot_error(Some(format!(
+                    "a bulk change (log position {w}) has waited {} s for a lists snapshot \
+                     that holds it: no process of the host builds one (run ase-agent, or \
+                     leave ase_host_role on) or its builds fail (see the host-role \
+                     process's status)",
+                    since.elapsed().as_secs()
+                )));
+            }
         }
-        self.presence
-            .published(self.health.applied_seq.load(Relaxed));
+        // A bulk change left for its snapshot is not in force here yet:
+        // waiters for it (ase-cli, the C API) must not see it as applied.
+        let applied = self.health.applied_seq.load(Relaxed);
+        let in_force = match self.snap_state().waiting {
+            Some((w, _)) => applied.min(w.saturating_sub(1)),
+            None => applied,
+        };
+        self.presence.published(in_force);
         self.health.changes_applied.fetch_add(n as u64, Relaxed);
         self.health.last_poll_ms.store(now_ms(), Relaxed);
         self.health.set_error(None);
@@ -589,11 +619,10 @@ impl crate::sync::abs::AbsSink for Syncer {
         // a million rows takes seconds, during which an evented engine's
         // tick on the host's event loop would otherwise wait for the lock.
         store
-            .replace_source(Source::Abs, &rows)
+            .replace_abs_list(&rows, &digest)
             .map_err(|e| e.message)?;
         drop(rows);
         let seq = store.last_seq().unwrap_or(0);
-        let _ = store.set_meta(crate::store::META_ABS_DIGEST, &digest);
         // Status only: a failure here must not undo a sync that succeeded.
         let _ = store.set_meta(crate::store::META_ABS_LAST_SYNC, &now_ms().to_string());
         // Not applied here: this process reads the change from the log like
