@@ -667,6 +667,19 @@ pub extern "C" fn ase_deny_list(
         let cb = cb.ok_or(ASE_ERR_NULL_PARAMETER)?;
         let mask = source_mask(source)?;
         let now = crate::clock::now_ms();
+        // The store's rows, in the order they were added, when it answers:
+        // the lists in memory stand partly on the host's snapshot, whose
+        // entries are in no particular order.
+        if let Some(rows) = stored(e, crate::store::List::Deny, mask, now) {
+            let mut items = Vec::with_capacity(rows.len());
+            for s in Source::ALL.into_iter().filter(|s| mask & s.bit() != 0) {
+                for r in rows.iter().filter(|r| r.source == s) {
+                    items.push((r.id.clone(), s.into(), r.expiry));
+                }
+            }
+            each_entry(items, cb, userdata);
+            return Ok(());
+        }
         let entries = e.engine.deny_entries(mask);
         let mut items = Vec::with_capacity(entries.len());
         for s in Source::ALL.into_iter().filter(|s| mask & s.bit() != 0) {
@@ -689,6 +702,18 @@ pub extern "C" fn ase_deny_list(
     })
 }
 
+/// The unexpired rows of `list` with a source in `mask`, from the engine's
+/// store, in the order they were added; `None` when the store does not
+/// answer (the caller lists what the engine holds in memory).
+fn stored(
+    e: &ase_engine,
+    list: crate::store::List,
+    mask: u8,
+    now: u64,
+) -> Option<Vec<crate::store::StoredEntry>> {
+    e.engine.store()?.entries(list, mask, now).ok()
+}
+
 /// Calls `cb(userdata, entry)` for each allow entry, in insertion order.
 /// Expired entries are skipped. Stops early when `cb` returns non-zero.
 ///
@@ -703,6 +728,14 @@ pub extern "C" fn ase_allow_list(
         let e = engine_ref(engine).ok_or(ASE_ERR_NULL_PARAMETER)?;
         let cb = cb.ok_or(ASE_ERR_NULL_PARAMETER)?;
         let now = crate::clock::now_ms();
+        if let Some(rows) = stored(e, crate::store::List::Allow, Source::ANY, now) {
+            let items = rows
+                .into_iter()
+                .map(|r| (r.id, ASE_SOURCE_MANUAL, r.expiry))
+                .collect();
+            each_entry(items, cb, userdata);
+            return Ok(());
+        }
         let items = e
             .engine
             .allow_entries()
