@@ -65,7 +65,7 @@ impl<'a> Input<'a> {
             allow_exp: self.u48()?,
             manual_exp: self.u48()?,
             abs_exp: self.u48()?,
-            seq: 0,
+            ..Meta::default()
         };
         Some((key, meta))
     }
