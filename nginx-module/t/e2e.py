@@ -356,9 +356,9 @@ class Suite:
         if not os.access(self.abs_bin, os.X_OK):
             raise Skip("needs target/release/ase-abs-ref (abs branch)")
 
-    def cli(self, *argv, check=True):
+    def cli(self, *argv, check=True, conf_dir=None):
         r = subprocess.run([self.cli_bin, "--config",
-                            os.path.join(self.conf_dir, "ase.conf"),
+                            os.path.join(conf_dir or self.conf_dir, "ase.conf"),
                             "-u", "admin", "-p", "admin"] + list(argv),
                            capture_output=True, text=True, timeout=30)
         if check and r.returncode != 0:
@@ -754,6 +754,19 @@ class Suite:
               % (reloads, took, answers["new"], answers["keep-alive"],
                  retried[0], rss0, rss, threads1))
 
+    def own_nginx(self, name):
+        """A started nginx of its own, on a copy of the configuration with
+        its own state_dir (its alerts stay out of the suite's error.log):
+        (nginx, conf_dir)."""
+        d = tempfile.mkdtemp(dir=self.tmp)
+        conf = d + "/conf"
+        shutil.copytree(self.conf_dir, conf,
+                        ignore=shutil.ignore_patterns("state"))
+        n = Nginx(self.args, d, conf, name=name)
+        self.others.append(n)
+        n.start()
+        return n, conf
+
     def wait_metrics(self, nginx, ok, within=10.0, what=""):
         """Polls ase_status until `ok(metrics)`; returns them."""
         t0 = time.monotonic()
@@ -824,22 +837,12 @@ class Suite:
         ase_status and logged at alert; the host-role worker builds it
         again; the lists stay in force throughout."""
         self.need_cli()
-        d = tempfile.mkdtemp(dir=self.tmp)
-        conf = d + "/conf"
-        shutil.copytree(self.conf_dir, conf,
-                        ignore=shutil.ignore_patterns("state"))
-        n = Nginx(self.args, d, conf, name="snapdamage")
-        self.others.append(n)
-        n.start()
+        n, conf = self.own_nginx("snapdamage")
         snap = conf + "/state/lists.snap"
         self.wait_metrics(n, lambda m: m["ase_snapshot_log_position"] > 0,
                           what="snapshot in use")
         ip = "10.21.0.1"
-        r = subprocess.run([self.cli_bin, "--config", conf + "/ase.conf",
-                            "-u", "admin", "-p", "admin",
-                            "add_blacklist", "ip", ip],
-                           capture_output=True, text=True, timeout=30)
-        assert r.returncode == 0, r.stderr
+        self.cli("add_blacklist", "ip", ip, conf_dir=conf)
         send = lambda: n.request("GET", "/shop/items", ip=ip)
         assert all(x.status == 403 for x in self.first_answers(send).values())
         before = self.metrics_of(n)["ase_snapshot_refusals_total"]
@@ -871,22 +874,12 @@ class Suite:
         leaves every worker enforcing, and another worker takes the role
         within 2 s."""
         self.need_cli()
-        d = tempfile.mkdtemp(dir=self.tmp)
-        conf = d + "/conf"
-        shutil.copytree(self.conf_dir, conf,
-                        ignore=shutil.ignore_patterns("state"))
-        n = Nginx(self.args, d, conf, name="hostkill")
-        self.others.append(n)
-        n.start()
+        n, conf = self.own_nginx("hostkill")
         self.wait_metrics(n, lambda m: m["ase_host_role"] == 1
                           and m["ase_snapshot_log_position"] > 0,
                           what="snapshot in use")
         ip = "10.22.0.1"
-        r = subprocess.run([self.cli_bin, "--config", conf + "/ase.conf",
-                            "-u", "admin", "-p", "admin",
-                            "add_blacklist", "ip", ip],
-                           capture_output=True, text=True, timeout=30)
-        assert r.returncode == 0, r.stderr
+        self.cli("add_blacklist", "ip", ip, conf_dir=conf)
         send = lambda: n.request("GET", "/shop/items", ip=ip)
         host = [p for p in n.workers() if proc_status(p, "Threads") > 1]
         assert len(host) == 1, host
