@@ -79,6 +79,29 @@ fn tick_until(e: &Engine, limit: Duration, mut f: impl FnMut(&Engine) -> bool) -
     })
 }
 
+/// The nice value of this process's thread called `name` (as the kernel
+/// shows names: cut to 15 bytes), if there is one.
+fn thread_nice(name: &str) -> Option<i64> {
+    std::fs::read_dir("/proc/self/task")
+        .ok()?
+        .flatten()
+        .find_map(|t| {
+            let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+            if comm.trim_end() != name {
+                return None;
+            }
+            nice_in(t.path().join("stat"))
+        })
+}
+
+/// The nice value in a thread's `stat` file.
+fn nice_in(stat: impl AsRef<Path>) -> Option<i64> {
+    let stat = std::fs::read_to_string(stat).ok()?;
+    // After the parenthesised name: state is field 3, nice field 19.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(16)?.parse().ok()
+}
+
 #[test]
 fn a_bulk_list_reaches_every_engine_through_one_snapshot() {
     if std::env::var_os(CHILD_ENV).is_some() {
@@ -109,6 +132,12 @@ fn a_bulk_list_reaches_every_engine_through_one_snapshot() {
     let roles = [&a, &b, &c].iter().filter(|e| e.health().host_role).count();
     assert_eq!(roles, 1, "one process of the host builds");
     assert!(!c.health().host_role, "not the one told not to");
+    // Builds run below the priority of the threads that check requests.
+    assert_eq!(
+        thread_nice("ase-host"),
+        nice_in("/proc/thread-self/stat").map(|n| (n + 10).min(19)),
+        "the host-role thread's nice value"
+    );
     let status = env.ok(&["status"]);
     let row = |name: &str| {
         status

@@ -58,9 +58,7 @@ impl HostRole {
         let (tx, rx) = std::sync::mpsc::channel();
         let status = Arc::new(Mutex::new(HostStatus::default()));
         let st = status.clone();
-        let thread = std::thread::Builder::new()
-            .name("ase-host".into())
-            .spawn(move || run(&dir, &rx, &st))?;
+        let thread = super::spawn_background("ase-host", move || run(&dir, &rx, &st))?;
         Ok(HostRole {
             stop: Some(tx),
             thread: Mutex::new(Some(thread)),
@@ -83,10 +81,9 @@ impl HostRole {
             ..HostStatus::default()
         }));
         let st = status.clone();
-        let thread = std::thread::Builder::new()
-            .name("ase-host".into())
-            .spawn(move || run_with(&dir, election, true, &rx, &st))
-            .map_err(|e| format!("starting the host-role thread: {e}"))?;
+        let thread =
+            super::spawn_background("ase-host", move || run_with(&dir, election, true, &rx, &st))
+                .map_err(|e| format!("starting the host-role thread: {e}"))?;
         Ok(Some(HostRole {
             stop: Some(tx),
             thread: Mutex::new(Some(thread)),

@@ -10,6 +10,7 @@
 //! that fails is refused with the reason in health, and the builder, which
 //! checks the file whenever it is not the one it wrote, rebuilds it.
 
+use std::collections::VecDeque;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -163,8 +164,9 @@ pub struct Built {
 }
 
 /// Builds the snapshot of `store` into `dir`: written aside, synced, renamed
-/// over the previous one, the directory synced.
-pub fn build(store: &Store, dir: &Path) -> Result<(Built, FileId), String> {
+/// over the previous one, the directory synced. Returns the previous file,
+/// still open (see [`SnapshotBuilder`]'s `replaced`).
+pub fn build(store: &Store, dir: &Path) -> Result<(Built, FileId, Option<fs::File>), String> {
     let started = Instant::now();
     let tmp = dir.join(format!("{FILE}.{}.tmp", std::process::id()));
     let failed = |what: &str, e: &dyn std::fmt::Display| {
@@ -192,6 +194,7 @@ pub fn build(store: &Store, dir: &Path) -> Result<(Built, FileId), String> {
     }
     let bytes = b.finish();
     let target = dir.join(FILE);
+    let previous = fs::File::open(&target).ok();
     f.write_all(&bytes)
         .and_then(|()| f.sync_all())
         .and_then(|()| fs::rename(&tmp, &target))
@@ -213,6 +216,7 @@ pub fn build(store: &Store, dir: &Path) -> Result<(Built, FileId), String> {
             took_ms: started.elapsed().as_millis() as u64,
         },
         id,
+        previous,
     ))
 }
 
@@ -251,7 +255,19 @@ pub struct SnapshotBuilder {
     pub refusals: u64,
     /// Why the last one was refused.
     pub last_refusal: Option<String>,
+    /// Files this builder replaced, held open for [`RETAIN_REPLACED`].
+    /// Whoever drops the last reference to a replaced file frees its pages
+    /// and blocks (milliseconds for tens of MB); held here, that is this
+    /// background thread rather than an event loop moving onto the new file.
+    replaced: VecDeque<(Instant, fs::File)>,
 }
+
+/// How long a replaced snapshot file is held open: far longer than
+/// processes take to move onto its successor (a fraction of a second).
+const RETAIN_REPLACED: Duration = Duration::from_secs(60);
+
+/// Replaced files held at most (rebuilds in a row).
+const RETAIN_MAX: usize = 4;
 
 impl SnapshotBuilder {
     /// A builder for `state_dir`.
@@ -266,6 +282,7 @@ impl SnapshotBuilder {
             error: None,
             refusals: 0,
             last_refusal: None,
+            replaced: VecDeque::new(),
         }
     }
 
@@ -278,6 +295,13 @@ impl SnapshotBuilder {
         if !self.leftovers_removed {
             remove_leftovers(&self.dir);
             self.leftovers_removed = true;
+        }
+        while self
+            .replaced
+            .front()
+            .is_some_and(|(at, _)| at.elapsed() >= RETAIN_REPLACED)
+        {
+            self.replaced.pop_front();
         }
         let seen = file_id(&self.dir).ok().flatten();
         if seen.is_none() || seen != self.good.map(|g| g.0) {
@@ -315,7 +339,13 @@ impl SnapshotBuilder {
         self.since = Instant::now();
         self.failed = None;
         match build(store, &self.dir) {
-            Ok((b, id)) => {
+            Ok((b, id, previous)) => {
+                if let Some(f) = previous {
+                    if self.replaced.len() >= RETAIN_MAX {
+                        self.replaced.pop_front();
+                    }
+                    self.replaced.push_back((Instant::now(), f));
+                }
                 self.good = Some((id, b.seq));
                 self.last = Some(b);
                 self.error = None;

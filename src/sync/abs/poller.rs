@@ -523,9 +523,7 @@ impl Poller {
             cv: Condvar::new(),
         });
         let run = inner.clone();
-        let thread = std::thread::Builder::new()
-            .name("ase-abs-poll".into())
-            .spawn(move || run.run())
+        let thread = crate::sync::spawn_background("ase-abs-poll", move || run.run())
             .map_err(|e| format!("starting the ABS poller thread: {e}"))?;
         Ok(Poller {
             inner,

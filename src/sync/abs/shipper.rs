@@ -779,9 +779,7 @@ impl Shipper {
             opts,
             shared: shared.clone(),
         };
-        let thread = std::thread::Builder::new()
-            .name("ase-abs-ship".into())
-            .spawn(move || worker.run())
+        let thread = crate::sync::spawn_background("ase-abs-ship", move || worker.run())
             .map_err(|e| format!("starting the ABS shipper thread: {e}"))?;
         Ok(Shipper {
             handle: ShipperHandle { tx, shared },
