@@ -823,6 +823,7 @@ pub extern "C" fn ase_engine_stats(
             detections: s.detections,
             deny_entries: s.deny_entries,
             allow_entries: s.allow_entries,
+            allowed_by_reason: s.allowed_by_reason,
         };
         Ok(out)
     })
