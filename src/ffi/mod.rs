@@ -28,7 +28,7 @@ use crate::policy::decide::{Action, Decision, Reason, Request};
 use crate::policy::extract::{Headers, parse_ip};
 use crate::policy::{IdError, IdKind, Identifier, Source, UnknownApi};
 use crate::sync::abs::TrafficRecord;
-pub use config_info::ase_config_fail_verdict;
+pub use config_info::{ase_config_fail_verdict, ase_config_notice};
 use panic::boundary;
 pub use result::ResultCode;
 pub use types::*;
