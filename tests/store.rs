@@ -416,7 +416,9 @@ fn corrupt_store_is_reported_and_fail_mode_decides() {
 #[test]
 fn without_a_store_decoys_and_patterns_still_answer() {
     for (mode, passes) in [("open", true), ("closed", false)] {
-        let e = Env::new(&format!("fail_mode={mode}\nenable_ase_detected_attack=true"));
+        let e = Env::new(&format!(
+            "fail_mode={mode}\nenable_ase_detected_attack=true"
+        ));
         std::fs::write(
             e.dir.path().join("api/trading.json"),
             r#"{ "api_metadata": { "protocol": "http", "url": "/trade", "hostname": "*",
