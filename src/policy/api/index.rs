@@ -336,6 +336,24 @@ fn last_colon(h: &[u8]) -> Option<usize> {
     }
 }
 
+/// The digest of API files, given as (name, bytes) in name order: FNV-1a
+/// over each name and its bytes, each preceded by its length. Not a keyed
+/// hash: it tells one set of files from another, it protects nothing.
+pub fn source_digest<'a>(files: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: &[u8]| {
+        for &x in (b.len() as u64).to_le_bytes().iter().chain(b) {
+            h = (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for (name, bytes) in files {
+        eat(name.as_bytes());
+        eat(bytes);
+    }
+    // 0 means "not read from files".
+    h.max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::path::NormPath;
@@ -599,22 +617,4 @@ mod tests {
         assert!(none.find(b"h", b"/other").is_none());
         assert!(ApiSet::new(vec![api("a", "*", "/x"), api("b", "*", "/x/")]).is_err());
     }
-}
-
-/// The digest of API files, given as (name, bytes) in name order: FNV-1a
-/// over each name and its bytes, each preceded by its length. Not a keyed
-/// hash: it tells one set of files from another, it protects nothing.
-pub fn source_digest<'a>(files: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |b: &[u8]| {
-        for &x in (b.len() as u64).to_le_bytes().iter().chain(b) {
-            h = (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    for (name, bytes) in files {
-        eat(name.as_bytes());
-        eat(bytes);
-    }
-    // 0 means "not read from files".
-    h.max(1)
 }
