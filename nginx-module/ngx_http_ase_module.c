@@ -909,7 +909,8 @@ ngx_http_ase_log_verdict(ngx_http_request_t *r, ngx_http_ase_loc_conf_t *alcf,
     handler = log->handler;
     log->handler = NULL;
 
-    ngx_log_error(alcf->log_level, log, 0, "ase: %*s", p - buf, buf);
+    ngx_log_error(alcf->log_level, log, 0, "ase: %*s",
+                  (size_t) (p - buf), buf);
 
     log->handler = handler;
 }
