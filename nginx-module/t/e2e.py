@@ -976,9 +976,10 @@ class Suite:
         0700 before nginx started) say so at [alert] with the path and the
         reason, and again while it lasts; decoys and API patterns keep
         answering, fail_mode decides the rest and ase_status counts it;
-        ase-cli status says why no engine shows; once the directory is
-        given to the workers' user they load the store, without a
-        reload."""
+        ase-cli status says why no engine shows.  Given the directory but
+        not the store file, the workers register and say they cannot read
+        it: ase-cli refuses to report a change as made.  Once the files are
+        the workers' user's they load the store, without a reload."""
         if os.geteuid() != 0:
             raise Skip("needs root: workers under another user than the "
                        "master's")
@@ -1019,7 +1020,27 @@ class Suite:
         assert m['ase_requests_blocked_total{reason="decoy"}'] >= 1, m
         st = self.status_lines(self.cli("status", conf_dir=conf))
         assert "root's with mode 0700" in st["running engines"], st
-        # fixed: the workers' user gets the directory; no reload
+        # the directory given to the workers' user, the store file still
+        # root's: the workers register, their records say they cannot read
+        # the store, and ase-cli does not call a change made
+        shutil.chown(state, "nobody", "nogroup")
+        t0 = time.monotonic()
+        while True:
+            st = self.status_lines(self.cli("status", conf_dir=conf))
+            if st["running engines"] == "%d (%d cannot read the state store)" \
+                    % (WORKERS, WORKERS):
+                break
+            assert time.monotonic() - t0 < 5, st
+            time.sleep(0.2)
+        r = subprocess.run([self.cli_bin, "--config", conf + "/ase.conf",
+                            "-u", "admin", "-p", "admin", "--wait", "0s",
+                            "add_blacklist", "ip", "10.23.8.8"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1 and r.stdout == \
+            "ip 10.23.8.8 added to blacklist\n" \
+            and "the change is stored, but %d of %d running engines cannot " \
+            "read the state store" % (WORKERS, WORKERS) in r.stderr, r
+        # fixed: the workers' user gets the files too; no reload
         subprocess.run(["chown", "-R", "nobody:nogroup", state], check=True)
         self.converge(lambda: n.request("GET", "/shop/items", ip="10.23.9.9"),
                       403, within=8, what="the store read once fixed")

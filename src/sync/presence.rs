@@ -537,6 +537,8 @@ pub struct Presence {
     wait_engines: AtomicU64,
     wait_lagging: AtomicU64,
     flags: AtomicU32,
+    /// The position last published (for a registration made later).
+    last_applied: AtomicU64,
     apis: Mutex<Option<(u32, u64)>>,
     /// When registering last failed: an engine whose `state_dir` it cannot
     /// reach registers once it can (tried at most every [`HEARTBEAT`]).
@@ -560,6 +562,7 @@ impl Presence {
             wait_engines: AtomicU64::new(0),
             wait_lagging: AtomicU64::new(0),
             flags: AtomicU32::new(0),
+            last_applied: AtomicU64::new(0),
             apis: Mutex::new(None),
             register_failed: Mutex::new(None),
         }
@@ -572,12 +575,28 @@ impl Presence {
 
     /// The engine's health flags ([`STORE_FAILING`], [`FAIL_MODE`]): kept
     /// for the record, and written to it at once when they changed.
+    /// An engine that could not register (its `state_dir` was closed to
+    /// it) tries again here, at most every [`HEARTBEAT`]: the store may
+    /// still fail while `engines/` can be written, and that is what
+    /// `ase-cli` must learn from the record.
     pub fn set_flags(&self, flags: u32) {
-        if self.flags.swap(flags, Relaxed) == flags {
-            return;
+        let changed = self.flags.swap(flags, Relaxed) != flags;
+        let mut g = lock(&self.reg);
+        match g.as_mut() {
+            Some(r) if changed => r.publish_flags(flags),
+            Some(_) => {}
+            None => {
+                drop(g);
+                self.retry_register();
+            }
         }
-        if let Some(r) = lock(&self.reg).as_mut() {
-            r.publish_flags(flags);
+    }
+
+    /// Registers again when registering failed at least [`HEARTBEAT`] ago.
+    fn retry_register(&self) {
+        let due = lock(&self.register_failed).is_some_and(|t| t.elapsed() >= HEARTBEAT);
+        if due {
+            let _ = self.register(self.last_applied.load(Relaxed));
         }
     }
 
@@ -618,13 +637,11 @@ impl Presence {
     /// position is stored). Cheap when nothing moved: no I/O but the
     /// heartbeat.
     pub fn published(&self, applied_seq: u64) {
+        self.last_applied.store(applied_seq, Relaxed);
         let mut g = lock(&self.reg);
         let Some(r) = g.as_mut() else {
             drop(g);
-            let retry = lock(&self.register_failed).is_some_and(|t| t.elapsed() >= HEARTBEAT);
-            if retry {
-                let _ = self.register(applied_seq);
-            }
+            self.retry_register();
             return;
         };
         let beat = r.applied_seq() == applied_seq && r.written.elapsed() >= HEARTBEAT;
@@ -785,6 +802,25 @@ mod tests {
         let sum = checksum(&old[..RECORD_LEN - 8]);
         old[RECORD_LEN - 8..].copy_from_slice(&sum.to_le_bytes());
         assert_eq!(Record::decode(&old), None, "a version from the future");
+    }
+
+    #[test]
+    fn an_engine_that_could_not_register_registers_once_it_can() {
+        let d = tempfile::tempdir().unwrap();
+        let state = d.path().join("state");
+        // A file where the directory should be: registering fails.
+        fs::write(&state, "not a directory").unwrap();
+        let p = Presence::new(&state);
+        assert!(p.register(0).is_err());
+        fs::remove_file(&state).unwrap();
+        fs::create_dir(&state).unwrap();
+        p.set_flags(STORE_FAILING);
+        assert!(p.name().is_none(), "not before a heartbeat has passed");
+        std::thread::sleep(HEARTBEAT);
+        p.set_flags(STORE_FAILING);
+        let peers = live_engines(&state).unwrap();
+        assert_eq!(peers.len(), 1, "registered while the store still fails");
+        assert_eq!(peers[0].record.unwrap().flags, STORE_FAILING);
     }
 
     /// The child side of `a_dead_engines_file_is_ignored_and_removed`.
