@@ -401,6 +401,22 @@ EOF
     expect "$pass/lists-one-command" 0 "" lists @DIR@/ase.conf deny-add cookie JSESSIONID abc <<'EOF'
 deny-add cookie JSESSIONID abc: ok
 EOF
+    # --- the C++ wrapper calls every function of ase.h ---
+    local fn missing=""
+    for fn in $(sed -n 's/^[a-z_ ]*\*\{0,1\}\(ase_[a-z_]*\)(.*/\1/p' include/ase.h | sort -u); do
+        case $fn in
+        ase_str_from_cstr) ;; # a C convenience; C++ has to_ase()
+        *) grep -q "\b$fn(" bindings/cpp/ase.hpp || missing+=" $fn" ;;
+        esac
+    done
+    if [ -z "$missing" ]; then
+        echo "ok   $pass/wrapper-covers-the-c-api"
+        passed=$((passed + 1))
+    else
+        echo "FAIL $pass/wrapper-covers-the-c-api: not called in ase.hpp:$missing"
+        failed=$((failed + 1))
+    fi
+
     # --- the C++ wrapper beyond check and lists ---
     rm -f "$out/wrapper_cpp"
     compiles "$pass/compile-wrapper-cpp" "$CXX" "${cxxflags_now[@]}" -Iinclude -Ibindings/cpp \

@@ -222,11 +222,29 @@ class Engine {
 public:
     /// Loads `ase.conf` (`ase_engine_new`); throws `Error` whose message names
     /// the file, line and key.
-    explicit Engine(std::string_view config_path) : Engine(config_path, nullptr) {}
+    explicit Engine(std::string_view config_path) {
+        char err[512] = {0};
+        ase_engine *e = nullptr;
+        ase_result r = ase_engine_new(to_ase(config_path), err, sizeof err, &e);
+        if (r != ASE_OK) {
+            throw Error(r, err);
+        }
+        engine_.reset(e);
+    }
 
     /// `ase_engine_new_ex`: `ASE_ENGINE_*` flags, e.g. `ASE_ENGINE_EVENTED`
     /// (no thread: call `tick` from the host's event loop).
-    Engine(std::string_view config_path, uint32_t flags) : Engine(config_path, &flags) {}
+    Engine(std::string_view config_path, uint32_t flags) {
+        char err[512] = {0};
+        ase_engine *e = nullptr;
+        ase_engine_options opts{};
+        opts.flags = flags;
+        ase_result r = ase_engine_new_ex(to_ase(config_path), &opts, err, sizeof err, &e);
+        if (r != ASE_OK) {
+            throw Error(r, err);
+        }
+        engine_.reset(e);
+    }
 
     /// Decides one request (`ase_check_request`).
     Verdict check(Request &req) const {
@@ -334,21 +352,6 @@ public:
     ase_engine *get() const noexcept { return engine_.get(); }
 
 private:
-    Engine(std::string_view config_path, const uint32_t *flags) {
-        char err[512] = {0};
-        ase_engine *e = nullptr;
-        ase_engine_options opts{};
-        if (flags) {
-            opts.flags = *flags;
-        }
-        ase_result r = ase_engine_new_ex(to_ase(config_path), flags ? &opts : nullptr, err,
-                                         sizeof err, &e);
-        if (r != ASE_OK) {
-            throw Error(r, err);
-        }
-        engine_.reset(e);
-    }
-
     struct Free {
         void operator()(ase_engine *e) const noexcept { ase_engine_free(e); }
     };
