@@ -576,7 +576,7 @@ impl Presence {
     /// The engine's health flags ([`STORE_FAILING`], [`FAIL_MODE`]): kept
     /// for the record, and written to it at once when they changed.
     /// An engine that could not register (its `state_dir` was closed to
-    /// it) tries again here, at most every [`HEARTBEAT`]: the store may
+    /// it) tries again here, at most once a second: the store may
     /// still fail while `engines/` can be written, and that is what
     /// `ase-cli` must learn from the record.
     pub fn set_flags(&self, flags: u32) {
