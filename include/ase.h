@@ -317,6 +317,12 @@ typedef struct ase_stats {
    Allow-list entries.
    */
   uint64_t allow_entries;
+  /*
+   Allowed requests per `ASE_REASON_*`: `ASE_REASON_NONE` (nothing
+   matched), firewall off, unknown API, allow list, `fail_mode`, and a
+   monitor-mode request by the reason it would have been stopped for.
+   */
+  uint64_t allowed_by_reason[ASE_REASON_COUNT];
 } ase_stats;
 
 /*
@@ -1068,6 +1074,23 @@ ase_result ase_engine_health(const struct ase_engine *engine, struct ase_health 
  Thread safety: any thread.
  */
 ase_result ase_config_fail_verdict(struct ase_str config_path, struct ase_verdict *verdict_out);
+
+/*
+ Reads `ase.conf` at `config_path` (and its `abs.conf`) and writes to
+ `buf` the notice naming the keys of ASE they give that ase accepts and
+ does not act on (`enable_cluster`, `enable_audit`, ...), NUL-terminated,
+ cut to `buf_len` bytes; an empty string when there are none. A host shows
+ it where the operator looks at configuration time (nginx: a `notice`
+ line of `nginx -t`).
+
+ `buf` is the caller's; NULL or 0 bytes writes nothing. Errors:
+ `ASE_ERR_NULL_PARAMETER` (NULL path data with a non-zero length),
+ `ASE_ERR_INVALID_UTF8`, `ASE_ERR_CONFIG` (the file is missing or
+ invalid: `ase_config_check` says why); `buf` is written only on success.
+
+ Thread safety: any thread.
+ */
+ase_result ase_config_notice(struct ase_str config_path, char *buf, size_t buf_len);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -14,7 +14,11 @@
  * cannot build its engine (the files are unreadable for its user, say)
  * serves on: it decides every request by that verdict, logs why at "alert"
  * and retries from a timer.  The access handler hands the request to
- * ase_check_request and turns the verdict into the response.
+ * ase_check_request and turns the verdict into the response, and logs every
+ * request it stops (ase_log_level).  A worker whose engine cannot open or
+ * read the state store says so at "alert", again every minute while it
+ * lasts.  Request counters live in a shared zone, so that ase_status counts
+ * on across reloads, as stub_status does.
  */
 
 
@@ -30,26 +34,114 @@
 #define NGX_HTTP_ASE_STATS_INTERVAL    1000
 #define NGX_HTTP_ASE_RETRY_INTERVAL    5000
 #define NGX_HTTP_ASE_RETRY_ALERT       12  /* a minute of retries */
+#define NGX_HTTP_ASE_STORE_ALERT       60000  /* again while it lasts */
 #define NGX_HTTP_ASE_SLOTS             NGX_MAX_PROCESSES
 
+/* APIs with their own ase_api_requests_total series; the others share one */
+#define NGX_HTTP_ASE_APIS              64
+#define NGX_HTTP_ASE_API_NAME          64
+#define NGX_HTTP_ASE_API_CACHE         256
+#define NGX_HTTP_ASE_SOURCES           (ASE_SOURCE_INVALID_CONTENT_TYPE + 1)
 
-/* One worker's counters, published to shared memory for ase_status. */
+/* outcomes of ase_api_requests_total */
+#define NGX_HTTP_ASE_ALLOWED           0
+#define NGX_HTTP_ASE_STOPPED           1
+#define NGX_HTTP_ASE_WOULD_BLOCK       2
+#define NGX_HTTP_ASE_OUTCOMES          3
+
+
+/*
+ * One worker's gauges (list sizes, health, ABS state), published to the
+ * shared zone for ase_status.  A worker claims a free slot at start (pid
+ * 0, or the pid of a process that is gone) and frees it at exit, so the
+ * workers of two cycles overlapping in a reload each have their own.
+ */
 
 typedef struct {
-    ngx_pid_t                  pid;
+    ngx_atomic_t               pid;
     ngx_uint_t                 no_engine;  /* building it failed */
-    uint64_t                   requests_without_engine;
     ase_stats                  stats;
     ase_abs_state              abs;
     ase_health                 health;
 } ngx_http_ase_slot_t;
 
 
+/*
+ * Counters.  Each worker counts its requests in its own memory and adds
+ * what it counted to the shared ones about once a second (and when it
+ * exits); the counters of the library (detections, ...) are added as
+ * differences from what the worker added last.  Nothing is reset by a
+ * reload: the zone is the previous cycle's.
+ */
+
+typedef struct {
+    uint64_t                   allowed[ASE_REASON_COUNT];
+    uint64_t                   blocked[ASE_REASON_COUNT];
+    uint64_t                   would_block[ASE_REASON_COUNT];
+    uint64_t                   deny_by_source[NGX_HTTP_ASE_SOURCES];
+    uint64_t                   api[NGX_HTTP_ASE_APIS + 1]
+                                  [NGX_HTTP_ASE_OUTCOMES];
+    uint64_t                   without_engine;
+    uint64_t                   detections;
+    uint64_t                   detections_dropped;
+    uint64_t                   panics;
+    uint64_t                   snapshot_refusals;
+    uint64_t                   traffic_sent;
+    uint64_t                   traffic_dropped;
+} ngx_http_ase_counts_t;
+
+
+typedef struct {
+    ngx_atomic_t               allowed[ASE_REASON_COUNT];
+    ngx_atomic_t               blocked[ASE_REASON_COUNT];
+    ngx_atomic_t               would_block[ASE_REASON_COUNT];
+    ngx_atomic_t               deny_by_source[NGX_HTTP_ASE_SOURCES];
+    ngx_atomic_t               api[NGX_HTTP_ASE_APIS + 1]
+                                  [NGX_HTTP_ASE_OUTCOMES];
+    ngx_atomic_t               without_engine;
+    ngx_atomic_t               detections;
+    ngx_atomic_t               detections_dropped;
+    ngx_atomic_t               panics;
+    ngx_atomic_t               snapshot_refusals;
+    ngx_atomic_t               traffic_sent;
+    ngx_atomic_t               traffic_dropped;
+} ngx_http_ase_shared_counts_t;
+
+
+/* the name of an API with its own series; set once, under the zone's lock */
+
+typedef struct {
+    size_t                     len;
+    u_char                     data[NGX_HTTP_ASE_API_NAME];
+} ngx_http_ase_api_name_t;
+
+
+typedef struct {
+    ngx_http_ase_shared_counts_t  counts;
+    ngx_atomic_t                  napis;
+    ngx_http_ase_api_name_t       apis[NGX_HTTP_ASE_APIS];
+    ngx_http_ase_slot_t           slots[NGX_HTTP_ASE_SLOTS];
+} ngx_http_ase_shctx_t;
+
+
+/* a worker's index of API names (the engine's strings) to series */
+
+typedef struct {
+    u_char                    *data;
+    ngx_uint_t                 index;
+} ngx_http_ase_api_cache_t;
+
+
 typedef struct {
     ngx_str_t                  config;
     ase_engine                *engine;
     ngx_shm_zone_t            *shm_zone;
-    ngx_http_ase_slot_t       *slots;
+    ngx_slab_pool_t           *shpool;
+    ngx_http_ase_shctx_t      *sh;
+    ngx_http_ase_slot_t       *slot;       /* this worker's */
+    ngx_http_ase_counts_t      counts;     /* not yet added to sh */
+    ngx_http_ase_counts_t      lib_seen;   /* library counters added */
+    ngx_http_ase_api_cache_t   api_cache[NGX_HTTP_ASE_API_CACHE];
     ngx_event_t                stats_event;
     ngx_event_t                tick_event;
     ngx_flag_t                 abs_configured;
@@ -57,17 +149,22 @@ typedef struct {
 
     /* what a worker without engine does, and how it retries */
     ase_verdict                fail_verdict;
-    ase_stats                  fail_stats;
     ngx_event_t                retry_event;
     ngx_uint_t                 failures;
     char                       error[NGX_HTTP_ASE_ERR_LEN];
     uint64_t                   snapshot_refusals;
+
+    /* the store error last said at alert, and when */
+    char                       store_error[ASE_MESSAGE_LEN];
+    ngx_msec_t                 store_alerted;
 } ngx_http_ase_main_conf_t;
 
 
 typedef struct {
     ngx_flag_t                 enable;
     ngx_uint_t                 unknown_api;
+    ngx_uint_t                 log_level;
+    ngx_flag_t                 intercept_errors;
 } ngx_http_ase_loc_conf_t;
 
 
@@ -78,9 +175,14 @@ typedef struct {
 
 typedef struct {
     uint64_t                   checked;
-    uint64_t                   allowed;
+    uint64_t                   allowed[ASE_REASON_COUNT];
     uint64_t                   blocked[ASE_REASON_COUNT];
     uint64_t                   would_block[ASE_REASON_COUNT];
+    uint64_t                   deny_by_source[NGX_HTTP_ASE_SOURCES];
+    uint64_t                   api[NGX_HTTP_ASE_APIS + 1]
+                                  [NGX_HTTP_ASE_OUTCOMES];
+    ngx_uint_t                 napis;
+    ngx_http_ase_api_name_t   *apis;
     uint64_t                   detections;
     uint64_t                   deny_entries;
     uint64_t                   allow_entries;
@@ -113,18 +215,44 @@ typedef struct {
 
 /*
  * One metric of ase_status, in Prometheus text format: a value of
- * ngx_http_ase_totals_t, or one per ASE_REASON_* ("reason" label), or
- * the library version ("version" label, value 1).
+ * ngx_http_ase_totals_t; or one per ASE_REASON_* in "reasons" (a bit per
+ * reason: only those that can happen), "reason" label; or one per deny
+ * source ("source" label); or one per API and outcome ("api" and
+ * "outcome" labels); or the library version ("version" label, value 1).
  */
 
 #define NGX_HTTP_ASE_VALUE             0
 #define NGX_HTTP_ASE_BY_REASON         1
 #define NGX_HTTP_ASE_VERSION           2
+#define NGX_HTTP_ASE_BY_SOURCE         3
+#define NGX_HTTP_ASE_BY_API            4
+
+#define ngx_http_ase_bit(reason)       (1 << ASE_REASON_ ## reason)
+
+/* reasons a request can be stopped for */
+#define NGX_HTTP_ASE_STOP_REASONS                                             \
+    (ngx_http_ase_bit(UNKNOWN_API) | ngx_http_ase_bit(DECOY)                  \
+     | ngx_http_ase_bit(DENY_LIST) | ngx_http_ase_bit(PROTOCOL)               \
+     | ngx_http_ase_bit(METHOD) | ngx_http_ase_bit(CONTENT_TYPE)              \
+     | ngx_http_ase_bit(FAIL_MODE) | ngx_http_ase_bit(DUPLICATE_IDENTIFIER))
+
+/* reasons of a monitor-mode "would block" */
+#define NGX_HTTP_ASE_MONITOR_REASONS                                          \
+    (ngx_http_ase_bit(DENY_LIST) | ngx_http_ase_bit(PROTOCOL)                 \
+     | ngx_http_ase_bit(METHOD) | ngx_http_ase_bit(CONTENT_TYPE)              \
+     | ngx_http_ase_bit(DUPLICATE_IDENTIFIER))
+
+/* reasons a request is allowed for, a would-block's included */
+#define NGX_HTTP_ASE_ALLOW_REASONS                                            \
+    (ngx_http_ase_bit(NONE) | ngx_http_ase_bit(FIREWALL_OFF)                  \
+     | ngx_http_ase_bit(UNKNOWN_API) | ngx_http_ase_bit(ALLOW_LIST)           \
+     | ngx_http_ase_bit(FAIL_MODE) | NGX_HTTP_ASE_MONITOR_REASONS)
 
 typedef struct {
     ngx_str_t                  name;
     ngx_str_t                  type;
     ngx_uint_t                 labels;
+    ngx_uint_t                 reasons;
     size_t                     offset;
     ngx_str_t                  help;
 } ngx_http_ase_metric_t;
@@ -149,6 +277,18 @@ static ngx_int_t ngx_http_ase_respond(ngx_http_request_t *r,
     ase_verdict *v);
 static ngx_int_t ngx_http_ase_redirect(ngx_http_request_t *r,
     ase_verdict *v);
+static ngx_int_t ngx_http_ase_error_page(ngx_http_request_t *r,
+    ngx_uint_t status);
+static void ngx_http_ase_log_verdict(ngx_http_request_t *r,
+    ngx_http_ase_loc_conf_t *alcf, ase_verdict *v);
+static void ngx_http_ase_count(ngx_http_ase_main_conf_t *amcf,
+    ase_verdict *v);
+static ngx_uint_t ngx_http_ase_api_index(ngx_http_ase_main_conf_t *amcf,
+    ase_str *name);
+static void ngx_http_ase_flush(ngx_http_ase_main_conf_t *amcf);
+static void ngx_http_ase_claim_slot(ngx_http_ase_main_conf_t *amcf);
+static void ngx_http_ase_store_alert(ngx_http_ase_main_conf_t *amcf,
+    ase_health *health);
 static ngx_int_t ngx_http_ase_log_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ase_status_handler(ngx_http_request_t *r);
 static void ngx_http_ase_totals(ngx_http_ase_main_conf_t *amcf,
@@ -159,6 +299,12 @@ static u_char *ngx_http_ase_metric_write(u_char *p, u_char *last,
 static ngx_http_ase_ctx_t *ngx_http_ase_get_ctx(ngx_http_request_t *r);
 static void ngx_http_ase_cleanup(void *data);
 static ngx_int_t ngx_http_ase_verdict_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_ase_api_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_ase_source_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_ase_matched_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static void ngx_http_ase_publish(ngx_http_ase_main_conf_t *amcf);
 static void ngx_http_ase_stats_timer(ngx_event_t *ev);
@@ -185,6 +331,15 @@ static void ngx_http_ase_exit_process(ngx_cycle_t *cycle);
 static ngx_conf_enum_t  ngx_http_ase_unknown_api[] = {
     { ngx_string("pass"), ASE_UNKNOWN_API_PASS },
     { ngx_string("reject"), ASE_UNKNOWN_API_REJECT },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_enum_t  ngx_http_ase_log_levels[] = {
+    { ngx_string("info"), NGX_LOG_INFO },
+    { ngx_string("notice"), NGX_LOG_NOTICE },
+    { ngx_string("warn"), NGX_LOG_WARN },
+    { ngx_string("error"), NGX_LOG_ERR },
     { ngx_null_string, 0 }
 };
 
@@ -222,9 +377,53 @@ static ngx_str_t  ngx_http_ase_actions[] = {
 };
 
 
+/* indexed by ASE_SOURCE_*, as in view_blacklist's filters */
+
+static ngx_str_t  ngx_http_ase_sources[] = {
+    ngx_string("manual"),
+    ngx_string("abs"),
+    ngx_string("decoy"),
+    ngx_string("invalid_protocol"),
+    ngx_string("invalid_method"),
+    ngx_string("invalid_content_type")
+};
+
+typedef char  ngx_http_ase_sources_cover_every_source[
+    sizeof(ngx_http_ase_sources) / sizeof(ngx_str_t) == NGX_HTTP_ASE_SOURCES
+    ? 1 : -1];
+
+
+/* indexed by ASE_ID_* */
+
+static ngx_str_t  ngx_http_ase_kinds[] = {
+    ngx_string("ip"),
+    ngx_string("cookie"),
+    ngx_string("token"),
+    ngx_string("api_key"),
+    ngx_string("username")
+};
+
+typedef char  ngx_http_ase_kinds_cover_every_kind[
+    sizeof(ngx_http_ase_kinds) / sizeof(ngx_str_t) == ASE_ID_USERNAME + 1
+    ? 1 : -1];
+
+
+static ngx_str_t  ngx_http_ase_outcomes[] = {
+    ngx_string("allowed"),
+    ngx_string("stopped"),
+    ngx_string("would_block")
+};
+
+static ngx_str_t  ngx_http_ase_other_api = ngx_string("_other");
+
+
 #define ngx_http_ase_metric(name, type, labels, field, help)                 \
-    { ngx_string(name), ngx_string(type), labels,                             \
+    { ngx_string(name), ngx_string(type), labels, 0,                          \
       offsetof(ngx_http_ase_totals_t, field), ngx_string(help) }
+
+#define ngx_http_ase_by_reason(name, reasons, field, help)                   \
+    { ngx_string(name), ngx_string("counter"), NGX_HTTP_ASE_BY_REASON,        \
+      reasons, offsetof(ngx_http_ase_totals_t, field), ngx_string(help) }
 
 /* ase_status, in this order; the page is sized from this table */
 
@@ -239,17 +438,28 @@ static ngx_http_ase_metric_t  ngx_http_ase_metrics[] = {
         NGX_HTTP_ASE_VALUE, checked,
         "Requests checked."),
 
-    ngx_http_ase_metric("ase_requests_allowed_total", "counter",
-        NGX_HTTP_ASE_VALUE, allowed,
-        "Requests allowed (monitor-mode would-block included)."),
+    ngx_http_ase_by_reason("ase_requests_allowed_total",
+        NGX_HTTP_ASE_ALLOW_REASONS, allowed,
+        "Requests allowed, by reason (fail_mode: fail open; a monitor-mode"
+        " request by the reason it would have been stopped for)."),
 
-    ngx_http_ase_metric("ase_requests_blocked_total", "counter",
-        NGX_HTTP_ASE_BY_REASON, blocked,
+    ngx_http_ase_by_reason("ase_requests_blocked_total",
+        NGX_HTTP_ASE_STOP_REASONS, blocked,
         "Requests stopped (blocked, answered, redirected), by reason."),
 
-    ngx_http_ase_metric("ase_requests_would_block_total", "counter",
-        NGX_HTTP_ASE_BY_REASON, would_block,
+    ngx_http_ase_by_reason("ase_requests_would_block_total",
+        NGX_HTTP_ASE_MONITOR_REASONS, would_block,
         "Monitor mode: requests that would have been stopped, by reason."),
+
+    ngx_http_ase_metric("ase_deny_list_matches_total", "counter",
+        NGX_HTTP_ASE_BY_SOURCE, deny_by_source,
+        "Requests that met a deny-list entry (stopped, or allowed in"
+        " monitor mode), by the entry's source."),
+
+    ngx_http_ase_metric("ase_api_requests_total", "counter",
+        NGX_HTTP_ASE_BY_API, api,
+        "Requests of each API by outcome (the first 64 APIs seen; the"
+        " others under api _other)."),
 
     ngx_http_ase_metric("ase_detections_total", "counter",
         NGX_HTTP_ASE_VALUE, detections,
@@ -397,6 +607,20 @@ static ngx_command_t  ngx_http_ase_commands[] = {
       offsetof(ngx_http_ase_loc_conf_t, unknown_api),
       &ngx_http_ase_unknown_api },
 
+    { ngx_string("ase_log_level"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ase_loc_conf_t, log_level),
+      &ngx_http_ase_log_levels },
+
+    { ngx_string("ase_intercept_errors"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ase_loc_conf_t, intercept_errors),
+      NULL },
+
     { ngx_string("ase_status"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_ase_status,
@@ -443,6 +667,18 @@ static ngx_http_variable_t  ngx_http_ase_vars[] = {
 
     { ngx_string("ase_verdict"), NULL,
       ngx_http_ase_verdict_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("ase_api"), NULL,
+      ngx_http_ase_api_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("ase_source"), NULL,
+      ngx_http_ase_source_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("ase_matched"), NULL,
+      ngx_http_ase_matched_variable, 0,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
@@ -510,20 +746,11 @@ ngx_http_ase_handler(ngx_http_request_t *r)
         /*
          * this worker could not build its engine and retries from a
          * timer; meanwhile fail_mode decides, as in an engine that cannot
-         * load its state, and the request is counted for ase_status
+         * load its state
          */
 
         *v = amcf->fail_verdict;
-
-        amcf->fail_stats.checked++;
-
-        if (v->action == ASE_ACTION_ALLOW) {
-            amcf->fail_stats.allowed++;
-
-        } else {
-            amcf->fail_stats.blocked++;
-            amcf->fail_stats.blocked_by_reason[ASE_REASON_FAIL_MODE]++;
-        }
+        amcf->counts.without_engine++;
 
     } else {
         ctx->rc = ase_check_request(amcf->engine, &req, v);
@@ -547,6 +774,9 @@ ngx_http_ase_handler(ngx_http_request_t *r)
                    "ase: action:%uD reason:%uD status:%uD would_block:%d",
                    v->action, v->reason, v->status, (int) v->would_block);
 
+    ngx_http_ase_count(amcf, v);
+    ngx_http_ase_log_verdict(r, alcf, v);
+
     switch (v->action) {
 
     case ASE_ACTION_ALLOW:
@@ -556,8 +786,133 @@ ngx_http_ase_handler(ngx_http_request_t *r)
         return ngx_http_ase_redirect(r, v);
 
     default: /* ASE_ACTION_BLOCK, ASE_ACTION_RESPOND */
+
+        /*
+         * With ase_intercept_errors, a block or a pattern error whose
+         * status has an error_page here is answered by that page; a
+         * decoy keeps its configured answer, which must look like an API.
+         */
+
+        if (alcf->intercept_errors
+            && v->reason != ASE_REASON_DECOY
+            && ngx_http_ase_error_page(r, v->status))
+        {
+            ngx_http_finalize_request(r, v->status);
+            return NGX_DONE;
+        }
+
         return ngx_http_ase_respond(r, v);
     }
+}
+
+
+/* whether the location has an error_page for "status" */
+
+static ngx_int_t
+ngx_http_ase_error_page(ngx_http_request_t *r, ngx_uint_t status)
+{
+    ngx_uint_t                 i;
+    ngx_http_err_page_t       *err_page;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (clcf->error_pages == NULL || status < 300 || status > 599) {
+        return 0;
+    }
+
+    err_page = clcf->error_pages->elts;
+
+    for (i = 0; i < clcf->error_pages->nelts; i++) {
+        if (err_page[i].status == (ngx_int_t) status) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * One line per request stopped, or allowed in monitor mode only, as the
+ * access module's "access forbidden by rule": client, API, reason, source
+ * and identifier kind.  Never the identifier nor the request line (whose
+ * query string may hold an API key): the request's log handler, which
+ * would add it, is set aside for the line.
+ */
+
+static void
+ngx_http_ase_log_verdict(ngx_http_request_t *r, ngx_http_ase_loc_conf_t *alcf,
+    ase_verdict *v)
+{
+    u_char                    *p, *last;
+    ngx_log_t                 *log;
+    ngx_str_t                 *action;
+    ngx_uint_t                 reason;
+    ngx_log_handler_pt         handler;
+    ngx_http_core_srv_conf_t  *cscf;
+    u_char                     buf[NGX_MAX_ERROR_STR];
+
+    if (v->action == ASE_ACTION_ALLOW && !v->would_block) {
+        return;
+    }
+
+    log = r->connection->log;
+
+    if (log->log_level < alcf->log_level) {
+        return;
+    }
+
+    reason = v->reason < ASE_REASON_COUNT ? v->reason : ASE_REASON_NONE;
+    action = &ngx_http_ase_actions[v->action <= ASE_ACTION_REDIRECT
+                                   ? v->action : ASE_ACTION_BLOCK];
+
+    p = buf;
+    last = buf + sizeof(buf);
+
+    if (v->would_block) {
+        p = ngx_slprintf(p, last, "would block: %V (monitor mode, allowed)",
+                         &ngx_http_ase_reasons[reason]);
+
+    } else {
+        p = ngx_slprintf(p, last, "%V: %V, status %uD", action,
+                         &ngx_http_ase_reasons[reason], v->status);
+    }
+
+    if (v->api_name.len) {
+        p = ngx_slprintf(p, last, ", api: \"%*s\"", v->api_name.len,
+                         v->api_name.data);
+    }
+
+    if (reason == ASE_REASON_DENY_LIST && v->source < NGX_HTTP_ASE_SOURCES) {
+        p = ngx_slprintf(p, last, ", source: %V",
+                         &ngx_http_ase_sources[v->source]);
+    }
+
+    if (v->matched_kind <= ASE_ID_USERNAME) {
+        p = ngx_slprintf(p, last, ", identifier: %V",
+                         &ngx_http_ase_kinds[v->matched_kind]);
+    }
+
+    cscf = ngx_http_get_module_srv_conf(r, ngx_http_core_module);
+
+    p = ngx_slprintf(p, last, ", client: %V", &r->connection->addr_text);
+
+    if (cscf->server_name.len) {
+        p = ngx_slprintf(p, last, ", server: %V", &cscf->server_name);
+    }
+
+    if (r->headers_in.server.len) {
+        p = ngx_slprintf(p, last, ", host: \"%V\"", &r->headers_in.server);
+    }
+
+    handler = log->handler;
+    log->handler = NULL;
+
+    ngx_log_error(alcf->log_level, log, 0, "ase: %*s",
+                  (size_t) (p - buf), buf);
+
+    log->handler = handler;
 }
 
 
@@ -929,6 +1284,184 @@ ngx_http_ase_verdict_variable(ngx_http_request_t *r,
 }
 
 
+/* sets "v" to "value"; not found when the verdict has none */
+
+static ngx_int_t
+ngx_http_ase_set_variable(ngx_http_variable_value_t *v, u_char *data,
+    size_t len)
+{
+    if (len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->data = data;
+    v->len = len;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/* $ase_api: the API the request matched (the engine's string) */
+
+static ngx_int_t
+ngx_http_ase_api_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_ase_ctx_t  *ctx;
+
+    ctx = ngx_http_ase_get_ctx(r);
+
+    if (ctx == NULL || ctx->rc != ASE_OK) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    return ngx_http_ase_set_variable(v, (u_char *) ctx->verdict.api_name.data,
+                                     ctx->verdict.api_name.len);
+}
+
+
+/* $ase_source: the source of the deny-list entry that matched */
+
+static ngx_int_t
+ngx_http_ase_source_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_ase_ctx_t  *ctx;
+
+    ctx = ngx_http_ase_get_ctx(r);
+
+    if (ctx == NULL || ctx->rc != ASE_OK
+        || ctx->verdict.reason != ASE_REASON_DENY_LIST
+        || ctx->verdict.source >= NGX_HTTP_ASE_SOURCES)
+    {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    return ngx_http_ase_set_variable(v,
+                          ngx_http_ase_sources[ctx->verdict.source].data,
+                          ngx_http_ase_sources[ctx->verdict.source].len);
+}
+
+
+/* $ase_matched: the kind of identifier that met the allow or deny list */
+
+static ngx_int_t
+ngx_http_ase_matched_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_ase_ctx_t  *ctx;
+
+    ctx = ngx_http_ase_get_ctx(r);
+
+    if (ctx == NULL || ctx->rc != ASE_OK
+        || ctx->verdict.matched_kind > ASE_ID_USERNAME)
+    {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    return ngx_http_ase_set_variable(v,
+                          ngx_http_ase_kinds[ctx->verdict.matched_kind].data,
+                          ngx_http_ase_kinds[ctx->verdict.matched_kind].len);
+}
+
+
+/* counts a request in this worker's memory (see ngx_http_ase_flush) */
+
+static void
+ngx_http_ase_count(ngx_http_ase_main_conf_t *amcf, ase_verdict *v)
+{
+    ngx_uint_t              reason, outcome;
+    ngx_http_ase_counts_t  *c;
+
+    c = &amcf->counts;
+    reason = v->reason < ASE_REASON_COUNT ? v->reason : ASE_REASON_NONE;
+
+    if (v->action != ASE_ACTION_ALLOW) {
+        c->blocked[reason]++;
+        outcome = NGX_HTTP_ASE_STOPPED;
+
+    } else {
+        c->allowed[reason]++;
+        outcome = NGX_HTTP_ASE_ALLOWED;
+
+        if (v->would_block) {
+            c->would_block[reason]++;
+            outcome = NGX_HTTP_ASE_WOULD_BLOCK;
+        }
+    }
+
+    if (reason == ASE_REASON_DENY_LIST && v->source < NGX_HTTP_ASE_SOURCES) {
+        c->deny_by_source[v->source]++;
+    }
+
+    if (v->api_name.len) {
+        c->api[ngx_http_ase_api_index(amcf, &v->api_name)][outcome]++;
+    }
+}
+
+
+/*
+ * The series of an API: its index in the zone's table of names, found
+ * once per name in this worker (the engine's strings do not move), and
+ * added to the table under the zone's lock when no worker has added it
+ * yet.  Past NGX_HTTP_ASE_APIS names, and for names too long to keep,
+ * the shared "_other" series.
+ */
+
+static ngx_uint_t
+ngx_http_ase_api_index(ngx_http_ase_main_conf_t *amcf, ase_str *name)
+{
+    ngx_uint_t                 h, i, n;
+    ngx_http_ase_shctx_t      *sh;
+    ngx_http_ase_api_cache_t  *e;
+
+    h = ((uintptr_t) name->data >> 3) % NGX_HTTP_ASE_API_CACHE;
+    e = &amcf->api_cache[h];
+
+    if (e->data == (u_char *) name->data) {
+        return e->index;
+    }
+
+    sh = amcf->sh;
+    i = NGX_HTTP_ASE_APIS;
+
+    if (sh && name->len <= NGX_HTTP_ASE_API_NAME) {
+        ngx_shmtx_lock(&amcf->shpool->mutex);
+
+        n = sh->napis;
+
+        for (i = 0; i < n; i++) {
+            if (sh->apis[i].len == name->len
+                && ngx_memcmp(sh->apis[i].data, name->data, name->len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (i == n && n < NGX_HTTP_ASE_APIS) {
+            sh->apis[n].len = name->len;
+            ngx_memcpy(sh->apis[n].data, name->data, name->len);
+            ngx_memory_barrier();
+            sh->napis = n + 1;
+        }
+
+        ngx_shmtx_unlock(&amcf->shpool->mutex);
+    }
+
+    e->data = (u_char *) name->data;
+    e->index = i;
+
+    return i;
+}
+
+
 static ngx_int_t
 ngx_http_ase_status_handler(ngx_http_request_t *r)
 {
@@ -1013,19 +1546,21 @@ ngx_http_ase_status_handler(ngx_http_request_t *r)
 
 
 /*
- * Sums the slots the workers published.  Sync state is the host's (every
- * worker shows the latest attempt, whichever process made it): the slot
- * with the latest attempt gives it.  List sizes are those of this worker's
- * engine or, in a worker without engine, of the first slot that has one.
+ * The counters of the zone, and the gauges of the slots the workers
+ * published.  Sync state is the host's (every worker shows the latest
+ * attempt, whichever process made it): the slot with the latest attempt
+ * gives it.  List sizes are those of this worker's engine or, in a worker
+ * without engine, of the first slot that has one.
  */
 
 static void
 ngx_http_ase_totals(ngx_http_ase_main_conf_t *amcf, ngx_http_ase_totals_t *t)
 {
-    ngx_uint_t            i, k, seen_snapshot;
-    ase_stats            *lists;
-    ase_abs_state        *latest;
-    ngx_http_ase_slot_t  *slot;
+    ngx_uint_t                     i, k, seen_snapshot;
+    ase_stats                     *lists;
+    ase_abs_state                 *latest;
+    ngx_http_ase_slot_t           *slot;
+    ngx_http_ase_shared_counts_t  *c;
 
     ngx_memzero(t, sizeof(ngx_http_ase_totals_t));
 
@@ -1034,24 +1569,50 @@ ngx_http_ase_totals(ngx_http_ase_main_conf_t *amcf, ngx_http_ase_totals_t *t)
     lists = NULL;
     seen_snapshot = 0;
 
-    if (amcf->engine && ngx_worker < NGX_HTTP_ASE_SLOTS) {
-        lists = &amcf->slots[ngx_worker].stats;
+    if (amcf->sh == NULL) {
+        return;
+    }
+
+    c = &amcf->sh->counts;
+
+    for (k = 0; k < ASE_REASON_COUNT; k++) {
+        t->allowed[k] = c->allowed[k];
+        t->blocked[k] = c->blocked[k];
+        t->would_block[k] = c->would_block[k];
+        t->checked += t->allowed[k] + t->blocked[k];
+    }
+
+    for (k = 0; k < NGX_HTTP_ASE_SOURCES; k++) {
+        t->deny_by_source[k] = c->deny_by_source[k];
+    }
+
+    t->napis = amcf->sh->napis;
+    t->apis = amcf->sh->apis;
+    ngx_memory_barrier();
+
+    for (i = 0; i <= NGX_HTTP_ASE_APIS; i++) {
+        for (k = 0; k < NGX_HTTP_ASE_OUTCOMES; k++) {
+            t->api[i][k] = c->api[i][k];
+        }
+    }
+
+    t->requests_without_engine = c->without_engine;
+    t->detections = c->detections;
+    t->detections_dropped = c->detections_dropped;
+    t->panics = c->panics;
+    t->snapshot_refusals = c->snapshot_refusals;
+    t->traffic_sent = c->traffic_sent;
+    t->traffic_dropped = c->traffic_dropped;
+
+    if (amcf->engine && amcf->slot) {
+        lists = &amcf->slot->stats;
     }
 
     for (i = 0; i < NGX_HTTP_ASE_SLOTS; i++) {
-        slot = &amcf->slots[i];
+        slot = &amcf->sh->slots[i];
 
         if (slot->pid == 0) {
             continue;
-        }
-
-        t->checked += slot->stats.checked;
-        t->allowed += slot->stats.allowed;
-        t->detections += slot->stats.detections;
-
-        for (k = 0; k < ASE_REASON_COUNT; k++) {
-            t->blocked[k] += slot->stats.blocked_by_reason[k];
-            t->would_block[k] += slot->stats.would_block_by_reason[k];
         }
 
         if (lists == NULL && !slot->no_engine) {
@@ -1064,9 +1625,6 @@ ngx_http_ase_totals(ngx_http_ase_main_conf_t *amcf, ngx_http_ase_totals_t *t)
 
         t->fail_mode_active += slot->health.fail_mode_active ? 1 : 0;
         t->workers_without_engine += slot->no_engine ? 1 : 0;
-        t->requests_without_engine += slot->requests_without_engine;
-        t->detections_dropped += slot->health.detections_dropped;
-        t->panics += slot->health.panics;
 
         if (slot->abs.configured) {
             t->abs_configured = 1;
@@ -1086,13 +1644,10 @@ ngx_http_ase_totals(ngx_http_ase_main_conf_t *amcf, ngx_http_ase_totals_t *t)
         }
 
         t->snapshot_refused += slot->health.snapshot_error[0] ? 1 : 0;
-        t->snapshot_refusals += slot->health.snapshot_refusals;
         t->overlay_entries += slot->health.overlay_entries;
         t->host_role += slot->health.host_role ? 1 : 0;
 
         t->abs_leader += slot->abs.leader ? 1 : 0;
-        t->traffic_sent += slot->abs.traffic_sent;
-        t->traffic_dropped += slot->abs.traffic_dropped;
         t->traffic_queued += slot->abs.traffic_queued;
     }
 
@@ -1114,6 +1669,39 @@ ngx_http_ase_totals(ngx_http_ase_main_conf_t *amcf, ngx_http_ase_totals_t *t)
 }
 
 
+/* an API name as a label value: \, " and newline escaped */
+
+static u_char *
+ngx_http_ase_label_value(u_char *p, u_char *last, u_char *s, size_t len)
+{
+    while (len-- && p < last) {
+        switch (*s) {
+
+        case '\\':
+        case '"':
+            *p++ = '\\';
+            break;
+
+        case '\n':
+            *p++ = '\\';
+            if (p < last) {
+                *p++ = 'n';
+            }
+            s++;
+            continue;
+        }
+
+        if (p < last) {
+            *p++ = *s;
+        }
+
+        s++;
+    }
+
+    return p;
+}
+
+
 /* the longest text ngx_http_ase_metric_write() makes of "m" */
 
 static size_t
@@ -1128,11 +1716,29 @@ ngx_http_ase_metric_size(ngx_http_ase_metric_t *m)
     switch (m->labels) {
 
     case NGX_HTTP_ASE_BY_REASON:
-        for (k = 1; k < ASE_REASON_COUNT; k++) {
+        for (k = 0; k < ASE_REASON_COUNT; k++) {
             size += m->name.len + sizeof("{reason=\"\"} \n") - 1
                     + ngx_http_ase_reasons[k].len + NGX_INT64_LEN;
         }
 
+        break;
+
+    case NGX_HTTP_ASE_BY_SOURCE:
+        for (k = 0; k < NGX_HTTP_ASE_SOURCES; k++) {
+            size += m->name.len + sizeof("{source=\"\"} \n") - 1
+                    + ngx_http_ase_sources[k].len + NGX_INT64_LEN;
+        }
+
+        break;
+
+    case NGX_HTTP_ASE_BY_API:
+
+        /* every name escaped at its longest, "_other" included */
+
+        size += (NGX_HTTP_ASE_APIS + 1) * NGX_HTTP_ASE_OUTCOMES
+                * (m->name.len + sizeof("{api=\"\",outcome=\"\"} \n") - 1
+                   + 2 * NGX_HTTP_ASE_API_NAME
+                   + sizeof("would_block") - 1 + NGX_INT64_LEN);
         break;
 
     case NGX_HTTP_ASE_VERSION:
@@ -1153,8 +1759,10 @@ static u_char *
 ngx_http_ase_metric_write(u_char *p, u_char *last, ngx_http_ase_metric_t *m,
     ngx_http_ase_totals_t *t)
 {
-    uint64_t    *value;
-    ngx_uint_t   k;
+    uint64_t                 *value;
+    ngx_str_t                *name;
+    ngx_uint_t                i, k;
+    ngx_http_ase_api_name_t  *api;
 
     value = (uint64_t *) ((u_char *) t + m->offset);
 
@@ -1165,11 +1773,58 @@ ngx_http_ase_metric_write(u_char *p, u_char *last, ngx_http_ase_metric_t *m,
 
     case NGX_HTTP_ASE_BY_REASON:
 
-        /* ASE_REASON_NONE stops nothing */
+        /* only the reasons this count can have */
 
-        for (k = 1; k < ASE_REASON_COUNT; k++) {
-            p = ngx_slprintf(p, last, "%V{reason=\"%V\"} %uL\n", &m->name,
-                             &ngx_http_ase_reasons[k], value[k]);
+        for (k = 0; k < ASE_REASON_COUNT; k++) {
+            if (m->reasons & ((ngx_uint_t) 1 << k)) {
+                p = ngx_slprintf(p, last, "%V{reason=\"%V\"} %uL\n",
+                                 &m->name, &ngx_http_ase_reasons[k],
+                                 value[k]);
+            }
+        }
+
+        break;
+
+    case NGX_HTTP_ASE_BY_SOURCE:
+        for (k = 0; k < NGX_HTTP_ASE_SOURCES; k++) {
+            p = ngx_slprintf(p, last, "%V{source=\"%V\"} %uL\n", &m->name,
+                             &ngx_http_ase_sources[k], value[k]);
+        }
+
+        break;
+
+    case NGX_HTTP_ASE_BY_API:
+
+        /* the APIs seen so far, then "_other" once it counted any */
+
+        for (i = 0; i <= NGX_HTTP_ASE_APIS; i++) {
+            if (i < NGX_HTTP_ASE_APIS && i >= t->napis) {
+                continue;
+            }
+
+            if (i == NGX_HTTP_ASE_APIS
+                && t->api[i][0] + t->api[i][1] + t->api[i][2] == 0)
+            {
+                break;
+            }
+
+            for (k = 0; k < NGX_HTTP_ASE_OUTCOMES; k++) {
+                p = ngx_slprintf(p, last, "%V{api=\"", &m->name);
+
+                if (i == NGX_HTTP_ASE_APIS) {
+                    name = &ngx_http_ase_other_api;
+                    p = ngx_http_ase_label_value(p, last, name->data,
+                                                 name->len);
+
+                } else {
+                    api = &t->apis[i];
+                    p = ngx_http_ase_label_value(p, last, api->data,
+                                                 api->len);
+                }
+
+                p = ngx_slprintf(p, last, "\",outcome=\"%V\"} %uL\n",
+                                 &ngx_http_ase_outcomes[k], t->api[i][k]);
+            }
         }
 
         break;
@@ -1189,22 +1844,18 @@ ngx_http_ase_metric_write(u_char *p, u_char *last, ngx_http_ase_metric_t *m,
 
 
 /*
- * Publishes this worker's counters to its slot.  A worker without engine
- * publishes what it decided by fail_mode, and that it reaches no store.
+ * Publishes this worker's gauges to its slot and adds its counts to the
+ * zone's counters.  A worker without engine publishes that it reaches no
+ * store.  A store that cannot be opened or read is said at alert.
  */
 
 static void
 ngx_http_ase_publish(ngx_http_ase_main_conf_t *amcf)
 {
-    ngx_uint_t            k;
     ase_stats             stats;
     ase_health            health;
     ase_abs_state         abs;
     ngx_http_ase_slot_t  *slot;
-
-    if (amcf->slots == NULL || ngx_worker >= NGX_HTTP_ASE_SLOTS) {
-        return;
-    }
 
     if (amcf->engine) {
         if (ase_engine_stats(amcf->engine, &stats) != ASE_OK
@@ -1214,21 +1865,34 @@ ngx_http_ase_publish(ngx_http_ase_main_conf_t *amcf)
             return;
         }
 
+        /* the library's counters, as differences from the last time */
+
+        amcf->counts.detections += stats.detections
+                                   - amcf->lib_seen.detections;
+        amcf->counts.detections_dropped += health.detections_dropped
+                                   - amcf->lib_seen.detections_dropped;
+        amcf->counts.panics += health.panics - amcf->lib_seen.panics;
+        amcf->counts.snapshot_refusals += health.snapshot_refusals
+                                   - amcf->lib_seen.snapshot_refusals;
+        amcf->counts.traffic_sent += abs.traffic_sent
+                                   - amcf->lib_seen.traffic_sent;
+        amcf->counts.traffic_dropped += abs.traffic_dropped
+                                   - amcf->lib_seen.traffic_dropped;
+
+        amcf->lib_seen.detections = stats.detections;
+        amcf->lib_seen.detections_dropped = health.detections_dropped;
+        amcf->lib_seen.panics = health.panics;
+        amcf->lib_seen.snapshot_refusals = health.snapshot_refusals;
+        amcf->lib_seen.traffic_sent = abs.traffic_sent;
+        amcf->lib_seen.traffic_dropped = abs.traffic_dropped;
+
+        ngx_http_ase_store_alert(amcf, &health);
+
     } else {
         ngx_memzero(&stats, sizeof(ase_stats));
         ngx_memzero(&abs, sizeof(ase_abs_state));
         ngx_memzero(&health, sizeof(ase_health));
         health.fail_mode_active = 1;
-    }
-
-    /* requests decided before the engine was built count on */
-
-    stats.checked += amcf->fail_stats.checked;
-    stats.allowed += amcf->fail_stats.allowed;
-    stats.blocked += amcf->fail_stats.blocked;
-
-    for (k = 0; k < ASE_REASON_COUNT; k++) {
-        stats.blocked_by_reason[k] += amcf->fail_stats.blocked_by_reason[k];
     }
 
     /* each refused snapshot file is said, at alert, with the last reason */
@@ -1243,13 +1907,156 @@ ngx_http_ase_publish(ngx_http_ase_main_conf_t *amcf)
         amcf->snapshot_refusals = health.snapshot_refusals;
     }
 
-    slot = &amcf->slots[ngx_worker];
+    ngx_http_ase_flush(amcf);
+
+    if (amcf->slot == NULL) {
+        ngx_http_ase_claim_slot(amcf);
+    }
+
+    slot = amcf->slot;
+
+    if (slot == NULL) {
+        return;
+    }
+
     slot->stats = stats;
     slot->abs = abs;
     slot->health = health;
     slot->no_engine = (amcf->engine == NULL);
-    slot->requests_without_engine = amcf->fail_stats.checked;
-    slot->pid = ngx_pid;
+}
+
+
+/*
+ * Says at alert that the store cannot be opened or read, with the path and
+ * the reason the library gives, and what decides meanwhile: when it starts,
+ * when the reason changes and every minute while it lasts; then once that
+ * it answers again.
+ */
+
+static void
+ngx_http_ase_store_alert(ngx_http_ase_main_conf_t *amcf, ase_health *health)
+{
+    if (health->store_error[0] == '\0') {
+        if (amcf->store_error[0]) {
+            ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                          "ase_config \"%V\": the state store answers again",
+                          &amcf->config);
+            amcf->store_error[0] = '\0';
+        }
+
+        return;
+    }
+
+    if (amcf->store_error[0]
+        && ngx_strcmp(amcf->store_error, health->store_error) == 0
+        && ngx_current_msec - amcf->store_alerted < NGX_HTTP_ASE_STORE_ALERT)
+    {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                  "ase_config \"%V\": %s; %s",
+                  &amcf->config, health->store_error,
+                  !health->fail_mode_active
+                  ? "the lists last loaded stay in force, changes made "
+                    "meanwhile are not"
+                  : amcf->fail_verdict.action == ASE_ACTION_ALLOW
+                  ? "fail_mode open: every request that decoys and API "
+                    "patterns let through is allowed"
+                  : "fail_mode closed: every request that decoys and API "
+                    "patterns let through is refused");
+
+    ngx_cpystrn((u_char *) amcf->store_error, (u_char *) health->store_error,
+                sizeof(amcf->store_error));
+    amcf->store_alerted = ngx_current_msec;
+}
+
+
+/* adds this worker's counts to the zone's counters and clears them */
+
+static void
+ngx_http_ase_flush(ngx_http_ase_main_conf_t *amcf)
+{
+    ngx_uint_t                     i, k;
+    ngx_http_ase_counts_t         *l;
+    ngx_http_ase_shared_counts_t  *c;
+
+    if (amcf->sh == NULL) {
+        return;
+    }
+
+    l = &amcf->counts;
+    c = &amcf->sh->counts;
+
+#define ngx_http_ase_add(field)                                               \
+    if (l->field) {                                                           \
+        (void) ngx_atomic_fetch_add(&c->field, (ngx_atomic_int_t) l->field);  \
+    }
+
+    for (k = 0; k < ASE_REASON_COUNT; k++) {
+        ngx_http_ase_add(allowed[k]);
+        ngx_http_ase_add(blocked[k]);
+        ngx_http_ase_add(would_block[k]);
+    }
+
+    for (k = 0; k < NGX_HTTP_ASE_SOURCES; k++) {
+        ngx_http_ase_add(deny_by_source[k]);
+    }
+
+    for (i = 0; i <= NGX_HTTP_ASE_APIS; i++) {
+        for (k = 0; k < NGX_HTTP_ASE_OUTCOMES; k++) {
+            ngx_http_ase_add(api[i][k]);
+        }
+    }
+
+    ngx_http_ase_add(without_engine);
+    ngx_http_ase_add(detections);
+    ngx_http_ase_add(detections_dropped);
+    ngx_http_ase_add(panics);
+    ngx_http_ase_add(snapshot_refusals);
+    ngx_http_ase_add(traffic_sent);
+    ngx_http_ase_add(traffic_dropped);
+
+#undef ngx_http_ase_add
+
+    ngx_memzero(l, sizeof(ngx_http_ase_counts_t));
+}
+
+
+/*
+ * Takes a slot for this worker's gauges: a free one, or one whose process
+ * is gone (a worker that crashed could not free its own).
+ */
+
+static void
+ngx_http_ase_claim_slot(ngx_http_ase_main_conf_t *amcf)
+{
+    ngx_uint_t            i;
+    ngx_atomic_uint_t     pid;
+    ngx_http_ase_slot_t  *slot;
+
+    if (amcf->sh == NULL) {
+        return;
+    }
+
+    for (i = 0; i < NGX_HTTP_ASE_SLOTS; i++) {
+        slot = &amcf->sh->slots[i];
+        pid = slot->pid;
+
+        if (pid != 0 && (kill((pid_t) pid, 0) == 0 || ngx_errno != NGX_ESRCH))
+        {
+            continue;
+        }
+
+        if (ngx_atomic_cmp_set(&slot->pid, pid, (ngx_atomic_uint_t) ngx_pid)) {
+            ngx_memzero(&slot->stats, sizeof(ase_stats));
+            ngx_memzero(&slot->abs, sizeof(ase_abs_state));
+            ngx_memzero(&slot->health, sizeof(ase_health));
+            slot->no_engine = 0;
+            amcf->slot = slot;
+            return;
+        }
+    }
 }
 
 
@@ -1398,20 +2205,26 @@ ngx_http_ase_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_http_ase_main_conf_t  *amcf;
 
     amcf = shm_zone->data;
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+    amcf->shpool = shpool;
 
-    if (data) {
-        /* reload: the previous cycle's zone, same size, keeps the slots */
-        amcf->slots = ((ngx_http_ase_main_conf_t *) data)->slots;
+    if (data || shm_zone->shm.exists) {
+
+        /*
+         * reload: the previous cycle's zone, same size, keeps the counters
+         * (and the slots of the workers still running)
+         */
+
+        amcf->sh = shpool->data;
         return NGX_OK;
     }
 
-    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
-
-    amcf->slots = ngx_slab_calloc(shpool,
-                           NGX_HTTP_ASE_SLOTS * sizeof(ngx_http_ase_slot_t));
-    if (amcf->slots == NULL) {
+    amcf->sh = ngx_slab_calloc(shpool, sizeof(ngx_http_ase_shctx_t));
+    if (amcf->sh == NULL) {
         return NGX_ERROR;
     }
+
+    shpool->data = amcf->sh;
 
     return NGX_OK;
 }
@@ -1452,10 +2265,12 @@ ngx_http_ase_create_main_conf(ngx_conf_t *cf)
      *     amcf->config = { 0, NULL };
      *     amcf->engine = NULL;
      *     amcf->shm_zone = NULL;
-     *     amcf->slots = NULL;
-     *     amcf->fail_stats = { 0 };
+     *     amcf->sh = NULL;
+     *     amcf->slot = NULL;
+     *     amcf->counts = { 0 };
      *     amcf->failures = 0;
      *     amcf->error = "";
+     *     amcf->store_error = "";
      */
 
     amcf->host_role = NGX_CONF_UNSET;
@@ -1476,6 +2291,8 @@ ngx_http_ase_create_loc_conf(ngx_conf_t *cf)
 
     conf->enable = NGX_CONF_UNSET;
     conf->unknown_api = NGX_CONF_UNSET_UINT;
+    conf->log_level = NGX_CONF_UNSET_UINT;
+    conf->intercept_errors = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -1492,6 +2309,10 @@ ngx_http_ase_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
     ngx_conf_merge_uint_value(conf->unknown_api, prev->unknown_api,
                               ASE_UNKNOWN_API_DEFAULT);
+
+    /* the access module's "access forbidden by rule" is at error */
+    ngx_conf_merge_uint_value(conf->log_level, prev->log_level, NGX_LOG_ERR);
+    ngx_conf_merge_value(conf->intercept_errors, prev->intercept_errors, 0);
 
     if (conf->enable) {
         amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ase_module);
@@ -1565,8 +2386,17 @@ ngx_http_ase_config(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    /* ASE keys of the files that have no effect here, for the operator */
+
+    err[0] = '\0';
+
+    if (ase_config_notice(path, err, sizeof(err)) == ASE_OK && err[0]) {
+        ngx_conf_log_error(NGX_LOG_NOTICE, cf, 0, "ase_config \"%V\": %s",
+                           &amcf->config, err);
+    }
+
     ngx_str_set(&name, "ase_stats");
-    size = NGX_HTTP_ASE_SLOTS * sizeof(ngx_http_ase_slot_t) + 64 * 1024;
+    size = sizeof(ngx_http_ase_shctx_t) + 64 * 1024;
 
     amcf->shm_zone = ngx_shared_memory_add(cf, &name, size,
                                            &ngx_http_ase_module);
@@ -1662,6 +2492,8 @@ ngx_http_ase_init_process(ngx_cycle_t *cycle)
     amcf->tick_event.log = cycle->log;
     amcf->tick_event.cancelable = 1;
 
+    ngx_http_ase_claim_slot(amcf);
+
     if (ngx_http_ase_engine_new(amcf, cycle->log) != NGX_OK) {
         ngx_add_timer(&amcf->retry_event, NGX_HTTP_ASE_RETRY_INTERVAL);
     }
@@ -1695,6 +2527,14 @@ ngx_http_ase_exit_process(ngx_cycle_t *cycle)
 
     if (amcf->tick_event.timer_set) {
         ngx_del_timer(&amcf->tick_event);
+    }
+
+    /* what this worker counted since its last publication counts on */
+
+    if (amcf->slot) {
+        ngx_http_ase_publish(amcf);
+        amcf->slot->pid = 0;
+        amcf->slot = NULL;
     }
 
     ase_engine_free(amcf->engine);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The C and C++ examples and header tests: examples/*.c, examples/*.cpp,
-# bindings/cpp/ase.hpp, tests/c/.
+# bindings/cpp/ase.hpp, tests/c/. examples/server.c (a multi-threaded HTTP
+# server) is run in the background and sent requests over loopback.
 #
 #   scripts/examples.sh build   compile them into target/examples/
 #   scripts/examples.sh test    build, run them on the scenarios below and diff
@@ -70,7 +71,9 @@ build() {
         "$lib/libase.a" "${static_libs[@]}"
     "$CXX" "${cxf[@]}" -Iinclude -Ibindings/cpp examples/check.cpp -o "$out/check_cpp" \
         "${shared[@]}"
-    echo "examples: built check, lists and check_cpp in $out/"
+    "$CC" "${cf[@]}" -Iinclude examples/server.c -o "$out/server" \
+        "$lib/libase.a" "${static_libs[@]}"
+    echo "examples: built check, lists, check_cpp and server in $out/"
     cflags_now=("${cf[@]}")
     cxxflags_now=("${cxf[@]}")
 }
@@ -145,6 +148,103 @@ expect() {
     fi
     if ! diff -u --label "expected stderr" --label "$prog stderr" "$dir/want.err" "$dir/got.err"; then
         echo "FAIL $name: stderr differs"
+        ok=0
+    fi
+    if [ -s "$dir/valgrind.log" ]; then
+        echo "FAIL $name: valgrind:"
+        cat "$dir/valgrind.log"
+        ok=0
+    fi
+    if [ "$ok" = 1 ]; then
+        echo "ok   $name"
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+    fi
+}
+
+# http PORT METHOD PATH [HEADER]: one request to the server example; prints
+# "METHOD PATH -> STATUS REASON: FIRST BODY LINE".
+http() {
+    local port=$1 method=$2 path=$3 header=${4:-} line status body
+    exec 3<>"/dev/tcp/127.0.0.1/$port"
+    printf '%s %s HTTP/1.1\r\nHost: shop.example.com\r\n%s\r\n' "$method" "$path" \
+        "${header:+$header$'\r\n'}" >&3
+    IFS= read -r status <&3 || true
+    status=${status%$'\r'}
+    body=""
+    while IFS= read -r line <&3; do
+        line=${line%$'\r'}
+        [ -z "$line" ] && break
+    done
+    IFS= read -r body <&3 || true
+    exec 3<&-
+    echo "$method $path -> ${status#HTTP/1.1 }: $body"
+}
+
+# serves NAME: the server example with 4 threads on a free port. A deny
+# entry is made first by the lists example in the same state store (as
+# ase-cli would make it); requests come from 40 clients at once too; then
+# SIGTERM, and the server must stop cleanly (status 0, its count printed).
+serves() {
+    local name=$1 dir="$tmp/$1" pid port="" i status=0 ok=1
+    local -a run=() clients=()
+    mkdir -p "$dir"
+    sed -e "s|^api_dir=.*|api_dir=$root/examples/config/api|" \
+        -e "s|^state_dir=.*|state_dir=$dir/state|" examples/config/ase.conf >"$dir/ase.conf"
+    "$out/lists" "$dir/ase.conf" deny-add cookie JSESSIONID stolen-session >/dev/null
+    if [ -n "$valgrind" ]; then
+        run=(valgrind -q --error-exitcode=1 --leak-check=full
+            --show-leak-kinds=definite --errors-for-leak-kinds=definite
+            --log-file="$dir/valgrind.log")
+    fi
+    "${run[@]}" "$out/server" "$dir/ase.conf" 0 4 >"$dir/server.out" 2>"$dir/server.err" &
+    pid=$!
+    for i in $(seq 1 600); do
+        port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$dir/server.out")
+        [ -n "$port" ] && break
+        sleep 0.1
+    done
+    if [ -z "$port" ]; then
+        kill "$pid" 2>/dev/null || true
+        echo "FAIL $name: the server did not start: $(cat "$dir/server.err")"
+        failed=$((failed + 1))
+        return
+    fi
+    {
+        http "$port" GET /shopapi/items
+        http "$port" GET /shopapi/cart "Cookie: JSESSIONID=stolen-session"
+        http "$port" GET /shopapi/admin
+        http "$port" DELETE /shopapi/items
+        http "$port" GET /elsewhere
+    } >"$dir/got.out"
+    for i in $(seq 1 40); do
+        http "$port" GET /shopapi/items >"$dir/many.$i" &
+        clients+=($!)
+    done
+    wait "${clients[@]}" || true
+    kill -TERM "$pid"
+    wait "$pid" || status=$?
+    cat >"$dir/want.out" <<'EOF'
+GET /shopapi/items -> 200 OK: hello from the API
+GET /shopapi/cart -> 403 Forbidden: Error: Unauthorized
+GET /shopapi/admin -> 200 OK: {"status":"ok"}
+DELETE /shopapi/items -> 405 Method Not Allowed: 405 Method Not Allowed
+GET /elsewhere -> 503 Service Unavailable: Error: Unknown API
+EOF
+    if ! diff -u --label expected --label server "$dir/want.out" "$dir/got.out"; then
+        echo "FAIL $name: answers differ"
+        ok=0
+    fi
+    if [ "$(cat "$dir"/many.* | sort | uniq -c | sed 's/^ *//')" \
+        != "40 GET /shopapi/items -> 200 OK: hello from the API" ]; then
+        echo "FAIL $name: concurrent clients: $(cat "$dir"/many.* | sort | uniq -c)"
+        ok=0
+    fi
+    if [ "$status" != 0 ] || [ -s "$dir/server.err" ] || [ "$(tail -n 1 "$dir/server.out")" \
+        != "stopped after 45 requests (41 allowed, 4 stopped)" ]; then
+        echo "FAIL $name: exit status $status, last line: $(tail -n 1 "$dir/server.out")," \
+            "stderr: $(cat "$dir/server.err")"
         ok=0
     fi
     if [ -s "$dir/valgrind.log" ]; then
@@ -301,6 +401,43 @@ EOF
     expect "$pass/lists-one-command" 0 "" lists @DIR@/ase.conf deny-add cookie JSESSIONID abc <<'EOF'
 deny-add cookie JSESSIONID abc: ok
 EOF
+    # --- the C++ wrapper calls every function of ase.h ---
+    local fn missing=""
+    for fn in $(sed -n 's/^[a-z_ ]*\*\{0,1\}\(ase_[a-z_]*\)(.*/\1/p' include/ase.h | sort -u); do
+        case $fn in
+        ase_str_from_cstr) ;; # a C convenience; C++ has to_ase()
+        *) grep -q "\b$fn(" bindings/cpp/ase.hpp || missing+=" $fn" ;;
+        esac
+    done
+    if [ -z "$missing" ]; then
+        echo "ok   $pass/wrapper-covers-the-c-api"
+        passed=$((passed + 1))
+    else
+        echo "FAIL $pass/wrapper-covers-the-c-api: not called in ase.hpp:$missing"
+        failed=$((failed + 1))
+    fi
+
+    # --- the C++ wrapper beyond check and lists ---
+    rm -f "$out/wrapper_cpp"
+    compiles "$pass/compile-wrapper-cpp" "$CXX" "${cxxflags_now[@]}" -Iinclude -Ibindings/cpp \
+        tests/c/wrapper.cpp -o "$out/wrapper_cpp" "${shared[@]}"
+    expect "$pass/wrapper-cpp" 0 "" wrapper_cpp @DIR@/ase.conf <<EOF
+config_check: ok
+config_notice: none
+config_fail_verdict: action $(printf %u 0) reason 9
+tick: next in some ms
+health: store ok, fail_mode inactive
+check: action 0 api shop
+abs_report: ok
+abs_status: not configured
+abs_sync_now: error 300
+stats: checked 1, allowed for no reason 1
+result_str: ok
+EOF
+
+    # --- the multi-threaded server ---
+    serves "$pass/server"
+
     expect "$pass/lists-health" 0 "" lists @DIR@/ase.conf health <<'EOF'
 store ok
 fail_mode inactive

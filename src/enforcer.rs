@@ -25,11 +25,11 @@ use crate::policy::switches::{Switch, Switches};
 use crate::policy::{ApiSet, Config, DuplicateIds};
 
 /// Request counters. Every request lands in exactly one of `allowed` and
-/// `blocked`, so the number checked is their sum: one atomic add per
-/// request, not two.
+/// `blocked` (by its reason), so the number checked is their sum: one atomic
+/// add per request, not two.
 #[derive(Default, Debug)]
 struct Counters {
-    allowed: AtomicU64,
+    allowed: [AtomicU64; Reason::COUNT],
     blocked: [AtomicU64; Reason::COUNT],
     would_block: [AtomicU64; Reason::COUNT],
     detections: AtomicU64,
@@ -42,6 +42,9 @@ pub struct Stats {
     pub checked: u64,
     /// Requests allowed (monitor-mode "would block" included).
     pub allowed: u64,
+    /// Requests allowed, by [`Reason`] (a monitor-mode "would block" by the
+    /// reason it would have been stopped for).
+    pub allowed_by_reason: [u64; Reason::COUNT],
     /// Requests stopped (block, decoy or error response, redirect), by [`Reason`].
     pub blocked: [u64; Reason::COUNT],
     /// Monitor mode: requests that would have been stopped, by [`Reason`].
@@ -184,11 +187,6 @@ impl Enforcer {
     /// Decides one request and counts it. Takes no lock, does no I/O and
     /// allocates nothing unless the request is a real-time attack to record.
     pub fn check<H: Headers + ?Sized>(&self, req: &Request<'_, H>) -> Decision<'_> {
-        if self.failed.load(Relaxed) {
-            let d = crate::policy::decide::fail_mode(self.config.fail_mode);
-            self.count(&d);
-            return d;
-        }
         let lists = self.lists.load();
         let mut scratch = Scratch::default();
         let mut now = {
@@ -212,8 +210,29 @@ impl Enforcer {
         if let Some(det) = det {
             self.record(&lists, det);
         }
+        let d = if self.failed.load(Relaxed) {
+            self.without_state(d)
+        } else {
+            d
+        };
         self.count(&d);
         d
+    }
+
+    /// The decision while the state could not be loaded: what the
+    /// configuration alone decides stands (firewall off, a decoy's answer,
+    /// a pattern violation, an unknown API refused, a real-time detection
+    /// this process made), and `fail_mode` decides every request that would
+    /// have gone on to meet the lists and pass (docs/design.md, Decision
+    /// order).
+    fn without_state<'e>(&self, d: Decision<'e>) -> Decision<'e> {
+        if d.stops() || d.reason == Reason::FirewallOff {
+            return d;
+        }
+        Decision {
+            api: d.api,
+            ..crate::policy::decide::fail_mode(self.config.fail_mode)
+        }
     }
 
     fn count(&self, d: &Decision<'_>) {
@@ -221,7 +240,7 @@ impl Enforcer {
         if d.stops() {
             c.blocked[d.reason as usize].fetch_add(1, Relaxed);
         } else {
-            c.allowed.fetch_add(1, Relaxed);
+            c.allowed[d.reason as usize].fetch_add(1, Relaxed);
             if d.would_block {
                 c.would_block[d.reason as usize].fetch_add(1, Relaxed);
             }
@@ -419,7 +438,6 @@ impl Enforcer {
     pub fn stats(&self) -> Stats {
         let c = &self.counters;
         let mut s = Stats {
-            allowed: c.allowed.load(Relaxed),
             detections: c.detections.load(Relaxed),
             deny_entries: self.lists.load().deny_len(),
             allow_entries: self.lists.load().allow_len(),
@@ -428,7 +446,9 @@ impl Enforcer {
         for i in 0..Reason::COUNT {
             s.blocked[i] = c.blocked[i].load(Relaxed);
             s.would_block[i] = c.would_block[i].load(Relaxed);
+            s.allowed_by_reason[i] = c.allowed[i].load(Relaxed);
         }
+        s.allowed = s.allowed_by_reason.iter().sum();
         s.checked = s.allowed + s.blocked_total();
         s
     }

@@ -268,6 +268,10 @@ impl Engine {
             tx.clone(),
             sync.health.detections_dropped.clone(),
         ));
+        let apis = enforcer.apis();
+        sync.presence
+            .set_apis(apis.apis().len() as u32, apis.source_digest());
+        sync.publish_health();
         // Best effort: an engine that cannot register still enforces.
         let _ = sync
             .presence
@@ -354,6 +358,10 @@ impl Engine {
                 sync.set_error(&e);
             }
         }
+        let apis = enforcer.apis();
+        sync.presence
+            .set_apis(apis.apis().len() as u32, apis.source_digest());
+        sync.publish_health();
         // Best effort: an engine that cannot register still enforces.
         let _ = sync
             .presence

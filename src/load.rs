@@ -79,6 +79,7 @@ pub fn load_apis(dir: &Path) -> Result<ApiSet, ApiError> {
     };
     files.sort();
     let mut apis = Vec::with_capacity(files.len());
+    let mut read: Vec<(String, Vec<u8>)> = Vec::with_capacity(files.len());
     for f in files {
         let name = f
             .file_stem()
@@ -92,8 +93,13 @@ pub fn load_apis(dir: &Path) -> Result<ApiSet, ApiError> {
             e.message = format!("{}: {}", f.display(), e.message);
             e
         })?);
+        read.push((name, bytes));
     }
-    ApiSet::new(apis)
+    let mut set = ApiSet::new(apis)?;
+    set.set_source_digest(crate::policy::api::source_digest(
+        read.iter().map(|(n, b)| (n.as_str(), b.as_slice())),
+    ));
+    Ok(set)
 }
 
 /// Reads the whole configuration: `ase.conf`, `abs.conf`, and the APIs.

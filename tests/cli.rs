@@ -552,6 +552,77 @@ fn bad_input_changes_nothing() {
     assert_eq!(pos(&e), p0, "nothing was logged");
 }
 
+/// The password need not be on the command line (where `ps` shows it):
+/// `--password-file`, `ASE_PASSWORD`, else a prompt, which needs a terminal.
+#[test]
+fn password_from_a_file_or_the_environment_never_from_ps() {
+    let e = Env::new("");
+    let cfg = e.config.to_str().unwrap();
+    let cli = |args: &[&str], env: Option<&str>| {
+        let mut c = Command::new(CLI);
+        c.args(["--config", cfg, "-u", "admin"])
+            .args(args)
+            .env_remove("ASE_CONFIG")
+            .env_remove("ASE_PASSWORD")
+            .stdin(Stdio::null());
+        if let Some(p) = env {
+            c.env("ASE_PASSWORD", p);
+        }
+        c.output().unwrap()
+    };
+    let o = cli(&["add_blacklist", "ip", "9.8.7.6"], Some("admin"));
+    assert_success(&o, &["ASE_PASSWORD"]);
+    let o = cli(&["view_blacklist"], Some("wrong"));
+    assert_eq!(o.status.code(), Some(1), "ASE_PASSWORD is checked");
+
+    let file = e.dir.path().join("password");
+    std::fs::write(&file, "admin\n").unwrap();
+    let f = file.to_str().unwrap();
+    let o = cli(&["--password-file", f, "export_blacklist"], Some("wrong"));
+    assert_success(&o, &["--password-file"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "ip 9.8.7.6\n",
+        "the file beats the environment"
+    );
+    let o = cli(&["--password-file", "/nonexistent/pw", "status"], None);
+    assert_eq!(o.status.code(), Some(1));
+
+    // No password anywhere and no terminal to ask on: refused, nothing done.
+    let o = cli(&["add_blacklist", "ip", "1.1.1.1"], None);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("missing password") && err.contains("ASE_PASSWORD"),
+        "{err}"
+    );
+    assert_eq!(e.ok(&["export_blacklist"]), "ip 9.8.7.6\n");
+}
+
+/// `status` says where each switch's value comes from and which ASE keys of
+/// the configuration have no effect.
+#[test]
+fn status_shows_switch_sources_and_keys_not_acted_on() {
+    let e = Env::new("enable_cluster=true\nenable_audit=false\nmode=sideband");
+    let st = e.ok(&["status"]);
+    assert_eq!(
+        status_line(&st, "switches from ase-cli"),
+        "none (every switch as ase.conf sets it)"
+    );
+    assert_eq!(
+        status_line(&st, "ase keys not acted on"),
+        format!("{}: enable_cluster, enable_audit", e.config.display())
+    );
+    e.ok(&["disable_firewall"]);
+    e.ok(&["enable_ase_detected_attack"]);
+    let st = e.ok(&["status"]);
+    assert_eq!(status_line(&st, "firewall"), "disabled");
+    assert_eq!(
+        status_line(&st, "switches from ase-cli"),
+        "firewall disabled (ase.conf: enabled); ase_detected_attack enabled (ase.conf: disabled)"
+    );
+}
+
 #[test]
 fn options_anywhere_help_version_and_env_config() {
     let e = Env::new("");

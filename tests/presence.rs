@@ -21,6 +21,8 @@ use ase::sync::presence;
 use store_common::{Env, assert_success};
 
 const CHILD_ENV: &str = "ASE_TEST_STUCK_ENGINE_STATE";
+/// The stuck engine's health flags (`presence::STORE_FAILING`, ...).
+const CHILD_FLAGS: &str = "ASE_TEST_STUCK_ENGINE_FLAGS";
 
 /// Whether `engine` stops a request from `ip` to `uri` (blocked or answered).
 fn stops(engine: &Engine, ip: &str, uri: &str) -> bool {
@@ -102,7 +104,8 @@ fn a_cli_change_is_in_force_in_a_running_engine_when_the_cli_returns() {
 
 /// The stuck engine's side: registered at position 0, never advancing.
 fn stuck_engine(state_dir: &str) {
-    let r = presence::Registration::register(Path::new(state_dir), 0).unwrap();
+    let flags = std::env::var(CHILD_FLAGS).map_or(0, |f| f.parse().unwrap());
+    let r = presence::Registration::register_with(Path::new(state_dir), 0, flags, None).unwrap();
     // libtest prints the test's name first, on the same line.
     println!("@@{}", r.name());
     let mut line = String::new();
@@ -113,6 +116,11 @@ struct Stuck(Child);
 
 impl Stuck {
     fn spawn(state_dir: &Path) -> Stuck {
+        Stuck::spawn_with(state_dir, 0)
+    }
+
+    /// An engine whose record carries `flags`.
+    fn spawn_with(state_dir: &Path, flags: u32) -> Stuck {
         let mut c = Command::new(std::env::current_exe().unwrap())
             .args([
                 "an_engine_that_does_not_apply_gives_a_warning_and_exit_status_0",
@@ -121,6 +129,7 @@ impl Stuck {
                 "--test-threads=1",
             ])
             .env(CHILD_ENV, state_dir)
+            .env(CHILD_FLAGS, flags.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -245,4 +254,86 @@ fn watcher_cpu_ns() -> u64 {
         }
     }
     total
+}
+
+/// An engine that cannot read the store (its record says so) has not got a
+/// change: `ase-cli` does not report success, says why, and `status` shows
+/// that engine's health.
+#[test]
+fn an_engine_that_cannot_read_the_store_makes_a_change_fail_loudly() {
+    let e = env_polling("5s");
+    let engine = Engine::open(&e.config).unwrap();
+    let blind = Stuck::spawn_with(
+        &e.state_dir(),
+        presence::STORE_FAILING | presence::FAIL_MODE,
+    );
+    let o = e.cli(&["--wait=0s", "add_blacklist", "ip", "10.5.5.5"]);
+    assert_eq!(o.status.code(), Some(1), "not a success");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "ip 10.5.5.5 added to blacklist\n",
+        "stored all the same"
+    );
+    let err = stderr(&o);
+    assert!(
+        err.starts_with("ase-cli: the change is stored, but 1 of 2 running engines cannot read the state store (pid ")
+            && err.contains(&blind.0.id().to_string()),
+        "{err}"
+    );
+    let st = e.ok(&["status"]);
+    assert!(
+        st.contains("running engines         : 2 (1 cannot read the state store)\n"),
+        "{st}"
+    );
+    let line = st
+        .lines()
+        .find(|l| l.contains(&format!("pid {},", blind.0.id())))
+        .unwrap_or_else(|| panic!("no line for the blind engine in\n{st}"));
+    assert!(
+        line.contains("cannot read the state store, fail_mode decides"),
+        "{line}"
+    );
+    let healthy = st
+        .lines()
+        .find(|l| l.contains(&format!("pid {},", std::process::id())))
+        .unwrap_or_else(|| panic!("no line for this process's engine in\n{st}"));
+    assert!(
+        healthy.contains("store ok, 1 APIs as in api_dir"),
+        "{healthy}"
+    );
+
+    drop(blind);
+    e.ok(&["add_blacklist", "ip", "10.6.6.6"]);
+    drop(engine);
+}
+
+/// `list_api` says which API files the running engines have not loaded.
+#[test]
+fn list_api_says_what_the_running_engines_loaded() {
+    let e = env_polling("5s");
+    let engine = Engine::open(&e.config).unwrap();
+    assert_eq!(
+        e.ok(&["list_api"]),
+        "shop ( loaded ), http, decoy: in-context\n"
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(
+        e.dir.path().join("api/trade.json"),
+        r#"{ "api_metadata": { "protocol": "http", "url": "/trade", "hostname": "*" } }"#,
+    )
+    .unwrap();
+    assert_eq!(
+        e.ok(&["list_api"]),
+        "shop ( loaded ), http, decoy: in-context\n\
+         trade ( not loaded: changed after the running engines started ), http\n\
+         1 of 1 running engines enforce another set of API files (1 APIs): reload them \
+         (nginx -s reload) to apply api_dir\n"
+    );
+    drop(engine);
+    let engine = Engine::open(&e.config).unwrap();
+    assert_eq!(
+        e.ok(&["list_api"]),
+        "shop ( loaded ), http, decoy: in-context\ntrade ( loaded ), http\n"
+    );
+    drop(engine);
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use ase::enforcer::Enforcer;
 use ase::engine::Engine;
 use ase::policy::ident::ip_to_u128;
-use ase::policy::{IdKind, Identifier, Request, Source};
+use ase::policy::{IdKind, Identifier, Reason, Request, Source};
 use ase::store::{List, NewEntry, Store};
 use store_common::{Env, assert_success};
 
@@ -407,6 +407,72 @@ fn corrupt_store_is_reported_and_fail_mode_decides() {
         assert!(!stops(engine.enforcer(), "1.2.3.4", "/shop/items"));
         engine.deny_add(&id, Source::Manual, 0).unwrap();
         assert!(stops(engine.enforcer(), "1.1.1.1", "/shop/items"));
+    }
+}
+
+/// Without a store the lists are unknown, but decoys and API patterns come
+/// from the configuration: they keep answering, and `fail_mode` decides only
+/// what they let through.
+#[test]
+fn without_a_store_decoys_and_patterns_still_answer() {
+    for (mode, passes) in [("open", true), ("closed", false)] {
+        let e = Env::new(&format!(
+            "fail_mode={mode}\nenable_ase_detected_attack=true"
+        ));
+        std::fs::write(
+            e.dir.path().join("api/trading.json"),
+            r#"{ "api_metadata": { "protocol": "http", "url": "/trade", "hostname": "*",
+                 "enable_blocking": true,
+                 "api_pattern_enforcement": { "methods_allowed": ["GET"] } } }"#,
+        )
+        .unwrap();
+        // state_dir is a file: the store cannot be opened.
+        std::fs::write(e.state_dir(), "not a directory").unwrap();
+        let engine = Engine::open(&e.config).unwrap();
+        assert!(engine.health().failed, "{mode}");
+        let check = |ip: &str, method: &[u8], uri: &str| {
+            let headers: [(&[u8], &[u8]); 0] = [];
+            let req = Request {
+                client_ip: Some(ip_to_u128(ip.parse().unwrap())),
+                method,
+                scheme: b"http",
+                host: b"example.test",
+                uri: uri.as_bytes(),
+                headers: &headers,
+                username: b"",
+                unknown_api: None,
+            };
+            let d = engine.enforcer().check(&req);
+            (d.stops(), d.reason)
+        };
+        assert_eq!(
+            check("1.2.3.4", b"GET", "/shop/admin"),
+            (true, Reason::Decoy),
+            "{mode}: the decoy answers"
+        );
+        assert_eq!(
+            check("1.2.3.5", b"POST", "/trade/x"),
+            (true, Reason::Method),
+            "{mode}: the pattern is enforced"
+        );
+        assert_eq!(
+            check("1.2.3.6", b"GET", "/trade/x"),
+            (!passes, Reason::FailMode),
+            "{mode}: fail_mode decides the rest"
+        );
+        // The decoy's client is blocked by this process (the store is down).
+        assert_eq!(
+            check("1.2.3.4", b"GET", "/shop/items"),
+            (true, Reason::DenyList),
+            "{mode}"
+        );
+        let st = engine.enforcer().stats();
+        assert_eq!(
+            st.allowed_by_reason[Reason::FailMode as usize],
+            u64::from(passes),
+            "{mode}"
+        );
+        assert_eq!(st.blocked[Reason::FailMode as usize], u64::from(!passes));
     }
 }
 

@@ -19,6 +19,10 @@
 //
 // Thread safety: as the C API: `const Engine &` may be used from any number
 // of threads at once.
+//
+// Every function of ase.h has its counterpart here: the engine's in
+// `Engine`, the configuration's (`config_check`, `config_fail_verdict`,
+// `config_notice`) as free functions; `get()` still hands out the C engine.
 #ifndef ASE_HPP
 #define ASE_HPP
 
@@ -73,6 +77,38 @@ inline std::string_view to_view(ase_str s) noexcept {
 
 /// The library version (`ase_version`).
 inline std::string_view version() { return ase_version(); }
+
+/// The message of a result code (`ase_result_str`).
+inline std::string_view result_str(ase_result r) { return ase_result_str(r); }
+
+/// A NUL-terminated message buffer of the C API as a string.
+template <std::size_t N>
+inline std::string message(const char (&buf)[N]) {
+    std::size_t n = 0;
+    while (n < N && buf[n] != '\0') {
+        ++n;
+    }
+    return std::string(buf, n);
+}
+
+/// Validates `ase.conf`, its `abs.conf` and the API files without opening
+/// the state store (`ase_config_check`); throws `Error` naming the file,
+/// line and key.
+inline void config_check(std::string_view config_path) {
+    char err[512] = {0};
+    ase_result r = ase_config_check(to_ase(config_path), err, sizeof err);
+    if (r != ASE_OK) {
+        throw Error(r, err);
+    }
+}
+
+/// The keys of ASE the configuration gives and ase does not act on, as one
+/// notice (`ase_config_notice`); empty when there are none.
+inline std::string config_notice(std::string_view config_path) {
+    char buf[1024] = {0};
+    check_result(ase_config_notice(to_ase(config_path), buf, sizeof buf));
+    return message(buf);
+}
 
 /// A client identifier; the views must outlive the call it is passed to.
 struct Identifier {
@@ -143,6 +179,44 @@ struct Verdict {
     std::string_view api_name;
 };
 
+/// A C verdict as a `Verdict` (views into the same strings).
+inline Verdict to_verdict(const ase_verdict &v) noexcept {
+    return Verdict{v.action,
+                   v.reason,
+                   v.status,
+                   v.would_block,
+                   v.matched_kind,
+                   v.source,
+                   to_view(v.status_text),
+                   to_view(v.body),
+                   to_view(v.location),
+                   to_view(v.api_name)};
+}
+
+/// A `Verdict` back as the C verdict (for `Engine::abs_report`).
+inline ase_verdict to_raw(const Verdict &v) noexcept {
+    ase_verdict r{};
+    r.action = v.action;
+    r.reason = v.reason;
+    r.status = v.status;
+    r.would_block = v.would_block;
+    r.matched_kind = v.matched_kind;
+    r.source = v.source;
+    r.status_text = to_ase(v.status_text);
+    r.body = to_ase(v.body);
+    r.location = to_ase(v.location);
+    r.api_name = to_ase(v.api_name);
+    return r;
+}
+
+/// The verdict `fail_mode` gives every request while no engine can decide
+/// (`ase_config_fail_verdict`); its views are static.
+inline Verdict config_fail_verdict(std::string_view config_path) {
+    ase_verdict v{};
+    check_result(ase_config_fail_verdict(to_ase(config_path), &v));
+    return to_verdict(v);
+}
+
 /// An engine (`ase_engine`): move-only, freed by the destructor.
 class Engine {
 public:
@@ -158,20 +232,25 @@ public:
         engine_.reset(e);
     }
 
+    /// `ase_engine_new_ex`: `ASE_ENGINE_*` flags, e.g. `ASE_ENGINE_EVENTED`
+    /// (no thread: call `tick` from the host's event loop).
+    Engine(std::string_view config_path, uint32_t flags) {
+        char err[512] = {0};
+        ase_engine *e = nullptr;
+        ase_engine_options opts{};
+        opts.flags = flags;
+        ase_result r = ase_engine_new_ex(to_ase(config_path), &opts, err, sizeof err, &e);
+        if (r != ASE_OK) {
+            throw Error(r, err);
+        }
+        engine_.reset(e);
+    }
+
     /// Decides one request (`ase_check_request`).
     Verdict check(Request &req) const {
         ase_verdict v{};
         check_result(ase_check_request(get(), &req.raw(), &v));
-        return Verdict{v.action,
-                       v.reason,
-                       v.status,
-                       v.would_block,
-                       v.matched_kind,
-                       v.source,
-                       to_view(v.status_text),
-                       to_view(v.body),
-                       to_view(v.location),
-                       to_view(v.api_name)};
+        return to_verdict(v);
     }
     Verdict check(Request &&req) const { return check(req); }
 
@@ -231,6 +310,42 @@ public:
         ase_stats s{};
         check_result(ase_engine_stats(get(), &s));
         return s;
+    }
+
+    /// The engine's shared-state health (`ase_engine_health`): whether the
+    /// store answers (`store_error` says why not), `fail_mode_active`, ...
+    ase_health health() const {
+        ase_health h{};
+        check_result(ase_engine_health(get(), &h));
+        return h;
+    }
+
+    /// Fetches the ABS attack list now and waits up to `timeout_ms` for it
+    /// (`ase_abs_sync_now`); throws when it failed.
+    void abs_sync_now(uint32_t timeout_ms) const {
+        check_result(ase_abs_sync_now(get(), timeout_ms));
+    }
+
+    /// The ABS sync state and traffic counters (`ase_abs_status`).
+    ase_abs_state abs_status() const {
+        ase_abs_state s{};
+        check_result(ase_abs_status(get(), &s));
+        return s;
+    }
+
+    /// Reports a checked request to ABS as traffic with the status it was
+    /// answered with (`ase_abs_report`); a no-op while `enable_abs` is off.
+    void abs_report(Request &req, const Verdict &v, uint32_t response_status) const {
+        ase_verdict raw = to_raw(v);
+        check_result(ase_abs_report(get(), &req.raw(), &raw, response_status));
+    }
+
+    /// One step of an evented engine's background work (`ase_engine_tick`);
+    /// returns when to call it again, in milliseconds.
+    uint32_t tick() const {
+        uint32_t next = 0;
+        check_result(ase_engine_tick(get(), &next));
+        return next;
     }
 
     /// The C engine, for calls this wrapper does not cover. Still owned here.

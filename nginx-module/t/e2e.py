@@ -43,6 +43,81 @@ class Skip(Exception):
     pass
 
 
+METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*$")
+LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*$")
+SAMPLE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (\S+)( -?\d+)?$")
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"(,|$)')
+
+
+def check_exposition(text):
+    """A strict check of the Prometheus text exposition format (0.0.4):
+    every family has one HELP and one TYPE line before its samples and its
+    samples together; names, label names and escapes as the format allows;
+    no sample twice; values are numbers, counters not negative; counter
+    names end in _total.  `promtool check metrics` as well, when it is
+    installed."""
+    assert text.endswith("\n"), "no final newline"
+    families = {}
+    seen = set()
+    current = None
+    for n, line in enumerate(text.split("\n")[:-1], 1):
+        where = "line %d: %r" % (n, line)
+        assert line, "empty " + where
+        if line.startswith("#"):
+            parts = line.split(" ", 3)
+            assert parts[0] == "#" and parts[1] in ("HELP", "TYPE") \
+                and len(parts) >= 3, where
+            name = parts[2]
+            assert METRIC_NAME.match(name), where
+            f = families.setdefault(name, {"help": 0, "type": None,
+                                           "samples": 0})
+            assert f["samples"] == 0, "%s after samples: %s" % (parts[1], where)
+            if parts[1] == "HELP":
+                assert len(parts) == 4 and parts[3], where
+                assert not re.search(r"\\[^\\n]", parts[3]), where
+                f["help"] += 1
+                assert f["help"] == 1, "HELP twice: " + where
+            else:
+                assert f["type"] is None, "TYPE twice: " + where
+                assert len(parts) == 4 and parts[3] in (
+                    "counter", "gauge", "histogram", "summary", "untyped"), where
+                f["type"] = parts[3]
+                if f["type"] == "counter":
+                    assert name.endswith("_total"), where
+            current = name
+            continue
+        m = SAMPLE.match(line)
+        assert m, "not a sample: " + where
+        name, labels, value = m.group(1), m.group(2) or "", m.group(3)
+        assert name == current, "sample outside its family: " + where
+        f = families[name]
+        assert f["help"] == 1 and f["type"], "no HELP/TYPE: " + where
+        f["samples"] += 1
+        pairs = []
+        rest = labels[1:-1] if labels else ""
+        while rest:
+            lm = LABEL.match(rest)
+            assert lm, "bad label: " + where
+            pairs.append((lm.group(1), lm.group(2)))
+            rest = rest[lm.end():]
+        names = [k for k, _ in pairs]
+        assert len(names) == len(set(names)), "label twice: " + where
+        key = (name, tuple(sorted(pairs)))
+        assert key not in seen, "sample twice: " + where
+        seen.add(key)
+        v = float(value)
+        if f["type"] == "counter":
+            assert v >= 0, where
+    for name, f in families.items():
+        assert f["samples"], "family without samples: " + name
+    promtool = shutil.which("promtool")
+    if promtool:
+        r = subprocess.run([promtool, "check", "metrics"], input=text,
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, "promtool: " + r.stdout + r.stderr
+    return bool(promtool)
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -159,6 +234,9 @@ http {{
         root {p}/html;
         ase on;
         add_header X-ASE-Verdict $ase_verdict always;
+        add_header X-ASE-API $ase_api always;
+        add_header X-ASE-Source $ase_source always;
+        add_header X-ASE-Matched $ase_matched always;
         add_header X-Worker $pid always;
         {extra_server}
 
@@ -529,10 +607,20 @@ class Suite:
         assert metric(after, "ase_requests_checked_total") >= n0 + 41, after
         assert metric(after, 'ase_requests_blocked_total{reason="decoy"}') \
             >= d0 + 1, after
-        for name in ("ase_requests_allowed_total", "ase_detections_total",
+        for name in ('ase_requests_allowed_total{reason="none"}',
+                     'ase_requests_allowed_total{reason="fail_mode"}',
+                     "ase_detections_total",
                      "ase_deny_list_entries", "ase_allow_list_entries",
-                     'ase_requests_would_block_total{reason="method"}'):
+                     'ase_requests_would_block_total{reason="method"}',
+                     'ase_deny_list_matches_total{source="decoy"}',
+                     'ase_api_requests_total{api="shop",outcome="allowed"}'):
             metric(after, name)
+        # only reasons that can happen: nothing is stopped for "none"
+        for absent in ('ase_requests_blocked_total{reason="none"}',
+                       'ase_requests_blocked_total{reason="allow_list"}',
+                       'ase_requests_would_block_total{reason="decoy"}'):
+            assert absent not in after, absent
+        check_exposition(after)
         assert "# TYPE ase_requests_checked_total counter" in after
 
     def test_config_errors(self):
@@ -579,6 +667,13 @@ class Suite:
         assert rc == 1 and "maybe" in err, err
         rc, err = nginx_t("ase_config CONF/ase.conf; ase_config CONF/ase.conf;")
         assert rc == 1 and "duplicate" in err, err
+        rc, err = nginx_t("ase_config CONF/ase.conf; ase_log_level debug;")
+        assert rc == 1 and "debug" in err, err
+        # ASE keys without effect here are named (not ase-server's)
+        rc, err = nginx_t("ase_config CONF/ase.conf;",
+                          ase_conf="\nenable_cluster=true\nmode=sideband\n")
+        assert rc == 0 and "[notice]" in err and "enable_cluster" in err \
+            and "mode" not in err.split("enable_cluster")[1], err
 
     def test_reload(self):
         """Reloads keep enforcing; old workers exit; the master never runs
@@ -753,6 +848,211 @@ class Suite:
               "connection); worker RSS %d -> %d kB, threads %s"
               % (reloads, took, answers["new"], answers["keep-alive"],
                  retried[0], rss0, rss, threads1))
+
+    # -- loud failures, traced blocks, metrics -----------------------------
+
+    def test_block_traced(self):
+        """Every request ase stops leaves one error-log line at
+        ase_log_level (error by default, as the access module's): client,
+        API, reason, source and identifier kind, never the identifier or
+        the request line; $ase_api, $ase_source and $ase_matched say the
+        same to access_log and add_header."""
+        self.need_cli()
+        ip, key = "10.20.0.1", "key-e2e-1"
+        self.cli("add_blacklist", "ip", ip)
+        self.cli("add_blacklist", "api_key", "X-API-Key", key)
+        try:
+            self.converge(lambda: self.get("/shop/items", ip=ip), 403,
+                          what="manual ip")
+            r = self.get("/shop/items", ip=ip)
+            assert (r.headers.get("x-ase-api"), r.headers.get("x-ase-source"),
+                    r.headers.get("x-ase-matched")) \
+                == ("shop", "manual", "ip"), r.headers
+            self.converge(lambda: self.get("/shop/items?page=" + key,
+                                           ip="10.20.0.2",
+                                           headers={"X-API-Key": key}),
+                          403, what="manual api key")
+            r = self.get("/shop/admin", ip="10.20.0.3")
+            assert r.verdict == "respond:decoy" \
+                and r.headers.get("x-ase-api") == "shop" \
+                and "x-ase-source" not in r.headers, r.headers
+            r = self.get("/shop/items", ip="10.20.0.4")
+            assert r.status == 200 and "x-ase-matched" not in r.headers, r
+            time.sleep(0.2)
+            lines = self.log_text().splitlines()
+
+            def line_of(client, what):
+                found = [l for l in lines if "client: %s," % client in l]
+                assert found, "no line for %s in:\n%s" % (
+                    client, "\n".join(lines[-20:]))
+                return found[-1]
+            l = line_of(ip, "ip")
+            assert "[error]" in l and "ase: block: deny_list, status 403" in l \
+                and 'api: "shop"' in l and "source: manual" in l \
+                and "identifier: ip" in l, l
+            l = line_of("10.20.0.2", "api key")
+            assert "identifier: api_key" in l and key not in l \
+                and "request:" not in l and "page=" not in l, l
+            l = line_of("10.20.0.3", "decoy")
+            assert "ase: respond: decoy, status 200" in l, l
+            assert not [l for l in lines if "client: 10.20.0.4," in l], \
+                "an allowed request is not logged"
+        finally:
+            self.cli("delete_blacklist", "ip", ip)
+            self.cli("delete_blacklist", "api_key", "X-API-Key", key)
+
+    def test_intercept_errors(self):
+        """With ase_intercept_errors on, error_page answers ase's blocks and
+        pattern errors; a decoy keeps its own answer; a status without an
+        error_page keeps ase's; ase_log_level sets the line's level."""
+        d = tempfile.mkdtemp(dir=self.tmp)
+        conf = d + "/conf"
+        shutil.copytree(self.conf_dir, conf,
+                        ignore=shutil.ignore_patterns("state"))
+        n = Nginx(self.args, d, conf, name="intercept", extra_server="""
+        ase_intercept_errors on;
+        ase_log_level warn;
+        error_page 403 /blocked.html;
+        location = /blocked.html { internal; }""")
+        self.others.append(n)
+        with open(os.path.join(n.prefix, "html", "blocked.html"), "w") as f:
+            f.write("our own blocked page\n")
+        n.start()
+        ip = "10.21.0.1"
+        c = http.client.HTTPConnection("127.0.0.1", n.port, timeout=5)
+        r = n.request("GET", "/shop/admin", ip=ip, conn=c)
+        assert r.status == 200 and r.body == '{"admin": "welcome"}', r
+        r = n.request("GET", "/shop/items", ip=ip, conn=c)
+        c.close()
+        assert r.status == 403 and r.body == "our own blocked page\n", r
+        assert r.verdict == "block:deny_list", r
+        # 400 has no error_page here: ase's own answer
+        r = n.request("PATCH", "/shop/items", ip="10.21.0.2")
+        assert r.status == 400 \
+            and r.body == "Error: request does not match the shop API", r
+        time.sleep(0.2)
+        log = open(n.error_log, errors="replace").read()
+        l = [x for x in log.splitlines() if "client: %s," % ip in x]
+        assert l and "[warn]" in l[-1] and "deny_list" in l[-1], log[-2000:]
+        n.stop()
+        self.others.remove(n)
+
+    def test_metrics_survive_reload(self):
+        """Counters are kept in the shared zone across reloads, as
+        stub_status's are; the page is clean Prometheus text."""
+        n, conf = self.own_nginx("metrics")
+        for i in range(30):
+            n.request("GET", "/shop/items", ip="10.22.0.%d" % (i + 1))
+        n.request("GET", "/shop/admin", ip="10.22.1.1")
+        n.request("PATCH", "/shop/items", ip="10.22.1.2")
+        m = self.wait_metrics(
+            n, lambda m: m['ase_api_requests_total{api="shop",outcome="allowed"}']
+            >= 30, what="counted")
+        # ABS sync counts are the polling process's own (it restarts)
+        counters = {k: v for k, v in m.items()
+                    if k.split("{")[0].endswith("_total")
+                    and not k.startswith("ase_abs_sync")}
+        n.reload()
+        after = self.metrics_of(n)
+        fell = {k: (v, after.get(k)) for k, v in counters.items()
+                if after.get(k, -1) < v}
+        assert not fell, "counters fell at the reload: %r" % fell
+        assert after["ase_requests_checked_total"] >= 32, after
+        assert after['ase_deny_list_matches_total{source="decoy"}'] == 0, after
+        n.request("GET", "/shop/items", ip="10.22.1.1")
+        after = self.wait_metrics(
+            n, lambda m: m['ase_deny_list_matches_total{source="decoy"}'] >= 1,
+            what="a decoy's client blocked")
+        assert after['ase_requests_blocked_total{reason="method"}'] >= 1, after
+        page = n.request("GET", "/ase_status").body
+        print("    exposition checked%s" % (
+            " (and by promtool)" if check_exposition(page)
+            else " (promtool not installed)"))
+        n.stop()
+        self.others.remove(n)
+
+    def test_store_unreadable(self):
+        """Workers that cannot open the store (a state_dir that root made
+        0700 before nginx started) say so at [alert] with the path and the
+        reason, and again while it lasts; decoys and API patterns keep
+        answering, fail_mode decides the rest and ase_status counts it;
+        ase-cli status says why no engine shows.  Given the directory but
+        not the store file, the workers register and say they cannot read
+        it: ase-cli refuses to report a change as made.  Once the files are
+        the workers' user's they load the store, without a reload."""
+        if os.geteuid() != 0:
+            raise Skip("needs root: workers under another user than the "
+                       "master's")
+        self.need_cli()
+        d = tempfile.mkdtemp(dir=self.tmp)
+        os.chmod(self.tmp, 0o755)
+        os.chmod(d, 0o755)
+        conf = d + "/conf"
+        shutil.copytree(self.conf_dir, conf,
+                        ignore=shutil.ignore_patterns("state"))
+        os.chmod(conf, 0o755)
+        # root's ase-cli makes the state first: 0700, root's
+        self.cli("add_blacklist", "ip", "10.23.9.9", conf_dir=conf)
+        state = conf + "/state"
+        assert os.stat(state).st_uid == 0 \
+            and os.stat(state).st_mode & 0o077 == 0
+        n = Nginx(self.args, d, conf, name="nostore", user="nobody nogroup")
+        self.others.append(n)
+        n.start()
+        r = n.request("GET", "/shop/items", ip="10.23.0.1")
+        assert r.status == 200 and r.verdict == "allow:fail_mode", r
+        r = n.request("GET", "/shop/items", ip="10.23.9.9")
+        assert r.verdict == "allow:fail_mode", ("the list is unknown", r)
+        r = n.request("GET", "/shop/admin", ip="10.23.0.2")
+        assert r.status == 200 and r.verdict == "respond:decoy", r
+        r = n.request("PATCH", "/shop/items", ip="10.23.0.3")
+        assert r.status == 400 and r.verdict == "respond:method", r
+        time.sleep(1.2)
+        log = open(n.error_log, errors="replace").read()
+        alerts = [l for l in log.splitlines()
+                  if "[alert]" in l and "state store" in l]
+        assert alerts and state in alerts[0] \
+            and ("Permission denied" in alerts[0] or "0700" in alerts[0]) \
+            and "fail_mode open" in alerts[0], log[-3000:]
+        m = self.metrics_of(n)
+        assert m["ase_store_up"] == 0, m
+        assert m['ase_requests_allowed_total{reason="fail_mode"}'] >= 2, m
+        assert m['ase_requests_blocked_total{reason="decoy"}'] >= 1, m
+        st = self.status_lines(self.cli("status", conf_dir=conf))
+        assert "root's with mode 0700" in st["running engines"], st
+        # the directory given to the workers' user, the store file still
+        # root's: the workers register, their records say they cannot read
+        # the store, and ase-cli does not call a change made
+        shutil.chown(state, "nobody", "nogroup")
+        t0 = time.monotonic()
+        while True:
+            st = self.status_lines(self.cli("status", conf_dir=conf))
+            if st["running engines"] == "%d (%d cannot read the state store)" \
+                    % (WORKERS, WORKERS):
+                break
+            assert time.monotonic() - t0 < 5, st
+            time.sleep(0.2)
+        r = subprocess.run([self.cli_bin, "--config", conf + "/ase.conf",
+                            "-u", "admin", "-p", "admin", "--wait", "0s",
+                            "add_blacklist", "ip", "10.23.8.8"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1 and r.stdout == \
+            "ip 10.23.8.8 added to blacklist\n" \
+            and "the change is stored, but %d of %d running engines cannot " \
+            "read the state store" % (WORKERS, WORKERS) in r.stderr, r
+        # fixed: the workers' user gets the files too; no reload
+        subprocess.run(["chown", "-R", "nobody:nogroup", state], check=True)
+        self.converge(lambda: n.request("GET", "/shop/items", ip="10.23.9.9"),
+                      403, within=8, what="the store read once fixed")
+        t0 = time.monotonic()
+        while True:
+            log = open(n.error_log, errors="replace").read()
+            if log.count("the state store answers again") >= WORKERS:
+                break
+            assert time.monotonic() - t0 < 5, log[-2000:]
+            time.sleep(0.1)
+        n.stop()
+        self.others.remove(n)
 
     def own_nginx(self, name):
         """A started nginx of its own, on a copy of the configuration with
@@ -1349,7 +1649,9 @@ http {{
         "test_decoy_in_context", "test_decoy_out_of_context",
         "test_pattern_method", "test_pattern_content_type",
         "test_pattern_protocol", "test_redirect", "test_monitor_mode",
-        "test_status", "test_identifier_kinds",
+        "test_status", "test_identifier_kinds", "test_block_traced",
+        "test_intercept_errors", "test_metrics_survive_reload",
+        "test_store_unreadable",
         "test_detections_listed_and_disabled", "test_abs_attack_list",
         "test_abs_traffic", "test_abs_status", "test_one_copy_per_host",
         "test_snapshot_refused_and_rebuilt", "test_host_role_worker_killed",

@@ -1,8 +1,12 @@
 //! `ase-cli`: the operator's command line, compatible with ASE's `cli.sh`.
 //!
 //! ```text
-//! ase-cli [--config PATH] -u USER -p PASS [--yes] [--json] [--ttl DURATION] COMMAND [ARGS]
+//! ase-cli [--config PATH] -u USER [-p PASS | --password-file FILE] [--yes] [--json] [--ttl DURATION] COMMAND [ARGS]
 //! ```
+//!
+//! Without `-p` the password comes from `--password-file`, else
+//! `$ASE_PASSWORD`, else a prompt on the terminal (no echo): a password on
+//! the command line is visible to every user in `ps`.
 //!
 //! Options may come before or after the command, as with `cli.sh`; `--` ends
 //! them (for a value that starts with `-`). The configuration is `--config`,
@@ -10,7 +14,9 @@
 //! [`ase::engine::Engine`] into the shared store; running engines pick them up
 //! from its change log, and a command that changed something returns once
 //! every running engine has applied it, or after `--wait` (default 1 s) with
-//! a warning on stderr naming how many lag. This process starts no threads.
+//! a warning on stderr naming how many lag. A running engine that cannot
+//! read the store (its presence record says so) makes the command fail: the
+//! change is stored but not in force there. This process starts no threads.
 //!
 //! Output lines follow ASE's documentation byte for byte where it shows them.
 //! Where it is silent the strings are ours (see `help`).
@@ -35,7 +41,7 @@ const DEFAULT_CONFIG: &str = "/etc/ase/ase.conf";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 const HELP: &str = "\
-Usage: ase-cli [--config PATH] -u USER -p PASS [OPTIONS] COMMAND [ARGS]
+Usage: ase-cli [--config PATH] -u USER [-p PASS] [OPTIONS] COMMAND [ARGS]
 
 Allow list (whitelist) and deny list (blacklist):
   add_whitelist TYPE [NAME] VALUE      TYPE: ip, cookie NAME, token, api_key NAME, username
@@ -66,6 +72,9 @@ Other:
 Options:
   --config PATH     ase.conf to use (default: $ASE_CONFIG, else /etc/ase/ase.conf)
   -u USER -p PASS   credential (default admin/admin until update_password)
+  --password-file FILE  read the password from the first line of FILE
+                    (without -p and --password-file: $ASE_PASSWORD, else a
+                    prompt on the terminal)
   --ttl DURATION    expire manual entries after DURATION (e.g. 30m, 12h, 7d)
   --json            JSON output for view_whitelist, view_blacklist and status
   --yes, -y         do not ask before clear_whitelist / clear_blacklist
@@ -95,6 +104,7 @@ struct Opts {
     config: Option<PathBuf>,
     user: Option<String>,
     pass: Option<String>,
+    pass_file: Option<PathBuf>,
     yes: bool,
     json: bool,
     ttl: Option<Duration>,
@@ -129,6 +139,7 @@ fn parse_args(args: impl IntoIterator<Item = String>, top: bool) -> Res<Opts> {
             "--" => rest_positional = true,
             "-u" | "--user" if top => o.user = Some(value(&flag, inline)?),
             "-p" | "--password" if top => o.pass = Some(value(&flag, inline)?),
+            "--password-file" if top => o.pass_file = Some(PathBuf::from(value(&flag, inline)?)),
             "--config" | "-c" if top => o.config = Some(PathBuf::from(value(&flag, inline)?)),
             "--yes" | "-y" => o.yes = true,
             "--json" => o.json = true,
@@ -159,7 +170,14 @@ fn parse_args(args: impl IntoIterator<Item = String>, top: bool) -> Res<Opts> {
 fn takes_value(flag: &str) -> bool {
     matches!(
         flag,
-        "-u" | "--user" | "-p" | "--password" | "-c" | "--config" | "--ttl" | "--wait"
+        "-u" | "--user"
+            | "-p"
+            | "--password"
+            | "--password-file"
+            | "-c"
+            | "--config"
+            | "--ttl"
+            | "--wait"
     )
 }
 
@@ -247,9 +265,11 @@ fn run(args: impl Iterator<Item = String>, out: &mut dyn Write, input: &mut dyn 
     // typo never needs the credential or the store to be reported.
     let parsed = Command::parse(&o)?;
     let wait = change_wait(&o)?;
-    let (Some(user), Some(pass)) = (&o.user, &o.pass) else {
+    let Some(user) = &o.user else {
         return fail("missing credential: give -u USER -p PASS");
     };
+    let pass = password(&o)?;
+    let pass = &pass;
     let config = config_path(&o);
     let engine = Engine::open_passive(&config).map_err(|e| open_error(&config, e))?;
     let store = engine
@@ -275,7 +295,60 @@ fn run(args: impl Iterator<Item = String>, out: &mut dyn Write, input: &mut dyn 
             eprintln!("ase-cli: {w}");
         }
     }
+    if seq > 0 && r.is_ok() {
+        let state_dir = &engine.enforcer().config().state_dir;
+        if let Some(why) = engines_cannot_read(state_dir) {
+            ctx.out.flush()?;
+            return fail(format!("the change is stored, but {why}"));
+        }
+    }
     r
+}
+
+/// The password: `-p`, else the first line of `--password-file`, else
+/// `$ASE_PASSWORD`, else asked on the terminal without echo.
+fn password(o: &Opts) -> Res<String> {
+    if let Some(p) = &o.pass {
+        return Ok(p.clone());
+    }
+    if let Some(f) = &o.pass_file {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| Fail(format!("--password-file {}: {e}", f.display())))?;
+        return Ok(text.lines().next().unwrap_or_default().to_string());
+    }
+    if let Ok(p) = std::env::var("ASE_PASSWORD") {
+        return Ok(p);
+    }
+    if !io::stdin().is_terminal() {
+        return fail(
+            "missing password: give -p PASS, --password-file FILE or ASE_PASSWORD \
+             (there is no terminal to ask on)",
+        );
+    }
+    rpassword::prompt_password("Password: ").map_err(|e| Fail(format!("password prompt: {e}")))
+}
+
+/// The running engines of `state_dir` that say (in their presence records)
+/// they cannot read the store, as a sentence; `None` when every one can.
+fn engines_cannot_read(state_dir: &Path) -> Option<String> {
+    let peers = presence::live_engines(state_dir).ok()?;
+    let failing: Vec<String> = peers
+        .iter()
+        .filter_map(|p| p.record)
+        .filter(|r| r.flags & presence::STORE_FAILING != 0)
+        .map(|r| r.pid.to_string())
+        .collect();
+    if failing.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{} of {} running engines cannot read the state store (pid {}): it is not in force \
+         there until they can; their log says why (nginx: an [alert] in error.log), \
+         `ase-cli status` shows them",
+        failing.len(),
+        peers.len(),
+        failing.join(", ")
+    ))
 }
 
 /// How long a change waits for the running engines: `--wait`, else
@@ -654,15 +727,7 @@ impl Ctx<'_> {
                 writeln!(self.out, "Blocking is now {} for API {api}", onoff(*on))?;
             }
             Command::Status => self.status(o.json)?,
-            Command::ListApi => {
-                let apis = n.enforcer().apis().apis();
-                if apis.is_empty() {
-                    writeln!(self.out, "No APIs configured")?;
-                }
-                for a in apis {
-                    writeln!(self.out, "{}", a.list_line())?;
-                }
-            }
+            Command::ListApi => self.list_api()?,
             Command::UpdatePassword => self.update_password()?,
             Command::Import(file) => self.import(file, expiry_of(o))?,
             Command::Export(f) => {
@@ -846,12 +911,7 @@ impl Ctx<'_> {
                     Err(e) => e,
                 },
             ),
-            ("running engines", {
-                match ase::sync::presence::live_engines(&cfg.state_dir) {
-                    Ok(v) => v.len().to_string(),
-                    Err(e) => format!("unknown ({e})"),
-                }
-            }),
+            ("running engines", engines_summary(&cfg.state_dir)),
             ("abs endpoints", endpoints),
             ("abs leader", leader),
             ("last abs sync", last_sync),
@@ -880,6 +940,35 @@ impl Ctx<'_> {
             ),
             ("whitelist", counts.allow.to_string()),
         ];
+        let from_cli = switch_sources(&stored, cfg);
+        rows.insert(
+            rows.iter()
+                .position(|(k, _)| *k == "attack list memory")
+                .unwrap_or(rows.len()),
+            ("switches from ase-cli", from_cli),
+        );
+        rows.insert(
+            rows.iter()
+                .position(|(k, _)| *k == "fail mode")
+                .map_or(rows.len(), |i| i + 1),
+            (
+                "ase keys not acted on",
+                cfg.notice()
+                    .map_or_else(|| "none".to_string(), |n| unused_keys_of(&n)),
+            ),
+        );
+        let engines = presence::live_engines(&cfg.state_dir).unwrap_or_default();
+        let last = st.last_seq()?;
+        let mine = apis_digest(n);
+        let engine_rows: Vec<(String, String)> = engines
+            .iter()
+            .map(|p| {
+                (
+                    format!("engine {}", p.name),
+                    engine_line(p, last, mine, now),
+                )
+            })
+            .collect();
         let labels = [
             "manual blacklist",
             "abs blacklist",
@@ -892,16 +981,80 @@ impl Ctx<'_> {
             rows.push((l, counts.deny[i].to_string()));
         }
         if json {
-            let m: serde_json::Map<String, Value> = rows
+            let mut m: serde_json::Map<String, Value> = rows
                 .iter()
                 .map(|(k, v)| (k.replace([' ', '-'], "_"), Value::String(v.clone())))
                 .collect();
+            let list: Vec<Value> = engine_rows
+                .iter()
+                .map(|(k, v)| json!({ "engine": k.trim_start_matches("engine "), "health": v }))
+                .collect();
+            m.insert("engines".into(), Value::Array(list));
             writeln!(self.out, "{}", Value::Object(m))?;
             return Ok(());
         }
         writeln!(self.out, "API Security Enforcer")?;
         for (k, v) in rows {
             writeln!(self.out, "{k:<24}: {v}")?;
+        }
+        for (k, v) in engine_rows {
+            writeln!(self.out, "{k}: {v}")?;
+        }
+        Ok(())
+    }
+
+    /// The APIs of `api_dir`, each `( loaded )` as ASE says it, unless the
+    /// running engines loaded another set of files: then the files changed
+    /// since the oldest engine started say `( not loaded: ... )`, and a last
+    /// line says the engines need a reload (nginx: `nginx -s reload`).
+    fn list_api(&mut self) -> Res {
+        let n = self.engine;
+        let cfg = n.enforcer().config();
+        let apis = n.enforcer().apis().apis();
+        let mine = apis_digest(n);
+        let engines = presence::live_engines(&cfg.state_dir).unwrap_or_default();
+        let stale: Vec<presence::Record> = engines
+            .iter()
+            .filter_map(|p| p.record)
+            .filter(|r| r.apis.is_some_and(|(_, d)| d != mine))
+            .collect();
+        let oldest = stale.iter().map(|r| r.started_ms).min();
+        if apis.is_empty() {
+            writeln!(self.out, "No APIs configured")?;
+        }
+        for a in apis {
+            let changed = oldest.is_some_and(|t| {
+                let f = cfg.api_dir.join(format!("{}.json", a.name));
+                std::fs::metadata(f)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+                    .is_none_or(|m| m.as_millis() as u64 >= t)
+            });
+            let line = a.list_line();
+            if changed {
+                writeln!(
+                    self.out,
+                    "{}",
+                    line.replacen(
+                        "( loaded )",
+                        "( not loaded: changed after the running engines started )",
+                        1
+                    )
+                )?;
+            } else {
+                writeln!(self.out, "{line}")?;
+            }
+        }
+        if !stale.is_empty() {
+            writeln!(
+                self.out,
+                "{} of {} running engines enforce another set of API files ({} APIs): \
+                 reload them (nginx -s reload) to apply api_dir",
+                stale.len(),
+                engines.len(),
+                stale[0].apis.map_or(0, |(c, _)| c)
+            )?;
         }
         Ok(())
     }
@@ -1063,6 +1216,109 @@ fn parse_line(line: &str) -> Res<Identifier> {
         _ => args.extend(rest.split_whitespace().map(String::from)),
     }
     identifier(&args)
+}
+
+/// The switches whose value in force comes from `ase-cli` (stored by
+/// `enable_*` / `disable_*`) rather than `ase.conf`, with what `ase.conf`
+/// says: the stored value wins until the store is reset.
+fn switch_sources(stored: &[(String, bool)], cfg: &ase::policy::Config) -> String {
+    let v: Vec<String> = Switch::ALL
+        .iter()
+        .filter_map(|s| {
+            let (_, on) = stored.iter().find(|(k, _)| k == s.as_str())?;
+            Some(format!(
+                "{} {} (ase.conf: {})",
+                s.as_str(),
+                onoff(*on),
+                onoff(s.configured(cfg))
+            ))
+        })
+        .collect();
+    if v.is_empty() {
+        "none (every switch as ase.conf sets it)".to_string()
+    } else {
+        v.join("; ")
+    }
+}
+
+/// The key list of a configuration notice (the part after its title).
+fn unused_keys_of(notice: &str) -> String {
+    notice
+        .split_once(": ")
+        .map_or(notice, |(_, keys)| keys)
+        .to_string()
+}
+
+/// The digest of the API files as this process read them.
+fn apis_digest(n: &Engine) -> u64 {
+    n.enforcer().apis().source_digest()
+}
+
+/// How many engines run, how many cannot read the store; and, when none is
+/// registered although `ase-cli` runs as root on a state directory closed
+/// to every other user, why engines of another user would not show.
+fn engines_summary(state_dir: &Path) -> String {
+    let peers = match presence::live_engines(state_dir) {
+        Ok(v) => v,
+        Err(e) => return format!("unknown ({e})"),
+    };
+    let failing = peers
+        .iter()
+        .filter(|p| {
+            p.record
+                .is_some_and(|r| r.flags & presence::STORE_FAILING != 0)
+        })
+        .count();
+    if failing > 0 {
+        return format!("{} ({failing} cannot read the state store)", peers.len());
+    }
+    if peers.is_empty() {
+        use std::os::unix::fs::MetadataExt;
+        let me_root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+        if let Ok(m) = std::fs::metadata(state_dir) {
+            if me_root && m.uid() == 0 && m.mode() & 0o077 == 0 {
+                return format!(
+                    "0 (none registered; {} is root's with mode {:04o}: an engine of another \
+                     user, such as an nginx worker, cannot open it and decides by fail_mode; \
+                     give the directory to that user)",
+                    state_dir.display(),
+                    m.mode() & 0o7777
+                );
+            }
+        }
+    }
+    peers.len().to_string()
+}
+
+/// One running engine's health: how far it applied the log, whether it
+/// reads the store, and whether it enforces the API files as they are now.
+fn engine_line(p: &presence::Peer, last_seq: u64, apis: u64, now: u64) -> String {
+    let Some(r) = p.record else {
+        return "record unreadable".to_string();
+    };
+    let mut s = format!("pid {}, log position {}", r.pid, r.applied_seq);
+    if r.applied_seq < last_seq {
+        s.push_str(&format!(" ({} behind)", last_seq - r.applied_seq));
+    }
+    s.push_str(if r.flags & presence::STORE_FAILING != 0 {
+        ", cannot read the state store"
+    } else {
+        ", store ok"
+    });
+    if r.flags & presence::FAIL_MODE != 0 {
+        s.push_str(", fail_mode decides (state never loaded)");
+    }
+    match r.apis {
+        Some((count, digest)) if digest == apis => {
+            s.push_str(&format!(", {count} APIs as in api_dir"))
+        }
+        Some((count, _)) => s.push_str(&format!(
+            ", {count} APIs loaded at its start, api_dir changed since: reload it"
+        )),
+        None => {}
+    }
+    s.push_str(&format!(", up {}", age(now, r.started_ms)));
+    s
 }
 
 /// A switch as the engines apply it: the value stored by `enable_*` /

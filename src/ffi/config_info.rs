@@ -2,8 +2,10 @@
 //! verdict of `fail_mode`, read once by a process that can read the files
 //! (nginx's master) for processes that may not manage to build an engine.
 
+use std::ffi::c_char;
+
 use super::{ASE_ERR_CONFIG, ASE_ERR_NULL_PARAMETER, ase_result, config_file};
-use super::{ase_str, ase_verdict, run};
+use super::{ase_str, ase_verdict, run, write_error};
 use crate::policy::decide::fail_mode;
 
 /// Reads `ase.conf` at `config_path` and writes to `*verdict_out` the verdict
@@ -36,6 +38,33 @@ pub extern "C" fn ase_config_fail_verdict(
         let v = ase_verdict::from(&fail_mode(config.fail_mode));
         // SAFETY: checked non-NULL above; the caller owns the out slot.
         unsafe { verdict_out.write(v) };
+        Ok(())
+    })
+}
+
+/// Reads `ase.conf` at `config_path` (and its `abs.conf`) and writes to
+/// `buf` the notice naming the keys of ASE they give that ase accepts and
+/// does not act on (`enable_cluster`, `enable_audit`, ...), NUL-terminated,
+/// cut to `buf_len` bytes; an empty string when there are none. A host shows
+/// it where the operator looks at configuration time (nginx: a `notice`
+/// line of `nginx -t`).
+///
+/// `buf` is the caller's; NULL or 0 bytes writes nothing. Errors:
+/// `ASE_ERR_NULL_PARAMETER` (NULL path data with a non-zero length),
+/// `ASE_ERR_INVALID_UTF8`, `ASE_ERR_CONFIG` (the file is missing or
+/// invalid: `ase_config_check` says why); `buf` is written only on success.
+///
+/// Thread safety: any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn ase_config_notice(
+    config_path: ase_str,
+    buf: *mut c_char,
+    buf_len: usize,
+) -> ase_result {
+    run(|| {
+        let path = config_file(config_path).map_err(|(code, _)| code)?;
+        let config = crate::load::load_config(path).map_err(|_| ASE_ERR_CONFIG)?;
+        write_error(buf, buf_len, &config.notice().unwrap_or_default());
         Ok(())
     })
 }
@@ -110,5 +139,31 @@ mod tests {
             v.as_mut_ptr(),
         );
         assert_eq!(rc, ASE_ERR_CONFIG);
+    }
+}
+
+#[cfg(test)]
+mod notice_tests {
+    use super::*;
+    use crate::ffi::ASE_OK;
+
+    #[test]
+    fn the_notice_names_the_keys_and_is_empty_without_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ase.conf");
+        let p = path.to_str().unwrap().to_string();
+        let notice = |conf: &str| {
+            std::fs::write(&path, conf).unwrap();
+            let mut buf = [1 as c_char; 256];
+            let rc = ase_config_notice(ase_str::from_bytes(p.as_bytes()), buf.as_mut_ptr(), 256);
+            // SAFETY: written NUL-terminated on ASE_OK.
+            let s = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+            (rc, s.to_string_lossy().into_owned())
+        };
+        let (rc, n) = notice("enable_cluster=true\nenable_firewall=true\n");
+        assert_eq!(rc, ASE_OK);
+        assert!(n.ends_with(": enable_cluster"), "{n}");
+        assert_eq!(notice("enable_firewall=true\n"), (ASE_OK, String::new()));
+        assert_eq!(notice("enable_cluster=maybe\n").0, ASE_ERR_CONFIG);
     }
 }

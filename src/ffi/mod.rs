@@ -28,7 +28,7 @@ use crate::policy::decide::{Action, Decision, Reason, Request};
 use crate::policy::extract::{Headers, parse_ip};
 use crate::policy::{IdError, IdKind, Identifier, Source, UnknownApi};
 use crate::sync::abs::TrafficRecord;
-pub use config_info::ase_config_fail_verdict;
+pub use config_info::{ase_config_fail_verdict, ase_config_notice};
 use panic::boundary;
 pub use result::ResultCode;
 pub use types::*;
@@ -823,6 +823,7 @@ pub extern "C" fn ase_engine_stats(
             detections: s.detections,
             deny_entries: s.deny_entries,
             allow_entries: s.allow_entries,
+            allowed_by_reason: s.allowed_by_reason,
         };
         Ok(out)
     })

@@ -342,6 +342,10 @@ pub struct ase_stats {
     pub deny_entries: u64,
     /// Allow-list entries.
     pub allow_entries: u64,
+    /// Allowed requests per `ASE_REASON_*`: `ASE_REASON_NONE` (nothing
+    /// matched), firewall off, unknown API, allow list, `fail_mode`, and a
+    /// monitor-mode request by the reason it would have been stopped for.
+    pub allowed_by_reason: [u64; ASE_REASON_COUNT],
 }
 
 /// Size of the message buffers in `ase_abs_state` and `ase_health`.

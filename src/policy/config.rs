@@ -52,6 +52,8 @@ pub struct AbsConfig {
     pub enable_ssl: bool,
     /// CA bundle to verify ABS with; `None` uses the system roots.
     pub ca_cert_path: Option<PathBuf>,
+    /// ASE keys given in the file that ase accepts and does not act on.
+    pub unused_keys: Vec<String>,
 }
 
 impl Default for AbsConfig {
@@ -62,6 +64,7 @@ impl Default for AbsConfig {
             secret_key: String::new(),
             enable_ssl: true,
             ca_cert_path: None,
+            unused_keys: Vec::new(),
         }
     }
 }
@@ -105,6 +108,9 @@ pub struct Config {
     pub abs_obfuscate_identifiers: bool,
     /// `abs.conf`.
     pub abs: AbsConfig,
+    /// ASE keys given in `ase.conf` that ase accepts and does not act on
+    /// ([`Config::notice`] names them).
+    pub unused_keys: Vec<String>,
 }
 
 impl Config {
@@ -128,7 +134,35 @@ impl Config {
             duplicate_identifiers: DuplicateIds::Check,
             abs_obfuscate_identifiers: false,
             abs: AbsConfig::default(),
+            unused_keys: Vec::new(),
         }
+    }
+
+    /// The notice for the keys of ASE that the files give and ase does not
+    /// act on (`None` when there are none): an operator who brings an
+    /// `ase.conf` from ASE learns which of its settings have no effect here.
+    pub fn notice(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if !self.unused_keys.is_empty() {
+            parts.push(format!(
+                "{}: {}",
+                self.path.display(),
+                self.unused_keys.join(", ")
+            ));
+        }
+        if !self.abs.unused_keys.is_empty() {
+            parts.push(format!(
+                "{}: {}",
+                self.path.with_file_name("abs.conf").display(),
+                self.abs.unused_keys.join(", ")
+            ));
+        }
+        (!parts.is_empty()).then(|| {
+            format!(
+                "ASE keys ase accepts and does not act on: {}",
+                parts.join("; ")
+            )
+        })
     }
 }
 
@@ -317,6 +351,16 @@ const ASE_PASSIVE_KEYS: &[&str] = &[
     "log_level",
 ];
 
+/// Keys of [`ASE_PASSIVE_KEYS`] that get no notice: ase-server (the sideband
+/// listener) acts on them.
+const SERVER_KEYS: &[&str] = &[
+    "mode",
+    "http_ws_port",
+    "https_port",
+    "enable_sideband_authentication",
+    "enable_sideband_keepalive",
+];
+
 const ABS_PASSIVE_KEYS: &[&str] = &[
     "deployment_type",
     "gateway_credential",
@@ -427,6 +471,9 @@ pub fn parse_ase_conf(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 if k.starts_with("enable_") {
                     parse_bool(&v).map_err(err)?;
                 }
+                if !SERVER_KEYS.contains(&k) {
+                    c.unused_keys.push(key.clone());
+                }
             }
             _ => return Err(err("unknown key".into())),
         }
@@ -476,7 +523,7 @@ pub fn parse_abs_conf(text: &str, path: &Path) -> Result<AbsConfig, ConfigError>
             "abs_ca_cert_path" => {
                 a.ca_cert_path = (!v.is_empty()).then(|| resolve(path, &v));
             }
-            k if ABS_PASSIVE_KEYS.contains(&k) => {}
+            k if ABS_PASSIVE_KEYS.contains(&k) => a.unused_keys.push(key.clone()),
             _ => return Err(err("unknown key".into())),
         }
     }
@@ -506,6 +553,24 @@ mod tests {
         assert_eq!(c.api_dir, PathBuf::from("/etc/ase/api"));
         assert_eq!(c.state_dir, PathBuf::from("/etc/ase/state"));
         assert_eq!(c.sync_poll_interval, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn keys_ase_does_not_act_on_are_named_but_not_the_sideband_ones() {
+        let c = parse_ase_conf(
+            "mode=sideband\nhttp_ws_port=80\nenable_cluster=true\nenable_firewall=true\n\
+             enable_audit=false\n",
+            &p(),
+        )
+        .unwrap();
+        assert_eq!(c.unused_keys, ["enable_cluster", "enable_audit"]);
+        assert_eq!(
+            c.notice().unwrap(),
+            "ASE keys ase accepts and does not act on: /etc/ase/ase.conf: enable_cluster, \
+             enable_audit"
+        );
+        let quiet = parse_ase_conf("mode=sideband\nenable_firewall=true\n", &p()).unwrap();
+        assert_eq!(quiet.notice(), None);
     }
 
     #[test]

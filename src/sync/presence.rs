@@ -25,8 +25,15 @@
 //!   `sync_poll_interval`. The notice is a hint: a missed one costs only the
 //!   usual poll interval.
 //!
+//! - **Health.** The record also says whether the engine can read the store
+//!   ([`STORE_FAILING`], [`FAIL_MODE`]) and which API set it loaded (a count
+//!   and a digest of the API files), so that `ase-cli` can refuse to report
+//!   a change as made when the engines cannot read it, and say which API
+//!   files the running engines have not loaded.
+//!
 //! Readers tolerate a torn or short record (a write racing a read): every
-//! record carries a checksum and is read again until it checks.
+//! record carries a checksum and is read again until it checks. Version 1
+//! records (without health) are still read, their health unknown.
 //!
 //! [`Engine::open`]: crate::engine::Engine::open
 
@@ -34,7 +41,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt as Positional;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -79,7 +86,15 @@ const NEW_PREFIX: &str = ".new-";
 const NEW_STALE: Duration = Duration::from_secs(60);
 
 const MAGIC: &[u8; 4] = b"ASEP";
-const VERSION: u32 = 1;
+/// Version 2 adds the health flags (bytes 12..16) and the API set (count at
+/// 48..52, digest at 40..48); version 1 left those bytes zero.
+const VERSION: u32 = 2;
+
+/// Record flag: the engine cannot open or read the store now.
+pub const STORE_FAILING: u32 = 1;
+/// Record flag: the engine never loaded its state; `fail_mode` decides
+/// every request the configuration alone lets through.
+pub const FAIL_MODE: u32 = 2;
 const NOTICE_LEN: usize = 16;
 const NOTICE_KEY: u64 = 0x5EED_A5E0_0000_0001;
 
@@ -101,6 +116,12 @@ pub struct Record {
     pub heartbeat_ms: u64,
     /// When it registered (Unix ms).
     pub started_ms: u64,
+    /// [`STORE_FAILING`], [`FAIL_MODE`].
+    pub flags: u32,
+    /// The API set it loaded: how many APIs and the digest of their files
+    /// ([`ApiSet::source_digest`](crate::policy::ApiSet::source_digest));
+    /// `None` from a version 1 record.
+    pub apis: Option<(u32, u64)>,
 }
 
 impl Record {
@@ -112,6 +133,10 @@ impl Record {
         b[16..24].copy_from_slice(&self.applied_seq.to_le_bytes());
         b[24..32].copy_from_slice(&self.heartbeat_ms.to_le_bytes());
         b[32..40].copy_from_slice(&self.started_ms.to_le_bytes());
+        b[12..16].copy_from_slice(&self.flags.to_le_bytes());
+        let (count, digest) = self.apis.unwrap_or_default();
+        b[40..48].copy_from_slice(&digest.to_le_bytes());
+        b[48..52].copy_from_slice(&count.to_le_bytes());
         let sum = checksum(&b[..RECORD_LEN - 8]);
         b[RECORD_LEN - 8..].copy_from_slice(&sum.to_le_bytes());
         b
@@ -126,7 +151,8 @@ impl Record {
             return None;
         }
         let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or_default());
-        if u32_at(4) != VERSION {
+        let version = u32_at(4);
+        if version != 1 && version != VERSION {
             return None;
         }
         Some(Record {
@@ -134,6 +160,8 @@ impl Record {
             applied_seq: u64_at(16),
             heartbeat_ms: u64_at(24),
             started_ms: u64_at(32),
+            flags: u32_at(12),
+            apis: (version >= 2).then(|| (u32_at(48), u64_at(40))),
         })
     }
 
@@ -190,6 +218,16 @@ impl Registration {
     /// into place, so a reader never sees a registration without its lock.
     /// Also creates the notice file, which watchers read.
     pub fn register(state_dir: &Path, applied_seq: u64) -> io::Result<Registration> {
+        Registration::register_with(state_dir, applied_seq, 0, None)
+    }
+
+    /// [`Registration::register`] with the engine's health flags and API set.
+    pub fn register_with(
+        state_dir: &Path,
+        applied_seq: u64,
+        flags: u32,
+        apis: Option<(u32, u64)>,
+    ) -> io::Result<Registration> {
         let dir = engines_dir(state_dir)?;
         // The notice file exists once any engine ran, so writers never create it.
         drop(files::open_private(&dir.join(NOTICE_FILE))?);
@@ -206,6 +244,8 @@ impl Registration {
                 applied_seq,
                 heartbeat_ms: now,
                 started_ms: now,
+                flags,
+                apis,
             };
             file.write_all_at(&record.encode(), 0)?;
             let path = dir.join(&name);
@@ -253,6 +293,19 @@ impl Registration {
             return;
         }
         self.record.applied_seq = applied_seq;
+        self.record.heartbeat_ms = now_ms();
+        if let Ok(RECORD_LEN) = self.file.write_at(&self.record.encode(), 0) {
+            self.written = Instant::now();
+        }
+    }
+
+    /// Publishes the health flags: rewrites the record at once when they
+    /// changed.
+    pub fn publish_flags(&mut self, flags: u32) {
+        if flags == self.record.flags {
+            return;
+        }
+        self.record.flags = flags;
         self.record.heartbeat_ms = now_ms();
         if let Ok(RECORD_LEN) = self.file.write_at(&self.record.encode(), 0) {
             self.written = Instant::now();
@@ -483,6 +536,13 @@ pub struct Presence {
     last_change: AtomicU64,
     wait_engines: AtomicU64,
     wait_lagging: AtomicU64,
+    flags: AtomicU32,
+    /// The position last published (for a registration made later).
+    last_applied: AtomicU64,
+    apis: Mutex<Option<(u32, u64)>>,
+    /// When registering last failed: an engine whose `state_dir` it cannot
+    /// reach registers once it can (tried at most every [`HEARTBEAT`]).
+    register_failed: Mutex<Option<Instant>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -501,6 +561,42 @@ impl Presence {
             last_change: AtomicU64::new(0),
             wait_engines: AtomicU64::new(0),
             wait_lagging: AtomicU64::new(0),
+            flags: AtomicU32::new(0),
+            last_applied: AtomicU64::new(0),
+            apis: Mutex::new(None),
+            register_failed: Mutex::new(None),
+        }
+    }
+
+    /// The API set this engine loaded (count, digest), for its record.
+    pub fn set_apis(&self, count: u32, digest: u64) {
+        *lock(&self.apis) = Some((count, digest));
+    }
+
+    /// The engine's health flags ([`STORE_FAILING`], [`FAIL_MODE`]): kept
+    /// for the record, and written to it at once when they changed.
+    /// An engine that could not register (its `state_dir` was closed to
+    /// it) tries again here, at most once a second: the store may
+    /// still fail while `engines/` can be written, and that is what
+    /// `ase-cli` must learn from the record.
+    pub fn set_flags(&self, flags: u32) {
+        let changed = self.flags.swap(flags, Relaxed) != flags;
+        let mut g = lock(&self.reg);
+        match g.as_mut() {
+            Some(r) if changed => r.publish_flags(flags),
+            Some(_) => {}
+            None => {
+                drop(g);
+                self.retry_register();
+            }
+        }
+    }
+
+    /// Registers again when registering failed at least [`HEARTBEAT`] ago.
+    fn retry_register(&self) {
+        let due = lock(&self.register_failed).is_some_and(|t| t.elapsed() >= HEARTBEAT);
+        if due {
+            let _ = self.register(self.last_applied.load(Relaxed));
         }
     }
 
@@ -508,12 +604,21 @@ impl Presence {
     /// cannot register still enforces; waiters just do not see it. Returns
     /// why it could not.
     pub fn register(&self, applied_seq: u64) -> Result<(), String> {
-        let r = Registration::register(&self.state_dir, applied_seq).map_err(|e| {
+        let apis = *lock(&self.apis);
+        let r = Registration::register_with(
+            &self.state_dir,
+            applied_seq,
+            self.flags.load(Relaxed),
+            apis,
+        )
+        .map_err(|e| {
+            *lock(&self.register_failed) = Some(Instant::now());
             format!(
                 "cannot register in {}: {e}",
                 self.state_dir.join(DIR).display()
             )
         })?;
+        *lock(&self.register_failed) = None;
         *lock(&self.reg) = Some(r);
         Ok(())
     }
@@ -532,12 +637,19 @@ impl Presence {
     /// position is stored). Cheap when nothing moved: no I/O but the
     /// heartbeat.
     pub fn published(&self, applied_seq: u64) {
+        self.last_applied.store(applied_seq, Relaxed);
         let mut g = lock(&self.reg);
-        let Some(r) = g.as_mut() else { return };
+        let Some(r) = g.as_mut() else {
+            drop(g);
+            self.retry_register();
+            return;
+        };
         let beat = r.applied_seq() == applied_seq && r.written.elapsed() >= HEARTBEAT;
         if beat && !r.in_place() {
             // Someone removed the file: register again so waiters see us.
-            if let Ok(n) = Registration::register(&self.state_dir, applied_seq) {
+            let apis = *lock(&self.apis);
+            let flags = self.flags.load(Relaxed);
+            if let Ok(n) = Registration::register_with(&self.state_dir, applied_seq, flags, apis) {
                 *g = Some(n);
             }
             return;
@@ -657,6 +769,58 @@ mod tests {
         drop(r);
         assert!(!path.exists(), "deregistered");
         assert!(live_engines(d.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn health_and_api_set_are_in_the_record_and_version_1_still_reads() {
+        let d = tempfile::tempdir().unwrap();
+        let p = Presence::new(d.path());
+        p.set_apis(3, 0xfeed);
+        p.set_flags(STORE_FAILING | FAIL_MODE);
+        p.register(5).unwrap();
+        let rec = live_engines(d.path()).unwrap()[0].record.unwrap();
+        assert_eq!(rec.flags, STORE_FAILING | FAIL_MODE);
+        assert_eq!(rec.apis, Some((3, 0xfeed)));
+        // A change of health is written at once, not at the next heartbeat.
+        p.set_flags(0);
+        let rec = live_engines(d.path()).unwrap()[0].record.unwrap();
+        assert_eq!((rec.flags, rec.applied_seq), (0, 5));
+
+        // A version 1 record (an engine of an older library): read, health unknown.
+        let mut old = Record {
+            flags: 0,
+            apis: None,
+            ..rec
+        }
+        .encode();
+        old[4..8].copy_from_slice(&1u32.to_le_bytes());
+        let sum = checksum(&old[..RECORD_LEN - 8]);
+        old[RECORD_LEN - 8..].copy_from_slice(&sum.to_le_bytes());
+        let back = Record::decode(&old).unwrap();
+        assert_eq!((back.flags, back.apis, back.pid), (0, None, rec.pid));
+        old[4..8].copy_from_slice(&3u32.to_le_bytes());
+        let sum = checksum(&old[..RECORD_LEN - 8]);
+        old[RECORD_LEN - 8..].copy_from_slice(&sum.to_le_bytes());
+        assert_eq!(Record::decode(&old), None, "a version from the future");
+    }
+
+    #[test]
+    fn an_engine_that_could_not_register_registers_once_it_can() {
+        let d = tempfile::tempdir().unwrap();
+        let state = d.path().join("state");
+        // A file where the directory should be: registering fails.
+        fs::write(&state, "not a directory").unwrap();
+        let p = Presence::new(&state);
+        assert!(p.register(0).is_err());
+        fs::remove_file(&state).unwrap();
+        fs::create_dir(&state).unwrap();
+        p.set_flags(STORE_FAILING);
+        assert!(p.name().is_none(), "not before a heartbeat has passed");
+        std::thread::sleep(HEARTBEAT);
+        p.set_flags(STORE_FAILING);
+        let peers = live_engines(&state).unwrap();
+        assert_eq!(peers.len(), 1, "registered while the store still fails");
+        assert_eq!(peers[0].record.unwrap().flags, STORE_FAILING);
     }
 
     /// The child side of `a_dead_engines_file_is_ignored_and_removed`.

@@ -202,11 +202,32 @@ impl Syncer {
     /// Records a store failure.
     pub fn set_error(&self, e: &StoreError) {
         self.health.set_error(Some(e.message.clone()));
+        self.publish_health();
     }
 
     /// Records a failure of the background work, shown as the store's.
     pub fn set_error_message(&self, m: String) {
         self.health.set_error(Some(m));
+        self.publish_health();
+    }
+
+    /// The store answered: clears the error.
+    fn store_answered(&self) {
+        self.health.set_error(None);
+        self.publish_health();
+    }
+
+    /// Puts whether the store is failing, and whether `fail_mode` decides,
+    /// into this engine's presence record, for `ase-cli`.
+    pub fn publish_health(&self) {
+        let mut flags = 0;
+        if self.health.error().is_some() {
+            flags |= crate::sync::presence::STORE_FAILING;
+        }
+        if self.enforcer.failed() {
+            flags |= crate::sync::presence::FAIL_MODE;
+        }
+        self.presence.set_flags(flags);
     }
 
     /// Loads the whole store into the enforcer: lists built aside and swapped
@@ -234,8 +255,8 @@ impl Syncer {
         self.presence.published(loaded.seq);
         self.health.full_loads.fetch_add(1, Relaxed);
         self.health.last_poll_ms.store(now_ms(), Relaxed);
-        self.health.set_error(None);
         self.enforcer.set_failed(false);
+        self.store_answered();
         Ok(())
     }
 
@@ -273,8 +294,8 @@ impl Syncer {
                 self.enforcer.replace_lists(crate::policy::IdMap::new());
                 self.install_locked(store, snap, id, Some(&settings))?;
                 self.health.last_poll_ms.store(now_ms(), Relaxed);
-                self.health.set_error(None);
                 self.enforcer.set_failed(false);
+                self.store_answered();
                 drop(_g);
                 self.poll(store)?;
                 return Ok(());
@@ -525,7 +546,7 @@ impl Syncer {
         self.presence.published(in_force);
         self.health.changes_applied.fetch_add(n as u64, Relaxed);
         self.health.last_poll_ms.store(now_ms(), Relaxed);
-        self.health.set_error(None);
+        self.store_answered();
         Ok(n)
     }
 

@@ -171,6 +171,8 @@ pub struct ApiSet {
     /// The groups of the exact hosts.
     groups: Vec<Group>,
     any_host: Group,
+    /// Digest of the files the set was read from (0 when not read from files).
+    source_digest: u64,
 }
 
 impl Default for ApiSet {
@@ -187,6 +189,7 @@ impl Default for ApiSet {
             host_lens: [0; 5],
             groups: Vec::new(),
             any_host: Group::new(&k, &[]),
+            source_digest: 0,
         }
     }
 }
@@ -235,6 +238,19 @@ impl ApiSet {
     /// The APIs, sorted by name.
     pub fn apis(&self) -> &[Api] {
         &self.apis
+    }
+
+    /// A digest of the files the set was read from (names and bytes, see
+    /// [`source_digest`]); 0 when it was not read from files. Two processes
+    /// that read the same files get the same digest: `ase-cli` compares its
+    /// own with the running engines' to say what they have loaded.
+    pub fn source_digest(&self) -> u64 {
+        self.source_digest
+    }
+
+    /// Records the digest of the files the set was read from.
+    pub fn set_source_digest(&mut self, digest: u64) {
+        self.source_digest = digest;
     }
 
     /// The API named `name`.
@@ -318,6 +334,24 @@ fn last_colon(h: &[u8]) -> Option<usize> {
         // so a `:` found lies before them.
         at = at.saturating_sub(8);
     }
+}
+
+/// The digest of API files, given as (name, bytes) in name order: FNV-1a
+/// over each name and its bytes, each preceded by its length. Not a keyed
+/// hash: it tells one set of files from another, it protects nothing.
+pub fn source_digest<'a>(files: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: &[u8]| {
+        for &x in (b.len() as u64).to_le_bytes().iter().chain(b) {
+            h = (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for (name, bytes) in files {
+        eat(name.as_bytes());
+        eat(bytes);
+    }
+    // 0 means "not read from files".
+    h.max(1)
 }
 
 #[cfg(test)]

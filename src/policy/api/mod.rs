@@ -22,5 +22,5 @@ mod path;
 
 pub(crate) use definition::media_type;
 pub use definition::{Api, ApiError, Decoy, Jwt, JwtLocation, Pattern, Redirect, Response, proto};
-pub use index::ApiSet;
+pub use index::{ApiSet, source_digest};
 pub(crate) use path::NormPath;
