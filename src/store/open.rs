@@ -35,6 +35,14 @@ impl Store {
     /// forward. An existing file that is empty, damaged or from a newer build
     /// is an error naming it.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
+        Store::open_within(state_dir, BUSY_TIMEOUT)
+    }
+
+    /// [`Store::open`] that waits at most `wait` for another connection's
+    /// lock while opening (an event loop passes zero: a busy store is an
+    /// error to try again later, not a stalled loop). The connection keeps
+    /// `wait` as its busy timeout.
+    pub fn open_within(state_dir: &Path, wait: Duration) -> Result<Store, StoreError> {
         let path = state_dir.join(STORE_FILE);
         files::create_state_dir(state_dir).map_err(|e| dir_error(state_dir, e))?;
         // The file can vanish between creating it and opening it (an operator
@@ -44,7 +52,7 @@ impl Store {
             if !path.exists() {
                 create(state_dir, &path)?;
             }
-            match Store::connect(&path) {
+            match Store::connect(&path, wait) {
                 Err(_) if tries < 3 && !path.exists() => tries += 1,
                 r => return r,
             }
@@ -54,11 +62,11 @@ impl Store {
     /// Another connection to the same file (for another thread). The file
     /// must still exist: a store moved aside is not created again here.
     pub fn reopen(&self) -> Result<Store, StoreError> {
-        Store::connect(&self.path)
+        Store::connect(&self.path, BUSY_TIMEOUT)
     }
 
     /// Opens the existing file at `path` and checks it holds a store.
-    fn connect(path: &Path) -> Result<Store, StoreError> {
+    fn connect(path: &Path, wait: Duration) -> Result<Store, StoreError> {
         // No SQLITE_OPEN_CREATE: a missing file is an error, never a new
         // empty database under the store's name.
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -68,13 +76,13 @@ impl Store {
             conn: Mutex::new(conn),
             verified: AtomicBool::new(false),
         };
-        s.setup(false)?;
+        s.setup(false, wait)?;
         Ok(s)
     }
 
-    fn setup(&self, new: bool) -> Result<(), StoreError> {
+    fn setup(&self, new: bool, wait: Duration) -> Result<(), StoreError> {
         let mut c = self.conn();
-        c.busy_timeout(BUSY_TIMEOUT).map_err(|e| self.err(e))?;
+        c.busy_timeout(wait).map_err(|e| self.err(e))?;
         if !new && schema::version(&c).map_err(|e| self.err(e))? == 0 {
             return Err(emptied(&self.path));
         }
@@ -94,7 +102,7 @@ impl Store {
             match c.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)) {
                 Err(e)
                     if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy)
-                        && start.elapsed() < BUSY_TIMEOUT =>
+                        && start.elapsed() < wait =>
                 {
                     std::thread::sleep(Duration::from_millis(5));
                 }
@@ -214,7 +222,7 @@ fn build(tmp: &Path) -> Result<(), StoreError> {
         conn: Mutex::new(conn),
         verified: AtomicBool::new(true),
     };
-    s.setup(true)?;
+    s.setup(true, BUSY_TIMEOUT)?;
     // Closing the only connection checkpoints the WAL into the file and
     // removes the `-wal` and `-shm` files, so the file linked into place is
     // complete on its own.

@@ -122,12 +122,13 @@ impl Ticker {
         let st = &mut *st;
         if st.store.is_none() && st.last_open.is_none_or(|t| t.elapsed() >= RETRY) {
             st.last_open = Some(Instant::now());
-            match Store::open(&st.dir).and_then(|s| {
+            // Never waits for another process's lock: a busy store is
+            // tried again on a later tick.
+            match Store::open_within(&st.dir, Duration::ZERO).and_then(|s| {
                 sync.start(&s)?;
                 Ok(s)
             }) {
                 Ok(s) => {
-                    let _ = s.set_busy_timeout(Duration::ZERO);
                     s.skip_first_write_check();
                     if sync.store().is_none() {
                         sync.set_store(s.reopen().ok().map(Arc::new));

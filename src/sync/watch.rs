@@ -416,10 +416,7 @@ impl Syncer {
         st.installed = Some(id);
         st.refused = None;
         if st.waiting.is_some_and(|(w, _)| w <= seq) {
-            // What waited is in force: a wait reported in health is over.
-            self.health.set_snapshot_error(None);
-        }
-        if st.waiting.is_some_and(|(w, _)| w <= seq) {
+            // What waited is in force.
             st.waiting = None;
         }
         drop(st);
