@@ -1018,6 +1018,7 @@ fn failed_logins_delay_the_next_attempt_across_processes() {
     e.ok(&["view_whitelist"]);
     let cfg = e.config.to_str().unwrap();
     let login = |pass: &str| {
+        let start = Instant::now();
         let o = run(
             &[
                 "--config",
@@ -1032,7 +1033,7 @@ fn failed_logins_delay_the_next_attempt_across_processes() {
             ],
             "",
         );
-        (o, Instant::now())
+        (o, start, Instant::now())
     };
     let failed = |n: u32, next: u64| {
         format!(
@@ -1044,29 +1045,36 @@ fn failed_logins_delay_the_next_attempt_across_processes() {
 
     // Each failure doubles the wait before the next attempt is checked,
     // whichever process makes it: 1 s after the first, 2 s after the second.
-    let (o, mut last_end) = login("guess-one");
+    // The failure is recorded inside the previous process, after it started
+    // and a little before it ended (how little depends on the machine's
+    // load): the wait counts from between the two.
+    let (o, mut last_start, mut last_end) = login("guess-one");
     assert_eq!(String::from_utf8_lossy(&o.stderr), failed(1, 1));
     for (n, delay) in [(2, 1), (3, 2)] {
-        let (o, end) = login("guess-two");
+        let (o, start, end) = login("guess-two");
         assert_eq!(o.status.code(), Some(1));
         assert_eq!(String::from_utf8_lossy(&o.stderr), failed(n, 1 << (n - 1)));
+        let delay = Duration::from_secs(delay);
         assert!(
-            end - last_end >= Duration::from_secs(delay),
-            "attempt {n} was checked {:?} after the previous failure",
-            end - last_end
+            end - last_start >= delay && end - last_end >= delay - Duration::from_millis(500),
+            "attempt {n} was checked {:?} after the previous attempt ended, {:?} after it \
+             started; the wait is {delay:?}",
+            end - last_end,
+            end - last_start
         );
-        last_end = end;
+        (last_start, last_end) = (start, end);
     }
     // The right password also waits its turn (4 s), then works and forgets
     // the failures: the next wrong one counts from 1 again.
-    let (o, end) = login("admin");
+    let (o, _, end) = login("admin");
     assert_success(&o, &["right password"]);
-    assert!(end - last_end >= Duration::from_secs(4));
+    assert!(end - last_start >= Duration::from_secs(4));
+    assert!(end - last_end >= Duration::from_millis(3500));
     assert_eq!(
         e.ok(&["view_blacklist", "manual"]),
         "Manual Blacklist\n1) type : ip, value : 7.7.7.7\n"
     );
-    let (o, _) = login("guess-three");
+    let (o, _, _) = login("guess-three");
     assert_eq!(String::from_utf8_lossy(&o.stderr), failed(1, 1));
     assert!(!String::from_utf8_lossy(&o.stderr).contains("guess"));
 
@@ -1075,6 +1083,6 @@ fn failed_logins_delay_the_next_attempt_across_processes() {
     let old = now_ms() - 16 * 60 * 1000;
     s.set_meta("cli_login_failures", &format!("9 {old}"))
         .unwrap();
-    let (o, _) = login("guess-four");
+    let (o, _, _) = login("guess-four");
     assert_eq!(String::from_utf8_lossy(&o.stderr), failed(1, 1));
 }
