@@ -62,6 +62,14 @@ impl std::fmt::Debug for Lists {
     }
 }
 
+/// The room an overlay on a snapshot starts with. The host rebuilds the
+/// snapshot after 5,000 changes, so an overlay seldom outgrows it; growing
+/// rehashes the whole map in one go (about 1 ms at 8,000 entries), which an
+/// event loop applying changes would feel as one long tick. 16,384 entries
+/// cost about 180 KB a process; lookups probe the overlay only for kinds
+/// it holds.
+const OVERLAY_CAPACITY: usize = 16_384;
+
 impl Default for Lists {
     fn default() -> Self {
         Lists::new(None, IdMap::new())
@@ -309,7 +317,7 @@ impl Lists {
     /// local detections are carried.
     pub fn rebased(&self, snap: Arc<Snapshot>) -> Lists {
         let at = snap.seq();
-        let next = Lists::new(Some(snap), IdMap::new());
+        let next = Lists::new(Some(snap), IdMap::with_capacity(OVERLAY_CAPACITY));
         let cleared = self.cleared.load(Relaxed);
         for bit in 0..7 {
             let when = self.cleared_at[bit].load(Relaxed);
