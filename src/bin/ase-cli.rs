@@ -297,9 +297,22 @@ fn run(args: impl Iterator<Item = String>, out: &mut dyn Write, input: &mut dyn 
     }
     if seq > 0 && r.is_ok() {
         let state_dir = &engine.enforcer().config().state_dir;
-        if let Some(why) = engines_cannot_read(state_dir) {
+        if let Some(why) = engines_cannot_read(state_dir, seq) {
             ctx.out.flush()?;
             return fail(format!("the change is stored, but {why}"));
+        }
+        // A warning, exit status 0: the change is stored, and whether these
+        // workers use this state_dir cannot be known from here. But a
+        // worker that cannot enter the directory is invisible to the wait
+        // and decides by fail_mode, so say what keeps it out.
+        if let Some(user) = nginx_user() {
+            if let Some(why) = closed_state_dir(state_dir) {
+                ctx.out.flush()?;
+                eprintln!(
+                    "ase-cli: warning: no running engine has registered, and nginx runs as \
+                     {user}; {why}"
+                );
+            }
         }
     }
     r
@@ -328,12 +341,16 @@ fn password(o: &Opts) -> Res<String> {
     rpassword::prompt_password("Password: ").map_err(|e| Fail(format!("password prompt: {e}")))
 }
 
-/// The running engines of `state_dir` that say (in their presence records)
-/// they cannot read the store, as a sentence; `None` when every one can.
-fn engines_cannot_read(state_dir: &Path) -> Option<String> {
+/// The running engines of `state_dir` that have not applied log position
+/// `seq` and say (in their presence records) they cannot read the store, as
+/// a sentence; `None` when every one applied it or can read the store. An
+/// engine that applied the change has it in force, whatever error it last
+/// had (a failed detection write, say).
+fn engines_cannot_read(state_dir: &Path, seq: u64) -> Option<String> {
     let peers = presence::live_engines(state_dir).ok()?;
     let failing: Vec<String> = peers
         .iter()
+        .filter(|p| !p.has_applied(seq))
         .filter_map(|p| p.record)
         .filter(|r| r.flags & presence::STORE_FAILING != 0)
         .map(|r| r.pid.to_string())
@@ -1273,21 +1290,45 @@ fn engines_summary(state_dir: &Path) -> String {
         return format!("{} ({failing} cannot read the state store)", peers.len());
     }
     if peers.is_empty() {
-        use std::os::unix::fs::MetadataExt;
-        let me_root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-        if let Ok(m) = std::fs::metadata(state_dir) {
-            if me_root && m.uid() == 0 && m.mode() & 0o077 == 0 {
-                return format!(
-                    "0 (none registered; {} is root's with mode {:04o}: an engine of another \
-                     user, such as an nginx worker, cannot open it and decides by fail_mode; \
-                     give the directory to that user)",
-                    state_dir.display(),
-                    m.mode() & 0o7777
-                );
-            }
+        if let Some(why) = closed_state_dir(state_dir) {
+            return format!("0 (none registered; {why})");
         }
     }
     peers.len().to_string()
+}
+
+/// Why engines of another user than root would not register, when no
+/// engine is registered, `ase-cli` runs as root and `state_dir` is root's
+/// and closed to every other user; `None` otherwise. Only root can make
+/// such a directory and still use it, so an engine of any other user (an
+/// nginx worker, say) cannot enter it.
+fn closed_state_dir(state_dir: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    if !presence::live_engines(state_dir).is_ok_and(|p| p.is_empty()) {
+        return None;
+    }
+    let me_root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    let m = std::fs::metadata(state_dir).ok()?;
+    (me_root && m.uid() == 0 && m.mode() & 0o077 == 0).then(|| {
+        format!(
+            "{} is root's with mode {:04o}: an engine of another user, such as an nginx \
+             worker, cannot open it and decides by fail_mode; give the directory to that user",
+            state_dir.display(),
+            m.mode() & 0o7777
+        )
+    })
+}
+
+/// The user of the running nginx workers when it is not root (the first
+/// found), as a message names it; `None` when no nginx runs or it runs as
+/// root.
+fn nginx_user() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|p| {
+        let comm = std::fs::read_to_string(p.path().join("comm")).ok()?;
+        let uid = std::fs::metadata(p.path()).ok()?.uid();
+        (comm.trim_end() == "nginx" && uid != 0).then(|| store::who(uid))
+    })
 }
 
 /// One running engine's health: how far it applied the log, whether it
@@ -1300,7 +1341,9 @@ fn engine_line(p: &presence::Peer, last_seq: u64, apis: u64, now: u64) -> String
     if r.applied_seq < last_seq {
         s.push_str(&format!(" ({} behind)", last_seq - r.applied_seq));
     }
-    s.push_str(if r.flags & presence::STORE_FAILING != 0 {
+    s.push_str(if !r.health_known() {
+        ", health unknown"
+    } else if r.flags & presence::STORE_FAILING != 0 {
         ", cannot read the state store"
     } else {
         ", store ok"
