@@ -15,7 +15,14 @@
  * store by itself, so `ase-cli` or another process's list changes are in
  * force here without anything to call. SIGINT or SIGTERM stops the server:
  * the threads finish their request and are joined, the engine is freed, and
- * "stopped after N requests (A allowed, S stopped)" is printed.
+ * "stopped after N requests (A allowed, S stopped)" is printed, with
+ * ", F failed" added when ase_check_request returned an error for F of them
+ * (each answered 500 and said on stderr).
+ *
+ * Stopping wakes the threads blocked in accept() by shutdown() of the
+ * listening socket, which Linux does; other systems may leave them blocked
+ * (there, a server would wake them with a connection of its own or poll()
+ * on a pipe).
  *
  * Exit status: 0 after a signal, 1 when the engine or the socket cannot be
  * made, 2 on bad usage.
@@ -47,6 +54,7 @@ typedef struct {
     int listener;
     atomic_ulong allowed;
     atomic_ulong stopped;
+    atomic_ulong failed;
 } server;
 
 static ase_str str_of(const char *p, size_t len) {
@@ -79,6 +87,10 @@ static void answer(int fd, uint32_t status, ase_str text, ase_str body, ase_str 
                       (const char *)location.data);
     }
     if (n <= 0 || (size_t)n >= sizeof head - 24) {
+        /* A reason phrase or redirect too long for `head`: no half answer. */
+        static const char too_long[] = "HTTP/1.1 500 Internal Server Error\r\n"
+                                       "Content-Length: 0\r\nConnection: close\r\n\r\n";
+        send_all(fd, too_long, sizeof too_long - 1);
         return;
     }
     n += snprintf(head + n, sizeof head - (size_t)n, "Connection: close\r\n\r\n");
@@ -160,10 +172,12 @@ static void serve(server *s, int fd, const struct sockaddr_in *peer) {
     ase_verdict v;
     ase_result rc = ase_check_request(s->engine, &req, &v);
     if (rc != ASE_OK) {
-        /* The engine could not decide (a request it cannot read): refuse it. */
+        /* An error, not a verdict: the engine decided nothing. */
         const char *msg = ase_result_str(rc);
-        answer(fd, 400, str_of("Bad Request", 11), str_of(msg, strlen(msg)), str_of(NULL, 0));
-        atomic_fetch_add(&s->stopped, 1);
+        fprintf(stderr, "server: ase_check_request: %s\n", msg);
+        answer(fd, 500, str_of("Internal Server Error", 21), str_of(msg, strlen(msg)),
+               str_of(NULL, 0));
+        atomic_fetch_add(&s->failed, 1);
         return;
     }
     if (v.action == ASE_ACTION_ALLOW) {
@@ -185,7 +199,7 @@ static void *worker(void *arg) {
             if (errno == EINTR || errno == ECONNABORTED) {
                 continue;
             }
-            /* shutdown() of the listener in main: time to stop. */
+            /* shutdown() of the listener in main (Linux): time to stop. */
             return NULL;
         }
         serve(s, fd, &peer);
@@ -257,7 +271,7 @@ int main(int argc, char **argv) {
         sigwait(&stop, &sig);
     }
 
-    /* Wakes every thread blocked in accept(); each returns. */
+    /* Wakes every thread blocked in accept() on Linux; each returns. */
     shutdown(s.listener, SHUT_RDWR);
     for (long i = 0; i < started; i++) {
         pthread_join(threads[i], NULL);
@@ -265,6 +279,12 @@ int main(int argc, char **argv) {
     close(s.listener);
     ase_engine_free(engine);
     unsigned long a = atomic_load(&s.allowed), b = atomic_load(&s.stopped);
-    printf("stopped after %lu requests (%lu allowed, %lu stopped)\n", a + b, a, b);
+    unsigned long f = atomic_load(&s.failed);
+    if (f > 0) {
+        printf("stopped after %lu requests (%lu allowed, %lu stopped, %lu failed)\n", a + b + f,
+               a, b, f);
+    } else {
+        printf("stopped after %lu requests (%lu allowed, %lu stopped)\n", a + b, a, b);
+    }
     return started == nthreads ? 0 : 1;
 }

@@ -34,7 +34,9 @@
 #define NGX_HTTP_ASE_STATS_INTERVAL    1000
 #define NGX_HTTP_ASE_RETRY_INTERVAL    5000
 #define NGX_HTTP_ASE_RETRY_ALERT       12  /* a minute of retries */
-#define NGX_HTTP_ASE_STORE_ALERT       60000  /* again while it lasts */
+#define NGX_HTTP_ASE_STORE_ALERT       60000  /* at most this often */
+#define NGX_HTTP_ASE_STORE_CALM        5000   /* answering, before said */
+#define NGX_HTTP_ASE_SLOT_STALE        10     /* s without publishing */
 #define NGX_HTTP_ASE_SLOTS             NGX_MAX_PROCESSES
 
 /* APIs with their own ase_api_requests_total series; the others share one */
@@ -55,10 +57,16 @@
  * shared zone for ase_status.  A worker claims a free slot at start (pid
  * 0, or the pid of a process that is gone) and frees it at exit, so the
  * workers of two cycles overlapping in a reload each have their own.
+ * The gauges count once published (a slot just claimed holds zeros, not
+ * a store that is down), and while published again every second: the
+ * slot of a worker that died without freeing it stops counting even when
+ * its pid was reused by a process kill() cannot signal.
  */
 
 typedef struct {
     ngx_atomic_t               pid;
+    ngx_atomic_t               published;  /* the gauges are this pid's */
+    ngx_atomic_t               beat;       /* ngx_time() of publication */
     ngx_uint_t                 no_engine;  /* building it failed */
     ase_stats                  stats;
     ase_abs_state              abs;
@@ -154,9 +162,11 @@ typedef struct {
     char                       error[NGX_HTTP_ASE_ERR_LEN];
     uint64_t                   snapshot_refusals;
 
-    /* the store error last said at alert, and when */
+    /* the store error last said at alert, and when; since when it answers */
     char                       store_error[ASE_MESSAGE_LEN];
     ngx_msec_t                 store_alerted;
+    ngx_msec_t                 store_answers;
+    ngx_flag_t                 store_alert_said;
 } ngx_http_ase_main_conf_t;
 
 
@@ -287,6 +297,7 @@ static ngx_uint_t ngx_http_ase_api_index(ngx_http_ase_main_conf_t *amcf,
     ase_str *name);
 static void ngx_http_ase_flush(ngx_http_ase_main_conf_t *amcf);
 static void ngx_http_ase_claim_slot(ngx_http_ase_main_conf_t *amcf);
+static ngx_uint_t ngx_http_ase_slot_live(ngx_http_ase_slot_t *slot);
 static void ngx_http_ase_store_alert(ngx_http_ase_main_conf_t *amcf,
     ase_health *health);
 static ngx_int_t ngx_http_ase_log_handler(ngx_http_request_t *r);
@@ -1611,7 +1622,7 @@ ngx_http_ase_totals(ngx_http_ase_main_conf_t *amcf, ngx_http_ase_totals_t *t)
     for (i = 0; i < NGX_HTTP_ASE_SLOTS; i++) {
         slot = &amcf->sh->slots[i];
 
-        if (slot->pid == 0) {
+        if (!ngx_http_ase_slot_live(slot)) {
             continue;
         }
 
@@ -1857,6 +1868,10 @@ ngx_http_ase_publish(ngx_http_ase_main_conf_t *amcf)
     ase_abs_state         abs;
     ngx_http_ase_slot_t  *slot;
 
+    /* the requests counted so far count whatever the engine answers */
+
+    ngx_http_ase_flush(amcf);
+
     if (amcf->engine) {
         if (ase_engine_stats(amcf->engine, &stats) != ASE_OK
             || ase_abs_status(amcf->engine, &abs) != ASE_OK
@@ -1923,32 +1938,70 @@ ngx_http_ase_publish(ngx_http_ase_main_conf_t *amcf)
     slot->abs = abs;
     slot->health = health;
     slot->no_engine = (amcf->engine == NULL);
+    slot->beat = (ngx_atomic_uint_t) ngx_time();
+
+    /* readers in other workers see the gauges before the flag */
+
+    ngx_memory_barrier();
+    slot->published = 1;
+}
+
+
+/*
+ * Whether a slot's gauges count: claimed, published, and published again
+ * lately (its worker lives).
+ */
+
+static ngx_uint_t
+ngx_http_ase_slot_live(ngx_http_ase_slot_t *slot)
+{
+    if (slot->pid == 0 || !slot->published) {
+        return 0;
+    }
+
+    return ngx_time() - (time_t) slot->beat <= NGX_HTTP_ASE_SLOT_STALE;
 }
 
 
 /*
  * Says at alert that the store cannot be opened or read, with the path and
- * the reason the library gives, and what decides meanwhile: when it starts,
- * when the reason changes and every minute while it lasts; then once that
- * it answers again.
+ * the reason the library gives, and what decides meanwhile: when it starts
+ * and every minute while it lasts, never more often (a store that fails
+ * and answers by turns, or whose reason changes, is said once a minute);
+ * then once that it answers again, when it has answered for
+ * NGX_HTTP_ASE_STORE_CALM.
  */
 
 static void
 ngx_http_ase_store_alert(ngx_http_ase_main_conf_t *amcf, ase_health *health)
 {
     if (health->store_error[0] == '\0') {
-        if (amcf->store_error[0]) {
-            ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
-                          "ase_config \"%V\": the state store answers again",
-                          &amcf->config);
-            amcf->store_error[0] = '\0';
+        if (amcf->store_error[0] == '\0') {
+            return;
         }
+
+        if (amcf->store_answers == 0) {
+            amcf->store_answers = ngx_current_msec ? ngx_current_msec : 1;
+            return;
+        }
+
+        if (ngx_current_msec - amcf->store_answers < NGX_HTTP_ASE_STORE_CALM)
+        {
+            return;
+        }
+
+        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                      "ase_config \"%V\": the state store answers again",
+                      &amcf->config);
+        amcf->store_error[0] = '\0';
+        amcf->store_answers = 0;
 
         return;
     }
 
-    if (amcf->store_error[0]
-        && ngx_strcmp(amcf->store_error, health->store_error) == 0
+    amcf->store_answers = 0;
+
+    if (amcf->store_alert_said
         && ngx_current_msec - amcf->store_alerted < NGX_HTTP_ASE_STORE_ALERT)
     {
         return;
@@ -1969,6 +2022,7 @@ ngx_http_ase_store_alert(ngx_http_ase_main_conf_t *amcf, ase_health *health)
     ngx_cpystrn((u_char *) amcf->store_error, (u_char *) health->store_error,
                 sizeof(amcf->store_error));
     amcf->store_alerted = ngx_current_msec;
+    amcf->store_alert_said = 1;
 }
 
 
@@ -2043,12 +2097,21 @@ ngx_http_ase_claim_slot(ngx_http_ase_main_conf_t *amcf)
         slot = &amcf->sh->slots[i];
         pid = slot->pid;
 
-        if (pid != 0 && (kill((pid_t) pid, 0) == 0 || ngx_errno != NGX_ESRCH))
+        /*
+         * taken: by a process that lives, or by one kill() may not signal
+         * (another user's, maybe a reused pid) that still publishes
+         */
+
+        if (pid != 0
+            && (kill((pid_t) pid, 0) == 0
+                || (ngx_errno != NGX_ESRCH && ngx_http_ase_slot_live(slot))))
         {
             continue;
         }
 
         if (ngx_atomic_cmp_set(&slot->pid, pid, (ngx_atomic_uint_t) ngx_pid)) {
+            slot->published = 0;
+            ngx_memory_barrier();
             ngx_memzero(&slot->stats, sizeof(ase_stats));
             ngx_memzero(&slot->abs, sizeof(ase_abs_state));
             ngx_memzero(&slot->health, sizeof(ase_health));
@@ -2060,6 +2123,12 @@ ngx_http_ase_claim_slot(ngx_http_ase_main_conf_t *amcf)
 }
 
 
+/*
+ * Publishes every second, also while the worker drains its connections
+ * after a reload (its gauges stay current and its slot live): the timer
+ * is cancelable, so it does not hold the exit back.
+ */
+
 static void
 ngx_http_ase_stats_timer(ngx_event_t *ev)
 {
@@ -2067,7 +2136,7 @@ ngx_http_ase_stats_timer(ngx_event_t *ev)
 
     ngx_http_ase_publish(amcf);
 
-    if (ngx_exiting || ngx_quit || ngx_terminate) {
+    if (ngx_terminate) {
         return;
     }
 
@@ -2079,7 +2148,9 @@ ngx_http_ase_stats_timer(ngx_event_t *ev)
  * Drives the evented engine: each tick picks up other processes' changes,
  * moves to a newer snapshot (checked a slice per tick), writes queued
  * detections; it never waits for a lock or the network.  The engine says
- * when to come back.
+ * when to come back.  A worker draining its connections after a reload
+ * still decides their requests, and its engine stays registered (changes
+ * wait for it): it ticks on; the timer is cancelable.
  */
 
 static void
@@ -2094,7 +2165,7 @@ ngx_http_ase_tick_timer(ngx_event_t *ev)
         next = NGX_HTTP_ASE_STATS_INTERVAL;
     }
 
-    if (ngx_exiting || ngx_quit || ngx_terminate) {
+    if (ngx_terminate) {
         return;
     }
 
@@ -2531,8 +2602,12 @@ ngx_http_ase_exit_process(ngx_cycle_t *cycle)
 
     /* what this worker counted since its last publication counts on */
 
+    ngx_http_ase_flush(amcf);
+
     if (amcf->slot) {
         ngx_http_ase_publish(amcf);
+        amcf->slot->published = 0;
+        ngx_memory_barrier();
         amcf->slot->pid = 0;
         amcf->slot = NULL;
     }

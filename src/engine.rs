@@ -16,7 +16,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::enforcer::{Enforcer, Stats};
 use crate::load::{LoadError, abs_conf_path, load};
@@ -68,6 +68,10 @@ impl From<StoreError> for EngineError {
         EngineError::Store(e.message)
     }
 }
+
+/// How often an evented engine holding the host role tries again to start
+/// the ABS poller after starting it failed.
+pub const ABS_START_RETRY: Duration = Duration::from_secs(10);
 
 /// How long [`Engine::shutdown`] waits for the background threads.
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
@@ -127,6 +131,10 @@ pub struct Engine {
     shipper: OnceLock<Shipper>,
     /// The candidate for the host role (snapshot builds).
     host: Option<HostRole>,
+    /// Why starting the ABS poller failed in this process's host role, and
+    /// when: shown as the ABS status's error, never as the store's (the
+    /// store answers), and tried again every [`ABS_START_RETRY`].
+    abs_start_error: Mutex<Option<(String, Instant)>>,
     /// An evented engine's state between ticks (no threads).
     ticker: Option<Ticker>,
     /// An evented engine's traffic queue and spool file, when `abs.conf`
@@ -327,6 +335,7 @@ impl Engine {
             passive: false,
             background: Mutex::new(Some(bg)),
             abs: once(abs),
+            abs_start_error: Mutex::new(None),
             shipper: once(shipper),
             host,
             ticker: None,
@@ -378,6 +387,7 @@ impl Engine {
             passive: false,
             background: Mutex::new(None),
             abs: OnceLock::new(),
+            abs_start_error: Mutex::new(None),
             shipper: OnceLock::new(),
             host: None,
             ticker: Some(ticker),
@@ -400,8 +410,18 @@ impl Engine {
         if t.host_status().is_some() && self.abs.get().is_none() {
             // This process took the host role: it polls ABS and ships
             // traffic for the host from now on.
-            if let Err(e) = self.start_abs() {
-                self.sync.set_error_message(e.to_string());
+            let mut failed = self
+                .abs_start_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if failed
+                .as_ref()
+                .is_none_or(|(_, at)| at.elapsed() >= ABS_START_RETRY)
+            {
+                *failed = self
+                    .start_abs()
+                    .err()
+                    .map(|e| (e.to_string(), Instant::now()));
             }
         }
         next
@@ -434,7 +454,7 @@ impl Engine {
     /// up to `seq`, bulk changes included (their snapshot installed).
     /// Returns whether they do.
     pub fn wait_reflects(&self, seq: u64, wait: Duration) -> bool {
-        let deadline = std::time::Instant::now() + wait;
+        let deadline = Instant::now() + wait;
         loop {
             if self.sync.reflects(seq) {
                 return true;
@@ -471,6 +491,7 @@ impl Engine {
             passive: true,
             background: Mutex::new(None),
             abs: OnceLock::new(),
+            abs_start_error: Mutex::new(None),
             shipper: OnceLock::new(),
             host: None,
             ticker: None,
@@ -594,8 +615,15 @@ impl Engine {
             .and_then(|s| shared::load(&s).ok().flatten())
             .map(|p| p.status)
             .unwrap_or_default();
+        let start_error = self
+            .abs_start_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(m, _)| m.clone());
         Some(AbsStatus {
             leader: false,
+            last_error: start_error.or(published.last_error),
             ..published
         })
     }

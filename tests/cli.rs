@@ -553,9 +553,10 @@ fn bad_input_changes_nothing() {
 }
 
 /// The password need not be on the command line (where `ps` shows it):
-/// `--password-file`, `ASE_PASSWORD`, else a prompt, which needs a terminal.
+/// `ASE_PASSWORD` is checked, `--password-file` wins over it, and with
+/// neither and no terminal to prompt on the command is refused.
 #[test]
-fn password_from_a_file_or_the_environment_never_from_ps() {
+fn password_from_environment_or_file_file_first_none_without_terminal_refused() {
     let e = Env::new("");
     let cfg = e.config.to_str().unwrap();
     let cli = |args: &[&str], env: Option<&str>| {

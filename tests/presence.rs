@@ -23,6 +23,8 @@ use store_common::{Env, assert_success};
 const CHILD_ENV: &str = "ASE_TEST_STUCK_ENGINE_STATE";
 /// The stuck engine's health flags (`presence::STORE_FAILING`, ...).
 const CHILD_FLAGS: &str = "ASE_TEST_STUCK_ENGINE_FLAGS";
+/// The log position the stuck engine says it applied.
+const CHILD_SEQ: &str = "ASE_TEST_STUCK_ENGINE_SEQ";
 
 /// Whether `engine` stops a request from `ip` to `uri` (blocked or answered).
 fn stops(engine: &Engine, ip: &str, uri: &str) -> bool {
@@ -105,7 +107,8 @@ fn a_cli_change_is_in_force_in_a_running_engine_when_the_cli_returns() {
 /// The stuck engine's side: registered at position 0, never advancing.
 fn stuck_engine(state_dir: &str) {
     let flags = std::env::var(CHILD_FLAGS).map_or(0, |f| f.parse().unwrap());
-    let r = presence::Registration::register_with(Path::new(state_dir), 0, flags, None).unwrap();
+    let seq = std::env::var(CHILD_SEQ).map_or(0, |f| f.parse().unwrap());
+    let r = presence::Registration::register_with(Path::new(state_dir), seq, flags, None).unwrap();
     // libtest prints the test's name first, on the same line.
     println!("@@{}", r.name());
     let mut line = String::new();
@@ -121,6 +124,11 @@ impl Stuck {
 
     /// An engine whose record carries `flags`.
     fn spawn_with(state_dir: &Path, flags: u32) -> Stuck {
+        Stuck::spawn_at(state_dir, flags, 0)
+    }
+
+    /// An engine whose record carries `flags` and says it applied `seq`.
+    fn spawn_at(state_dir: &Path, flags: u32, seq: u64) -> Stuck {
         let mut c = Command::new(std::env::current_exe().unwrap())
             .args([
                 "an_engine_that_does_not_apply_gives_a_warning_and_exit_status_0",
@@ -130,6 +138,7 @@ impl Stuck {
             ])
             .env(CHILD_ENV, state_dir)
             .env(CHILD_FLAGS, flags.to_string())
+            .env(CHILD_SEQ, seq.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -254,6 +263,23 @@ fn watcher_cpu_ns() -> u64 {
         }
     }
     total
+}
+
+/// An engine whose record says the store failed (a detection it could not
+/// write, say) but that applied the change has it in force: the change is
+/// made, exit status 0, nothing on stderr.
+#[test]
+fn an_engine_with_a_store_error_that_applied_the_change_does_not_fail_it() {
+    let e = env_polling("5s");
+    let engine = Engine::open(&e.config).unwrap();
+    let _applied = Stuck::spawn_at(&e.state_dir(), presence::STORE_FAILING, 1 << 40);
+    let o = e.cli(&["--wait=0s", "add_blacklist", "ip", "10.5.5.6"]);
+    assert_success(&o, &["add_blacklist with an engine that applied it"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "ip 10.5.5.6 added to blacklist\n"
+    );
+    drop(engine);
 }
 
 /// An engine that cannot read the store (its record says so) has not got a

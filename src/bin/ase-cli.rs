@@ -297,9 +297,22 @@ fn run(args: impl Iterator<Item = String>, out: &mut dyn Write, input: &mut dyn 
     }
     if seq > 0 && r.is_ok() {
         let state_dir = &engine.enforcer().config().state_dir;
-        if let Some(why) = engines_cannot_read(state_dir) {
+        if let Some(why) = engines_cannot_read(state_dir, seq) {
             ctx.out.flush()?;
             return fail(format!("the change is stored, but {why}"));
+        }
+        // Workers that cannot enter state_dir are invisible to the wait and
+        // decide by fail_mode: say what keeps them out. A warning, exit
+        // status 0: the change is stored, and that these workers use it is
+        // read from nginx's configuration files, not learnt from them.
+        if let Some(why) = closed_state_dir(state_dir) {
+            if let Some(user) = nginx_user_of(&config) {
+                ctx.out.flush()?;
+                eprintln!(
+                    "ase-cli: warning: no running engine has registered, and nginx runs as \
+                     {user}; {why}"
+                );
+            }
         }
     }
     r
@@ -328,12 +341,16 @@ fn password(o: &Opts) -> Res<String> {
     rpassword::prompt_password("Password: ").map_err(|e| Fail(format!("password prompt: {e}")))
 }
 
-/// The running engines of `state_dir` that say (in their presence records)
-/// they cannot read the store, as a sentence; `None` when every one can.
-fn engines_cannot_read(state_dir: &Path) -> Option<String> {
+/// The running engines of `state_dir` that have not applied log position
+/// `seq` and say (in their presence records) they cannot read the store, as
+/// a sentence; `None` when every one applied it or can read the store. An
+/// engine that applied the change has it in force, whatever error it last
+/// had (a failed detection write, say).
+fn engines_cannot_read(state_dir: &Path, seq: u64) -> Option<String> {
     let peers = presence::live_engines(state_dir).ok()?;
     let failing: Vec<String> = peers
         .iter()
+        .filter(|p| !p.has_applied(seq))
         .filter_map(|p| p.record)
         .filter(|r| r.flags & presence::STORE_FAILING != 0)
         .map(|r| r.pid.to_string())
@@ -1273,21 +1290,135 @@ fn engines_summary(state_dir: &Path) -> String {
         return format!("{} ({failing} cannot read the state store)", peers.len());
     }
     if peers.is_empty() {
-        use std::os::unix::fs::MetadataExt;
-        let me_root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-        if let Ok(m) = std::fs::metadata(state_dir) {
-            if me_root && m.uid() == 0 && m.mode() & 0o077 == 0 {
-                return format!(
-                    "0 (none registered; {} is root's with mode {:04o}: an engine of another \
-                     user, such as an nginx worker, cannot open it and decides by fail_mode; \
-                     give the directory to that user)",
-                    state_dir.display(),
-                    m.mode() & 0o7777
-                );
-            }
+        if let Some(why) = closed_state_dir(state_dir) {
+            return format!("0 (none registered; {why})");
         }
     }
     peers.len().to_string()
+}
+
+/// Why engines of another user than root would not register, when no
+/// engine is registered, `ase-cli` runs as root and `state_dir` is root's
+/// and closed to every other user; `None` otherwise. Only root can make
+/// such a directory and still use it, so an engine of any other user (an
+/// nginx worker, say) cannot enter it.
+fn closed_state_dir(state_dir: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    if !presence::live_engines(state_dir).is_ok_and(|p| p.is_empty()) {
+        return None;
+    }
+    let me_root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    let m = std::fs::metadata(state_dir).ok()?;
+    (me_root && m.uid() == 0 && m.mode() & 0o077 == 0).then(|| {
+        format!(
+            "{} is root's with mode {:04o}: an engine of another user, such as an nginx \
+             worker, cannot open it and decides by fail_mode; give the directory to that user",
+            state_dir.display(),
+            m.mode() & 0o7777
+        )
+    })
+}
+
+/// The user of the workers of a running nginx whose configuration names
+/// `config` (in its main file or a file that includes), when that user is
+/// not root; `None` otherwise. Another nginx on the host, not using this
+/// configuration, says nothing about this state directory.
+fn nginx_user_of(config: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut names = vec![config.to_string_lossy().into_owned()];
+    if let Ok(c) = config.canonicalize() {
+        names.push(c.to_string_lossy().into_owned());
+    }
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|p| {
+        let comm = std::fs::read_to_string(p.path().join("comm")).ok()?;
+        let uid = std::fs::metadata(p.path()).ok()?.uid();
+        if comm.trim_end() != "nginx" || uid == 0 {
+            return None;
+        }
+        let main = nginx_main_conf(&p.path())?;
+        nginx_conf_names(&main, &names, 2).then(|| store::who(uid))
+    })
+}
+
+/// The main configuration file of the nginx a worker (`/proc/PID`) belongs
+/// to: its master's `-c` (under its `-p` when relative), else Debian's.
+fn nginx_main_conf(worker: &Path) -> Option<PathBuf> {
+    // Fields after the command name, which may hold spaces: state, ppid.
+    let stat = std::fs::read_to_string(worker.join("stat")).ok()?;
+    let ppid = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .to_string();
+    let cmdline = std::fs::read(Path::new("/proc").join(ppid).join("cmdline")).ok()?;
+    // nginx rewrites its master's command line to one string ("nginx:
+    // master process /usr/sbin/nginx -c FILE"): split at spaces too.
+    let args: Vec<String> = cmdline
+        .split(|&b| b == 0 || b == b' ')
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let after = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+    };
+    let conf = PathBuf::from(after("-c").map_or("/etc/nginx/nginx.conf", |c| c.as_str()));
+    Some(match after("-p") {
+        Some(prefix) if conf.is_relative() => Path::new(prefix).join(conf),
+        _ if conf.is_relative() => Path::new("/etc/nginx").join(conf),
+        _ => conf,
+    })
+}
+
+/// Whether the nginx configuration `file`, or a file it includes (to
+/// `depth` levels, `*` in a file name matching any run), holds one of
+/// `names`.
+fn nginx_conf_names(file: &Path, names: &[String], depth: u32) -> bool {
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return false;
+    };
+    let text: String = text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n");
+    if names.iter().any(|n| text.contains(n.as_str())) {
+        return true;
+    }
+    if depth == 0 {
+        return false;
+    }
+    let base = file.parent().unwrap_or(Path::new("/"));
+    text.split([';', '{', '}'])
+        .filter_map(|d| d.trim().strip_prefix("include"))
+        .filter(|rest| rest.starts_with(char::is_whitespace))
+        .flat_map(|pattern| included(&base.join(pattern.trim())))
+        .any(|f| nginx_conf_names(&f, names, depth - 1))
+}
+
+/// The files an `include` pattern names (a `*` only in the file name).
+fn included(pattern: &Path) -> Vec<PathBuf> {
+    let name = pattern
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let Some((head, tail)) = name.split_once('*') else {
+        return vec![pattern.to_path_buf()];
+    };
+    let dir = pattern.parent().unwrap_or(Path::new("/"));
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().is_some_and(|n| {
+                let n = n.to_string_lossy();
+                n.len() >= head.len() + tail.len() && n.starts_with(head) && n.ends_with(tail)
+            })
+        })
+        .collect()
 }
 
 /// One running engine's health: how far it applied the log, whether it
@@ -1300,7 +1431,9 @@ fn engine_line(p: &presence::Peer, last_seq: u64, apis: u64, now: u64) -> String
     if r.applied_seq < last_seq {
         s.push_str(&format!(" ({} behind)", last_seq - r.applied_seq));
     }
-    s.push_str(if r.flags & presence::STORE_FAILING != 0 {
+    s.push_str(if !r.health_known() {
+        ", health unknown"
+    } else if r.flags & presence::STORE_FAILING != 0 {
         ", cannot read the state store"
     } else {
         ", store ok"
@@ -1459,5 +1592,34 @@ mod tests {
         assert!(parse_line("cookie J v extra").is_err());
         assert!(parse_line("ip 1.2.3").is_err());
         assert_eq!(parse_line("ip 10.1.2.3/8").unwrap().value, "10.0.0.0/8");
+    }
+
+    #[test]
+    fn nginx_configuration_naming_an_ase_conf_through_includes() {
+        let d = tempfile::tempdir().unwrap();
+        let main = d.path().join("nginx.conf");
+        std::fs::create_dir(d.path().join("conf.d")).unwrap();
+        std::fs::write(
+            &main,
+            "user nobody;\nhttp {\n  # ase_config /etc/ase/ase.conf;\n  include conf.d/*.conf;\n}\n",
+        )
+        .unwrap();
+        let names = |n: &str| vec![n.to_string()];
+        assert!(
+            !nginx_conf_names(&main, &names("/etc/ase/ase.conf"), 2),
+            "a directive commented out names nothing"
+        );
+        std::fs::write(
+            d.path().join("conf.d/ase.conf"),
+            "ase_config /etc/ase/ase.conf;\n",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("conf.d/other.txt"), "/srv/x/ase.conf").unwrap();
+        assert!(nginx_conf_names(&main, &names("/etc/ase/ase.conf"), 2));
+        assert!(
+            !nginx_conf_names(&main, &names("/srv/x/ase.conf"), 2),
+            "only the files the pattern matches"
+        );
+        assert!(!nginx_conf_names(&main, &names("/etc/ase/ase.conf"), 0));
     }
 }

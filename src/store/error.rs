@@ -68,7 +68,9 @@ fn user_name(uid: u32) -> Option<String> {
     })
 }
 
-pub(crate) fn who(uid: u32) -> String {
+/// A user for a message: `uid 33 (www-data)`, or `uid 33` when
+/// `/etc/passwd` does not name it.
+pub fn who(uid: u32) -> String {
     match user_name(uid) {
         Some(n) => format!("uid {uid} ({n})"),
         None => format!("uid {uid}"),

@@ -43,7 +43,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 pub use auth::DEFAULT_USER;
 pub use bulk::{LOG_EACH_MAX, Loaded};
 pub use entries::{Counts, List, NewEntry, StoredEntry, attack_code};
-pub use error::{StoreError, StoreErrorKind};
+pub use error::{StoreError, StoreErrorKind, who};
 pub use log::{Change, Changes, LOG_KEEP};
 pub use schema::LATEST as SCHEMA_VERSION;
 pub use settings::{META_ABS_DIGEST, META_ABS_LAST_SYNC};

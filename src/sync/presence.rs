@@ -125,6 +125,13 @@ pub struct Record {
 }
 
 impl Record {
+    /// Whether the record says how the engine is (a version 2 record; a
+    /// version 1 record has neither health flags nor an API set, so its
+    /// zero flags mean nothing).
+    pub fn health_known(&self) -> bool {
+        self.apis.is_some()
+    }
+
     fn encode(&self) -> [u8; RECORD_LEN] {
         let mut b = [0u8; RECORD_LEN];
         b[0..4].copy_from_slice(MAGIC);
@@ -580,11 +587,14 @@ impl Presence {
     /// still fail while `engines/` can be written, and that is what
     /// `ase-cli` must learn from the record.
     pub fn set_flags(&self, flags: u32) {
-        let changed = self.flags.swap(flags, Relaxed) != flags;
+        // Kept and written under the one lock: two callers swapping the
+        // flags outside it could write their records in the other order,
+        // leaving the record at one value and the flags at the other, and
+        // the record would never be corrected (the flags "did not change").
         let mut g = lock(&self.reg);
+        self.flags.store(flags, Relaxed);
         match g.as_mut() {
-            Some(r) if changed => r.publish_flags(flags),
-            Some(_) => {}
+            Some(r) => r.publish_flags(flags),
             None => {
                 drop(g);
                 self.retry_register();
@@ -604,6 +614,9 @@ impl Presence {
     /// cannot register still enforces; waiters just do not see it. Returns
     /// why it could not.
     pub fn register(&self, applied_seq: u64) -> Result<(), String> {
+        // Under the registration lock from reading the flags on, so that a
+        // concurrent set_flags either lands in the new record or finds it.
+        let mut g = lock(&self.reg);
         let apis = *lock(&self.apis);
         let r = Registration::register_with(
             &self.state_dir,
@@ -619,7 +632,7 @@ impl Presence {
             )
         })?;
         *lock(&self.register_failed) = None;
-        *lock(&self.reg) = Some(r);
+        *g = Some(r);
         Ok(())
     }
 
@@ -798,10 +811,45 @@ mod tests {
         old[RECORD_LEN - 8..].copy_from_slice(&sum.to_le_bytes());
         let back = Record::decode(&old).unwrap();
         assert_eq!((back.flags, back.apis, back.pid), (0, None, rec.pid));
+        assert!(!back.health_known(), "zero flags of version 1 say nothing");
+        assert!(rec.health_known());
         old[4..8].copy_from_slice(&3u32.to_le_bytes());
         let sum = checksum(&old[..RECORD_LEN - 8]);
         old[RECORD_LEN - 8..].copy_from_slice(&sum.to_le_bytes());
         assert_eq!(Record::decode(&old), None, "a version from the future");
+    }
+
+    #[test]
+    fn concurrent_health_changes_leave_the_record_as_the_flags_are() {
+        let d = tempfile::tempdir().unwrap();
+        let p = Presence::new(d.path());
+        p.register(0).unwrap();
+        // Two threads set different flags at the same moment, many times:
+        // whatever the interleaving, the record ends as the flags are kept
+        // (else a later set_flags of the same value would not correct it).
+        let rounds = 2000;
+        let go = std::sync::Barrier::new(2);
+        let mismatches = std::sync::atomic::AtomicU32::new(0);
+        std::thread::scope(|s| {
+            for me in [0u32, 1] {
+                let (p, go, mismatches, dir) = (&p, &go, &mismatches, d.path());
+                s.spawn(move || {
+                    for round in 0..rounds {
+                        go.wait();
+                        p.set_flags(((round + me) % 2) * STORE_FAILING);
+                        go.wait();
+                        if me == 0 {
+                            let rec = live_engines(dir).unwrap()[0].record.unwrap();
+                            if rec.flags != p.flags.load(Relaxed) {
+                                mismatches.fetch_add(1, Relaxed);
+                            }
+                        }
+                        go.wait();
+                    }
+                });
+            }
+        });
+        assert_eq!(mismatches.load(Relaxed), 0, "record and flags agree");
     }
 
     #[test]

@@ -205,12 +205,6 @@ impl Syncer {
         self.publish_health();
     }
 
-    /// Records a failure of the background work, shown as the store's.
-    pub fn set_error_message(&self, m: String) {
-        self.health.set_error(Some(m));
-        self.publish_health();
-    }
-
     /// The store answered: clears the error.
     fn store_answered(&self) {
         self.health.set_error(None);
