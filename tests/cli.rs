@@ -679,10 +679,11 @@ fn options_anywhere_help_version_and_env_config() {
 fn ttl_json_import_export() {
     let e = Env::new("");
     // Long enough that the views below run before the expiry even on a
-    // loaded machine (each ase-cli run derives the password key); the wait
-    // further down counts from here.
-    let added = std::time::Instant::now();
+    // loaded machine (each ase-cli run derives the password key). The
+    // entry is written before the command returns, so its expiry is at most
+    // 8 s after that: the wait further down counts from there.
     e.ok(&["add_blacklist", "--ttl", "8s", "ip", "6.6.6.6"]);
+    let added = std::time::Instant::now();
     e.ok(&["add_whitelist", "username", "ops", "team", "--ttl=1h"]);
     let v = e.ok(&["view_blacklist", "manual"]);
     assert!(
