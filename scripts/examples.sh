@@ -103,6 +103,22 @@ compiles() {
 # EOF
 # Runs target/examples/PROGRAM with ARGs in a fresh case directory and checks
 # the exit status, the whole of stderr (one string, "" for none) and stdout.
+# One case's end: valgrind's findings fail it too; counted as passed or failed.
+tally() {
+    local name=$1 dir=$2 ok=$3
+    if [ -s "$dir/valgrind.log" ]; then
+        echo "FAIL $name: valgrind:"
+        cat "$dir/valgrind.log"
+        ok=0
+    fi
+    if [ "$ok" = 1 ]; then
+        echo "ok   $name"
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+    fi
+}
+
 expect() {
     local name=$1 want_status=$2 want_err=$3 prog=$4
     shift 4
@@ -150,17 +166,7 @@ expect() {
         echo "FAIL $name: stderr differs"
         ok=0
     fi
-    if [ -s "$dir/valgrind.log" ]; then
-        echo "FAIL $name: valgrind:"
-        cat "$dir/valgrind.log"
-        ok=0
-    fi
-    if [ "$ok" = 1 ]; then
-        echo "ok   $name"
-        passed=$((passed + 1))
-    else
-        failed=$((failed + 1))
-    fi
+    tally "$name" "$dir" "$ok"
 }
 
 # http PORT METHOD PATH [HEADER]: one request to the server example; prints
@@ -247,17 +253,7 @@ EOF
             "stderr: $(cat "$dir/server.err")"
         ok=0
     fi
-    if [ -s "$dir/valgrind.log" ]; then
-        echo "FAIL $name: valgrind:"
-        cat "$dir/valgrind.log"
-        ok=0
-    fi
-    if [ "$ok" = 1 ]; then
-        echo "ok   $name"
-        passed=$((passed + 1))
-    else
-        failed=$((failed + 1))
-    fi
+    tally "$name" "$dir" "$ok"
 }
 
 # suite PASS: every case, with the binaries of $out, each named PASS/CASE.
